@@ -1,0 +1,54 @@
+# Berth: `make demo` runs the local demo, `make test` the whole suite.
+SHELL := bash
+GO    ?= go
+BIN   := $(CURDIR)/bin
+export CGO_ENABLED ?= 0
+
+.PHONY: all build coredns exporter proxy consul test test-short test-faults fuzz bench demo image lint clean
+
+all: build
+
+build: coredns exporter proxy
+
+coredns:
+	$(GO) build -o $(BIN)/coredns ./plugin/coredns
+
+exporter:
+	$(GO) build -o $(BIN)/berth-exporter ./exporter/cmd/berth-exporter
+
+proxy:
+	$(GO) build -o $(BIN)/berth-proxy ./proxy/cmd/berth-proxy
+
+# Consul has no Debian package: build the pinned release once into a cache.
+consul:
+	@bash hack/get-consul.sh >/dev/null
+
+# The whole suite against the real Consul, Docker Engine and CoreDNS, then
+# the fuzz targets briefly. Tests that need a missing part fail under CI.
+test: build consul
+	BERTH_CONSUL="$$(bash hack/get-consul.sh)" BERTH_COREDNS=$(BIN)/coredns \
+	  $(GO) test -count=1 -timeout 15m ./...
+	bash hack/fuzz.sh 10s
+
+fuzz:
+	bash hack/fuzz.sh 60s
+
+test-faults: build consul
+	BERTH_CONSUL="$$(bash hack/get-consul.sh)" BERTH_COREDNS=$(BIN)/coredns \
+	  $(GO) test -count=1 -timeout 30m -run 'Fault' -v ./faults/...
+
+bench: build consul
+	bash hack/bench.sh
+
+demo: build consul
+	bash hack/demo.sh
+
+image: exporter
+	bash hack/image.sh
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+clean:
+	rm -rf $(BIN)

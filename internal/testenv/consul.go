@@ -1,0 +1,196 @@
+package testenv
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// ConsulBinary finds the Consul that hack/get-consul.sh built: $BERTH_CONSUL,
+// else the script's cache (building it there if allowed).
+func ConsulBinary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("BERTH_CONSUL"); p != "" {
+		return p
+	}
+	consulOnce.Do(func() {
+		out, err := exec.Command("bash", filepath.Join(RepoRoot(t), "hack", "get-consul.sh")).Output()
+		if err != nil {
+			consulErr = fmt.Errorf("hack/get-consul.sh: %w", err)
+			return
+		}
+		consulPath = string(bytes.TrimSpace(out))
+	})
+	if consulErr != nil {
+		Unavailable(t, "consul: %v", consulErr)
+	}
+	return consulPath
+}
+
+var (
+	consulOnce sync.Once
+	consulPath string
+	consulErr  error
+)
+
+// Consul is a real Consul agent started for one test, on loopback ports of
+// its own.
+type Consul struct {
+	t       testing.TB
+	bin     string
+	args    []string
+	HTTP    string // host:port of the HTTP API
+	DNSPort int    // Consul's own DNS interface, when enabled
+	DataDir string
+	cmd     *exec.Cmd
+	out     lockedBuffer
+	mu      sync.Mutex
+}
+
+// ConsulOptions tune StartConsul.
+type ConsulOptions struct {
+	// Persistent runs a single-server cluster with a data directory instead
+	// of -dev, so that a restart keeps the KV data and its indexes.
+	Persistent bool
+	// DNS enables Consul's DNS interface on DNSPort.
+	DNS bool
+	// ExtraHCL is appended to the agent's configuration.
+	ExtraHCL string
+}
+
+// StartConsul starts an agent, waits for its leader, and stops it when the
+// test ends.
+func StartConsul(t testing.TB, opts ConsulOptions) *Consul {
+	t.Helper()
+	c := &Consul{t: t, bin: ConsulBinary(t), DataDir: t.TempDir()}
+	httpPort := FreePort(t)
+	c.HTTP = "127.0.0.1:" + strconv.Itoa(httpPort)
+	c.DNSPort = -1
+	if opts.DNS {
+		c.DNSPort = FreePort(t)
+	}
+	hcl := `ports { grpc_tls = -1 }
+performance { raft_multiplier = 1 }
+` + opts.ExtraHCL
+	c.args = []string{"agent",
+		"-node", "berth-test", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+		"-advertise", "127.0.0.1",
+		"-http-port", strconv.Itoa(httpPort),
+		"-dns-port", strconv.Itoa(c.DNSPort),
+		"-grpc-port", "-1",
+		"-serf-lan-port", strconv.Itoa(FreePort(t)),
+		"-serf-wan-port", strconv.Itoa(FreePort(t)),
+		"-server-port", strconv.Itoa(FreePort(t)),
+		"-log-level", "warn",
+		"-hcl", hcl,
+	}
+	if opts.Persistent {
+		c.args = append(c.args, "-server", "-bootstrap-expect", "1", "-data-dir", c.DataDir,
+			"-hcl", `connect { enabled = false }`)
+	} else {
+		c.args = append(c.args, "-dev")
+	}
+	c.Start()
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// Start (re)starts the agent with its original ports and data, and waits
+// until it has a leader.
+func (c *Consul) Start() {
+	c.t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd != nil {
+		return
+	}
+	cmd := exec.Command(c.bin, c.args...)
+	cmd.Stdout, cmd.Stderr = &c.out, &c.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("start consul: %v", err)
+	}
+	c.cmd = cmd
+	client := c.Client()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		leader, err := client.Status().Leader()
+		if err == nil && leader != "" {
+			// A leader can be elected before it accepts writes; wait for that too.
+			if _, err := client.KV().Put(&api.KVPair{Key: "berth-test/ready", Value: []byte("1")}, nil); err == nil {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("consul has no leader after 30s: %v\n%s", err, c.out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop kills the agent (SIGKILL: a crash, not a graceful leave).
+func (c *Consul) Stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd == nil {
+		return
+	}
+	_ = c.cmd.Process.Kill()
+	_ = c.cmd.Wait()
+	c.cmd = nil
+}
+
+// Pause freezes the agent (SIGSTOP): connections hang instead of failing.
+func (c *Consul) Pause() { c.signal(syscall.SIGSTOP) }
+
+// Resume undoes Pause.
+func (c *Consul) Resume() { c.signal(syscall.SIGCONT) }
+
+func (c *Consul) signal(sig syscall.Signal) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cmd != nil {
+		_ = c.cmd.Process.Signal(sig)
+	}
+}
+
+// Client returns a Consul API client for the agent.
+func (c *Consul) Client() *api.Client {
+	cfg := api.DefaultConfig()
+	cfg.Address = c.HTTP
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return client
+}
+
+// Log is what the agent printed so far, over all its starts.
+func (c *Consul) Log() string { return c.out.String() }
+
+// lockedBuffer collects a child process's output safely while tests read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}

@@ -1,0 +1,66 @@
+// Package testenv owns the real parts that Berth's tests run against: Consul
+// agents started from the binary hack/get-consul.sh builds, the local Docker
+// Engine with test images built FROM scratch through its API, and the
+// project's own CoreDNS build. Nothing here is a mock.
+//
+// A part that is missing makes the test skip on a developer's machine and
+// fail when CI is set, so a green CI run always means the real part ran.
+package testenv
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// Unavailable skips t, or fails it under CI, because a real part is missing.
+func Unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("CI is set and a required part is missing: "+format, args...)
+	}
+	t.Skipf("skipping, a required part is missing: "+format, args...)
+}
+
+// FreePort returns a loopback port that was free a moment ago, for both TCP
+// and UDP.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	for range 50 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", l.Addr().String())
+		l.Close()
+		if err != nil {
+			continue
+		}
+		u.Close()
+		return port
+	}
+	t.Fatal("no free loopback port with both TCP and UDP")
+	return 0
+}
+
+// RepoRoot is the module's root directory, found from the test's working
+// directory upwards.
+func RepoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the test's directory")
+		}
+		dir = parent
+	}
+}
