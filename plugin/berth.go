@@ -1,0 +1,79 @@
+// Package berth is the CoreDNS plugin that serves the Berth container
+// namespace (namespace v1) authoritatively from Consul KV. It owns the
+// Corefile syntax (setup.go), the query handler (this file), the in-memory
+// zone index (zone.go, compile.go), the Consul watcher that keeps the index
+// current (watch.go), zone transfers (xfr.go) and its metrics.
+//
+// Queries never touch Consul: they read the index, which one watcher
+// goroutine updates a host at a time.
+package berth
+
+import (
+	"context"
+
+	"github.com/coredns/coredns/plugin"
+	"github.com/coredns/coredns/plugin/pkg/fall"
+	clog "github.com/coredns/coredns/plugin/pkg/log"
+	"github.com/coredns/coredns/request"
+	"github.com/miekg/dns"
+)
+
+var log = clog.NewWithPlugin("berth")
+
+// Berth is the plugin handler for one server block.
+type Berth struct {
+	Next  plugin.Handler
+	Fall  fall.F
+	zones map[string]*Zone
+	names plugin.Zones // the zones' origins, for longest-match lookup
+}
+
+// Name implements plugin.Handler.
+func (b *Berth) Name() string { return "berth" }
+
+// Ready implements ready.Readiness: ready once every zone had its first full
+// load from Consul.
+func (b *Berth) Ready() bool {
+	for _, z := range b.zones {
+		if !z.Loaded() {
+			return false
+		}
+	}
+	return true
+}
+
+// ServeDNS implements plugin.Handler.
+func (b *Berth) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
+	state := request.Request{W: w, Req: r}
+	qname := state.Name()
+	origin := b.names.Matches(qname)
+	if origin == "" || state.QClass() != dns.ClassINET {
+		return plugin.NextOrFailure(b.Name(), b.Next, ctx, w, r)
+	}
+	z := b.zones[origin]
+	answer, extra, soa, exists, loaded := z.Lookup(qname, state.QType())
+	if !loaded {
+		// Before the first load from Consul we know nothing: say so rather
+		// than deny names that may well exist.
+		return dns.RcodeServerFailure, nil
+	}
+	if !exists && b.Fall.Through(qname) {
+		return plugin.NextOrFailure(b.Name(), b.Next, ctx, w, r)
+	}
+
+	m := new(dns.Msg)
+	m.SetReply(r)
+	m.Authoritative = true
+	m.Answer, m.Extra = answer, extra
+	switch {
+	case !exists:
+		m.Rcode = dns.RcodeNameError
+		m.Ns = []dns.RR{soa}
+	case len(answer) == 0:
+		m.Ns = []dns.RR{soa}
+	}
+	// The server's ScrubWriter truncates an answer too large for the
+	// client's UDP size and sets TC.
+	w.WriteMsg(m)
+	return dns.RcodeSuccess, nil
+}

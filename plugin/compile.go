@@ -1,0 +1,157 @@
+package berth
+
+import (
+	"net/netip"
+	"strconv"
+
+	"github.com/berthdns/berth/record"
+	"github.com/miekg/dns"
+)
+
+// dnssdServices is the RFC 6763 service type enumeration name.
+const dnssdServices = "_services._dns-sd._udp."
+
+// builder collects one host's contribution; every name it touches keeps a
+// set of the records already added, so that a port bound on both 0.0.0.0
+// and :: or two instances on one host give each record once.
+type builder struct {
+	z    *Zone
+	c    *contribution
+	seen map[string]map[string]bool
+}
+
+func (b *builder) node(name string, owned bool) (*node, map[string]bool) {
+	m := b.c.shared
+	if owned {
+		m = b.c.owned
+	}
+	n := m[name]
+	if n == nil {
+		n = &node{}
+		m[name] = n
+	}
+	s := b.seen[name]
+	if s == nil {
+		s = map[string]bool{}
+		b.seen[name] = s
+	}
+	return n, s
+}
+
+// compile turns one host's documents into the records it contributes, as
+// namespace v1 section 2 lays them out. Names that do not fit DNS's limits
+// are reported through z.skip and left out.
+func (z *Zone) compile(data *hostData) *contribution {
+	b := &builder{z: z, c: &contribution{owned: map[string]*node{}, shared: map[string]*node{}}, seen: map[string]map[string]bool{}}
+	if data == nil {
+		return b.c
+	}
+	hostName := data.Host.Name + "." + record.HostsLabel + "." + z.origin
+	if !z.fits("host", hostName) {
+		return b.c
+	}
+	hostNode, seen := b.node(hostName, true)
+	hostAddrs := map[netip.Addr]bool{}
+	for _, a := range data.Host.Addrs {
+		hostAddrs[a] = true
+		hostNode.addOnce(z.addrRR(hostName, a), seen)
+	}
+	for _, ctr := range data.Containers {
+		ctrName := ctr.Name + "." + hostName
+		if b.c.owned[ctrName] != nil {
+			z.skip("duplicate", ctrName, "another container of this host has the same name")
+			continue
+		}
+		if z.fits("container", ctrName) {
+			b.container(data.Host.Name, hostName, hostAddrs, ctr)
+		}
+	}
+	return b.c
+}
+
+func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool, ctr *record.Container) {
+	z := b.z
+	ctrName := ctr.Name + "." + hostName
+	ctrNode, seen := b.node(ctrName, true)
+	for _, p := range ctr.Ports {
+		ctrNode.addOnce(z.addrRR(ctrName, p.Addr), seen)
+	}
+	txt := []string{"service=" + ctr.Service, "id=" + ctr.ShortID(), "image=" + ctr.Image, "health=" + ctr.Health}
+	ctrNode.add(&dns.TXT{Hdr: z.hdr(ctrName, dns.TypeTXT), Txt: txt})
+
+	// A port bound on one of the host's addresses is reached through the
+	// host's name; one bound on another specific address through the
+	// container's own name, which resolves to the addresses its ports use.
+	hostNode := b.c.owned[hostName]
+	addSRV := func(owner string, owned bool, p record.Port) {
+		n, seen := b.node(owner, owned)
+		target, tnode := hostName, hostNode
+		if !hostAddrs[p.Addr] {
+			target, tnode = ctrName, ctrNode
+		}
+		n.addOnce(&dns.SRV{Hdr: z.hdr(owner, dns.TypeSRV), Priority: uint16(ctr.Priority),
+			Weight: uint16(ctr.Weight), Port: uint16(p.HostPort), Target: target}, seen)
+		for _, rr := range tnode.a {
+			n.glueOnce(rr, seen)
+		}
+		for _, rr := range tnode.aaaa {
+			n.glueOnce(rr, seen)
+		}
+	}
+	for _, p := range ctr.Ports {
+		addSRV(ctrName, true, p)
+	}
+
+	if !ctr.Healthy() {
+		return
+	}
+	svcName := ctr.Service + "." + z.origin
+	if !z.fits("service", svcName) {
+		return
+	}
+	for _, p := range ctr.Ports {
+		svc, seen := b.node(svcName, false)
+		svc.addOnce(z.addrRR(svcName, p.Addr), seen)
+		addSRV(svcName, false, p)
+
+		proto := "._" + p.Proto + "."
+		if byPort := "_" + strconv.Itoa(p.Port) + proto + svcName; z.fits("service", byPort) {
+			addSRV(byPort, false, p)
+		}
+		if p.Name == "" {
+			continue
+		}
+		if byName := "_" + p.Name + proto + svcName; z.fits("service", byName) {
+			addSRV(byName, false, p)
+		}
+		// DNS-SD (RFC 6763): the service type, and one instance per
+		// container, named "<container>.<host>" in one label.
+		svcType := "_" + p.Name + proto + z.origin
+		instance := ctr.Name + `\.` + host + "." + svcType
+		if len(ctr.Name)+1+len(host) > record.MaxLabelLen {
+			z.skip("too_long", instance, "the DNS-SD instance label <container>.<host> is over 63 octets")
+			continue
+		}
+		if !z.fits("dns-sd", instance) {
+			continue
+		}
+		browse := dnssdServices + z.origin
+		n, seen := b.node(browse, false)
+		n.addOnce(&dns.PTR{Hdr: z.hdr(browse, dns.TypePTR), Ptr: svcType}, seen)
+		n, seen = b.node(svcType, false)
+		n.addOnce(&dns.PTR{Hdr: z.hdr(svcType, dns.TypePTR), Ptr: instance}, seen)
+		inst, seen := b.node(instance, true)
+		inst.addOnce(&dns.TXT{Hdr: z.hdr(instance, dns.TypeTXT), Txt: txt}, seen)
+		addSRV(instance, true, p)
+	}
+}
+
+// fits reports whether name is a valid domain name within DNS's 255-octet
+// limit (253 in presentation form plus the root), and reports it if not.
+func (z *Zone) fits(kind, name string) bool {
+	if _, ok := dns.IsDomainName(name); ok {
+		return true
+	}
+	z.skip("too_long", name, kind+" name is not a valid domain name of at most 253 octets")
+	return false
+}

@@ -1,0 +1,84 @@
+package berth
+
+import (
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/coredns/coredns/plugin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+var (
+	recordsIndexed = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: "berth", Name: "records",
+		Help: "Resource records indexed, per zone.",
+	}, []string{"zone"})
+	hostsIndexed = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: "berth", Name: "hosts",
+		Help: "Docker hosts whose documents are indexed.",
+	})
+	lastSync = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: "berth", Name: "last_sync_timestamp_seconds",
+		Help: "When the index last matched Consul.",
+	})
+	consulErrors = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: "berth", Name: "consul_errors_total",
+		Help: "Failed Consul requests.",
+	})
+	watchRestarts = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: "berth", Name: "watch_restarts_total",
+		Help: "Times the blocking query on the host list started over (after an error or an index reset).",
+	})
+	invalidRecords = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: "berth", Name: "invalid_records_total",
+		Help: "KV documents or names skipped, by reason: invalid, version, too_long, duplicate, conflict.",
+	}, []string{"reason"})
+	stale = promauto.NewGauge(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: "berth", Name: "stale",
+		Help: "1 while Consul is unreachable and answers come from the last good data.",
+	})
+	consulBytes = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: "berth", Name: "consul_received_bytes_total",
+		Help: "Response bytes read from Consul, by request: watch (host list), host (one host's containers), full (safety-net reload).",
+	}, []string{"request"})
+)
+
+func updateGauges(zones []*Zone, hosts int) {
+	hostsIndexed.Set(float64(hosts))
+	for _, z := range zones {
+		recordsIndexed.WithLabelValues(z.Origin()).Set(float64(z.Records()))
+	}
+}
+
+// countingTransport counts the bytes of every Consul response, so that the
+// cost of a change can be read off coredns_berth_consul_received_bytes_total.
+type countingTransport struct{ next http.RoundTripper }
+
+func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	kind := "host"
+	switch {
+	case strings.HasSuffix(req.URL.Path, "/hosts/"):
+		kind = "watch"
+	case strings.HasSuffix(req.URL.Path, "/containers/"):
+		kind = "full"
+	}
+	resp.Body = &countingBody{ReadCloser: resp.Body, counter: consulBytes.WithLabelValues(kind)}
+	return resp, nil
+}
+
+type countingBody struct {
+	io.ReadCloser
+	counter prometheus.Counter
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.counter.Add(float64(n))
+	return n, err
+}

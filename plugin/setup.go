@@ -1,0 +1,199 @@
+package berth
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coredns/caddy"
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/plugin"
+	"github.com/hashicorp/consul/api"
+	"github.com/miekg/dns"
+)
+
+func init() { plugin.Register("berth", setup) }
+
+// config is one berth stanza of the Corefile.
+type config struct {
+	zones   []string
+	consul  *api.Config
+	prefix  string
+	ttl     uint32
+	ns      []NSRecord
+	resync  time.Duration
+	fall    []string
+	fallSet bool
+}
+
+func setup(c *caddy.Controller) error {
+	cfg, err := parse(c)
+	if err != nil {
+		return plugin.Error("berth", err)
+	}
+	consul, err := newConsulClient(cfg.consul)
+	if err != nil {
+		return plugin.Error("berth", err)
+	}
+
+	b := &Berth{zones: map[string]*Zone{}, names: cfg.zones}
+	if cfg.fallSet {
+		b.Fall.SetZonesFromArgs(cfg.fall)
+	}
+	skip := func(reason, name, why string) {
+		invalidRecords.WithLabelValues(reason).Inc()
+		log.Warningf("not publishing %s: %s", name, why)
+	}
+	zones := make([]*Zone, 0, len(cfg.zones))
+	for _, origin := range cfg.zones {
+		z := NewZone(origin, cfg.ttl, cfg.ns, skip)
+		b.zones[z.Origin()] = z
+		zones = append(zones, z)
+	}
+	if len(cfg.ns) == 0 {
+		log.Warningf("no ns line: the zone's NS record names %s, which has no address; set ns for delegation", zones[0].ns.ns[0].(*dns.NS).Ns)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	w := newWatcher(consul.KV(), cfg.prefix, zones, cfg.resync, func() {
+		log.Infof("first load from Consul done: %d records", zones[0].Records())
+	})
+	c.OnStartup(func() error {
+		go w.run(ctx)
+		return nil
+	})
+	c.OnShutdown(func() error {
+		cancel()
+		return nil
+	})
+
+	dnsserver.GetConfig(c).AddPlugin(func(next plugin.Handler) plugin.Handler {
+		b.Next = next
+		return b
+	})
+	return nil
+}
+
+func parse(c *caddy.Controller) (*config, error) {
+	cfg := &config{
+		consul: api.DefaultConfig(), // CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ... apply
+		prefix: "berth",
+		ttl:    5,
+		resync: 5 * time.Minute,
+	}
+	i := 0
+	for c.Next() {
+		if i > 0 {
+			return nil, plugin.ErrOnce
+		}
+		i++
+		cfg.zones = plugin.OriginsFromArgsOrServerBlock(c.RemainingArgs(), c.ServerBlockKeys)
+		for c.NextBlock() {
+			property := c.Val()
+			args := c.RemainingArgs()
+			switch property {
+			case "consul":
+				if len(args) != 1 {
+					return nil, c.ArgErr()
+				}
+				cfg.consul.Address = args[0]
+			case "token":
+				if len(args) != 1 {
+					return nil, c.ArgErr()
+				}
+				cfg.consul.Token = args[0]
+			case "token_file":
+				if len(args) != 1 {
+					return nil, c.ArgErr()
+				}
+				cfg.consul.TokenFile = args[0]
+				cfg.consul.Token = ""
+			case "tls":
+				if len(args) != 3 {
+					return nil, c.Errf("tls needs CERT KEY CA")
+				}
+				cfg.consul.TLSConfig.CertFile, cfg.consul.TLSConfig.KeyFile, cfg.consul.TLSConfig.CAFile = args[0], args[1], args[2]
+				if !strings.Contains(cfg.consul.Address, "://") {
+					cfg.consul.Scheme = "https"
+				}
+			case "datacenter":
+				if len(args) != 1 {
+					return nil, c.ArgErr()
+				}
+				cfg.consul.Datacenter = args[0]
+			case "prefix":
+				if len(args) != 1 || strings.Trim(args[0], "/") == "" {
+					return nil, c.ArgErr()
+				}
+				cfg.prefix = strings.Trim(args[0], "/")
+			case "ttl":
+				if len(args) != 1 {
+					return nil, c.ArgErr()
+				}
+				t, err := strconv.ParseUint(args[0], 10, 32)
+				if err != nil || t > 3600 {
+					return nil, c.Errf("ttl must be a number of seconds from 0 to 3600, not %q", args[0])
+				}
+				cfg.ttl = uint32(t)
+			case "ns":
+				if len(args) < 1 {
+					return nil, c.ArgErr()
+				}
+				ns := NSRecord{Name: args[0]}
+				for _, a := range args[1:] {
+					addr, err := netip.ParseAddr(a)
+					if err != nil {
+						return nil, c.Errf("ns %s: %q is not an IP address", args[0], a)
+					}
+					ns.Addrs = append(ns.Addrs, addr.Unmap())
+				}
+				cfg.ns = append(cfg.ns, ns)
+			case "resync":
+				if len(args) != 1 {
+					return nil, c.ArgErr()
+				}
+				d, err := time.ParseDuration(args[0])
+				if err != nil || d < time.Second {
+					return nil, c.Errf("resync must be a duration of at least 1s, not %q", args[0])
+				}
+				cfg.resync = d
+			case "fallthrough":
+				cfg.fall, cfg.fallSet = args, true
+			default:
+				return nil, c.Errf("unknown property %q", property)
+			}
+		}
+	}
+	for _, ns := range cfg.ns {
+		if _, ok := dns.IsDomainName(ns.Name); !ok {
+			return nil, fmt.Errorf("ns %q is not a domain name", ns.Name)
+		}
+	}
+	if cfg.consul.TokenFile != "" {
+		if _, err := os.Stat(cfg.consul.TokenFile); err != nil {
+			return nil, fmt.Errorf("token_file: %w", err)
+		}
+	}
+	return cfg, nil
+}
+
+// newConsulClient builds the Consul client with a timeout just above the
+// blocking query's wait, and counts response bytes.
+func newConsulClient(cfg *api.Config) (*api.Client, error) {
+	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	hc.Transport = countingTransport{next: hc.Transport}
+	hc.Timeout = watchWait + watchWait/16 + 10*time.Second
+	cfg.HttpClient = hc
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	return client, nil
+}

@@ -1,0 +1,336 @@
+package berth
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/berthdns/berth/record"
+	"github.com/hashicorp/consul/api"
+	"golang.org/x/time/rate"
+)
+
+// watchWait is how long one blocking query on the host list may wait; the
+// HTTP client's timeout sits just above it, so a Consul that hangs is
+// noticed within about this long.
+const watchWait = 30 * time.Second
+
+// fetchParallel bounds the per-host fetches in flight after one change of
+// the host list.
+const fetchParallel = 8
+
+// watcher keeps the zones equal to Consul KV: one blocking query on the
+// small host list, and for every host whose document changed one fetch of
+// that host's container documents (namespace v1, section 3). It alone
+// updates the zones.
+type watcher struct {
+	kv     *api.KV
+	prefix string
+	zones  []*Zone
+	resync time.Duration // safety-net full reload
+	limit  *rate.Limiter // re-fetch rate
+	loaded func()        // called once after the first full load
+
+	hosts    map[string]*hostState
+	reported map[string]uint64 // invalid key -> ModifyIndex already logged
+}
+
+// hostState is what the watcher last applied for one host.
+type hostState struct {
+	doc        *record.Host
+	docIndex   uint64                       // ModifyIndex of the host document
+	containers string                       // signature of the container keys and their ModifyIndex
+	docs       map[string]*record.Container // by key: the last valid version of each
+}
+
+func newWatcher(kv *api.KV, prefix string, zones []*Zone, resync time.Duration, loaded func()) *watcher {
+	return &watcher{
+		kv: kv, prefix: prefix, zones: zones, resync: resync, loaded: loaded,
+		limit:    rate.NewLimiter(rate.Every(50*time.Millisecond), 10),
+		hosts:    map[string]*hostState{},
+		reported: map[string]uint64{},
+	}
+}
+
+// run watches until ctx ends. Errors back off with jitter and restart the
+// watch; the zones keep answering from the last good data meanwhile.
+func (w *watcher) run(ctx context.Context) {
+	var (
+		index    uint64
+		lastFull time.Time
+		failures int
+		loaded   bool
+	)
+	for ctx.Err() == nil {
+		var err error
+		if time.Since(lastFull) >= w.resync {
+			index, err = w.fullLoad(ctx)
+			if err == nil {
+				lastFull = time.Now()
+				if !loaded {
+					loaded = true
+					for _, z := range w.zones {
+						z.MarkLoaded()
+					}
+					w.loaded()
+				}
+			}
+		} else {
+			index, err = w.watchOnce(ctx, index)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			failures++
+			consulErrors.Inc()
+			stale.Set(1)
+			if failures == 1 {
+				log.Warningf("consul: %v; serving the last good data until it recovers", err)
+			}
+			index = 0
+			watchRestarts.Inc()
+			sleep(ctx, backoff(failures))
+			continue
+		}
+		if failures > 0 {
+			log.Infof("consul: recovered after %d failed attempts", failures)
+			failures = 0
+		}
+		stale.Set(0)
+		lastSync.SetToCurrentTime()
+		if err := w.limit.Wait(ctx); err != nil {
+			return
+		}
+	}
+}
+
+// watchOnce holds one blocking query on the host list and applies what
+// changed; it returns the index for the next query.
+func (w *watcher) watchOnce(ctx context.Context, index uint64) (uint64, error) {
+	q := (&api.QueryOptions{WaitIndex: index, WaitTime: watchWait, AllowStale: true}).WithContext(ctx)
+	pairs, meta, err := w.kv.List(record.HostsPrefix(w.prefix), q)
+	if err != nil {
+		return 0, err
+	}
+	next := meta.LastIndex
+	if next < index {
+		// Consul's index went backwards (a restored snapshot, another
+		// server): start the watch over rather than wait on a future index.
+		watchRestarts.Inc()
+		next = 0
+	}
+	hosts := w.decodeHosts(pairs)
+	var changed []string
+	for name, h := range hosts {
+		if st := w.hosts[name]; st == nil || st.docIndex != h.index {
+			changed = append(changed, name)
+		}
+	}
+	sort.Strings(changed)
+	fetched, err := w.fetchHosts(ctx, changed)
+	if err != nil {
+		return 0, err
+	}
+	for _, name := range changed {
+		w.apply(name, hosts[name], fetched[name])
+	}
+	for name := range w.hosts {
+		if _, ok := hosts[name]; !ok {
+			w.apply(name, hostDoc{}, nil)
+		}
+	}
+	return max(next, 1), nil
+}
+
+// fullLoad reads the host list and every container document at once, and
+// applies every host whose data differ from what was applied. It is the
+// first load and the safety net for producers that forget to bump rev.
+func (w *watcher) fullLoad(ctx context.Context) (uint64, error) {
+	pairs, meta, err := w.kv.List(record.HostsPrefix(w.prefix), (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return 0, err
+	}
+	all, _, err := w.kv.List(record.AllContainersPrefix(w.prefix), (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return 0, err
+	}
+	byHost := map[string]api.KVPairs{}
+	for _, p := range all {
+		if host, _, ok := record.HostFromContainerKey(w.prefix, p.Key); ok {
+			byHost[host] = append(byHost[host], p)
+		}
+	}
+	hosts := w.decodeHosts(pairs)
+	names := make([]string, 0, len(hosts))
+	for name := range hosts {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		w.apply(name, hosts[name], byHost[name])
+	}
+	for name := range w.hosts {
+		if _, ok := hosts[name]; !ok {
+			w.apply(name, hostDoc{}, nil)
+		}
+	}
+	return max(meta.LastIndex, 1), nil
+}
+
+type hostDoc struct {
+	doc   *record.Host
+	index uint64
+}
+
+// decodeHosts validates the host documents; an invalid one is skipped.
+func (w *watcher) decodeHosts(pairs api.KVPairs) map[string]hostDoc {
+	hosts := make(map[string]hostDoc, len(pairs))
+	for _, p := range pairs {
+		name := strings.TrimPrefix(p.Key, record.HostsPrefix(w.prefix))
+		h, err := record.DecodeHost(p.Key, p.Value)
+		if err == nil && h.Name != name {
+			err = errors.New("host document " + p.Key + ": name " + h.Name + " does not match its key")
+		}
+		if err != nil {
+			w.invalid(p, err)
+			if st := w.hosts[name]; st != nil {
+				// Garbage over a good document loses nothing: keep serving
+				// the last valid version until a valid one replaces it.
+				hosts[name] = hostDoc{doc: st.doc, index: st.docIndex}
+			}
+			continue
+		}
+		hosts[name] = hostDoc{doc: h, index: p.ModifyIndex}
+	}
+	return hosts
+}
+
+// fetchHosts reads the container documents of each host, a few at a time.
+// These reads are consistent (not stale), so they are never older than the
+// host document that announced them.
+func (w *watcher) fetchHosts(ctx context.Context, hosts []string) (map[string]api.KVPairs, error) {
+	out := make(map[string]api.KVPairs, len(hosts))
+	var (
+		mu       sync.Mutex
+		wg       sync.WaitGroup
+		firstErr error
+		sem      = make(chan struct{}, fetchParallel)
+	)
+	for _, h := range hosts {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			pairs, _, err := w.kv.List(record.ContainersPrefix(w.prefix, h), (&api.QueryOptions{}).WithContext(ctx))
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			out[h] = pairs
+		}()
+	}
+	wg.Wait()
+	return out, firstErr
+}
+
+// apply updates every zone with one host's data (doc nil: the host is gone)
+// unless nothing changed since the last time.
+func (w *watcher) apply(name string, h hostDoc, pairs api.KVPairs) {
+	if h.doc == nil {
+		if _, ok := w.hosts[name]; ok {
+			delete(w.hosts, name)
+			for _, z := range w.zones {
+				z.Update(name, nil)
+			}
+		}
+		return
+	}
+	sig := signature(pairs)
+	prev := w.hosts[name]
+	if prev != nil && prev.docIndex == h.index && prev.containers == sig {
+		return
+	}
+	st := &hostState{doc: h.doc, docIndex: h.index, containers: sig, docs: map[string]*record.Container{}}
+	w.hosts[name] = st
+	data := &hostData{Host: h.doc}
+	for _, p := range pairs {
+		_, id, ok := record.HostFromContainerKey(w.prefix, p.Key)
+		if !ok {
+			continue // a deeper key is no document of ours
+		}
+		c, err := record.DecodeContainer(p.Key, p.Value)
+		if err == nil && c.ID != id {
+			err = errors.New("container document " + p.Key + ": id " + c.ID + " does not match its key")
+		}
+		if err != nil {
+			w.invalid(p, err)
+			if c = prev.lastValid(p.Key); c == nil {
+				continue
+			}
+		}
+		st.docs[p.Key] = c
+		data.Containers = append(data.Containers, c)
+	}
+	sort.Slice(data.Containers, func(i, j int) bool { return data.Containers[i].ID < data.Containers[j].ID })
+	for _, z := range w.zones {
+		z.Update(name, data)
+	}
+	updateGauges(w.zones, len(w.hosts))
+}
+
+// invalid logs and counts a bad document once per version of it.
+func (w *watcher) invalid(p *api.KVPair, err error) {
+	if w.reported[p.Key] == p.ModifyIndex {
+		return
+	}
+	w.reported[p.Key] = p.ModifyIndex
+	reason := "invalid"
+	if errors.Is(err, record.ErrUnsupportedVersion) {
+		reason = "version"
+	}
+	invalidRecords.WithLabelValues(reason).Inc()
+	log.Warningf("skipping %v", err)
+}
+
+func (st *hostState) lastValid(key string) *record.Container {
+	if st == nil {
+		return nil
+	}
+	return st.docs[key]
+}
+
+func signature(pairs api.KVPairs) string {
+	var b strings.Builder
+	for _, p := range pairs {
+		b.WriteString(p.Key)
+		b.WriteByte('@')
+		b.WriteString(strconv.FormatUint(p.ModifyIndex, 10))
+		b.WriteByte(' ')
+	}
+	return b.String()
+}
+
+// backoff is exponential from 250ms to 30s, of which a random half is
+// jitter, so that many CoreDNS servers do not return to a recovering Consul
+// in step.
+func backoff(failures int) time.Duration {
+	d := 250 * time.Millisecond << min(failures-1, 7)
+	d = min(d, 30*time.Second)
+	return d/2 + rand.N(d/2+1)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,423 @@
+package berth
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/berthdns/berth/record"
+	"github.com/miekg/dns"
+)
+
+// hostData is one host's documents as the watcher read them from Consul,
+// already decoded and validated.
+type hostData struct {
+	Host       *record.Host
+	Containers []*record.Container // sorted by ID
+}
+
+// node holds the records of one owner name, built once when the data
+// changes and shared read-only by every query. A node with no records is an
+// empty non-terminal.
+type node struct {
+	a, aaaa, srv, txt, ptr, ns []dns.RR
+	glue                       []dns.RR // A/AAAA of SRV and NS targets, for the additional section
+}
+
+func (n *node) empty() bool {
+	return n == nil || len(n.a)+len(n.aaaa)+len(n.srv)+len(n.txt)+len(n.ptr)+len(n.ns) == 0
+}
+
+func (n *node) size() int {
+	if n == nil {
+		return 0
+	}
+	return len(n.a) + len(n.aaaa) + len(n.srv) + len(n.txt) + len(n.ptr) + len(n.ns)
+}
+
+// answer returns the records of qtype and their additional records.
+func (n *node) answer(qtype uint16) (answer, extra []dns.RR) {
+	switch qtype {
+	case dns.TypeA:
+		return n.a, nil
+	case dns.TypeAAAA:
+		return n.aaaa, nil
+	case dns.TypeSRV:
+		return n.srv, n.glue
+	case dns.TypeTXT:
+		return n.txt, nil
+	case dns.TypePTR:
+		return n.ptr, nil
+	case dns.TypeNS:
+		return n.ns, n.glue
+	case dns.TypeANY:
+		return n.all(), nil
+	}
+	return nil, nil
+}
+
+func (n *node) all() []dns.RR {
+	return slices.Concat(n.ns, n.a, n.aaaa, n.srv, n.txt, n.ptr)
+}
+
+// entNode stands for every empty non-terminal.
+var entNode = &node{}
+
+// Zone is the in-memory index of one served zone. Queries read it under a
+// read lock held only for a map lookup; the single watcher goroutine builds
+// new nodes without the lock and installs one host's changes under the write
+// lock, so a query sees a host's update whole or not at all.
+type Zone struct {
+	origin string // lower-case FQDN
+	ttl    uint32
+	ns     *node // the apex: NS records and their glue
+
+	mu     sync.RWMutex
+	names  map[string]*node
+	soa    *dns.SOA
+	loaded bool
+
+	records atomic.Int64 // resource records indexed, kept by install
+
+	// Only the updating goroutine uses the fields below.
+	hosts  map[string]*contribution            // what each host contributes
+	shared map[string]map[string]*node         // shared name -> host -> its part
+	below  map[string]int                      // name -> number of names with records strictly below it
+	static map[string]bool                     // names set by the Corefile, never overridden
+	skip   func(reason, name, why string)      // reports a name that cannot be published
+}
+
+// contribution is what one host adds to the zone: names that only it has,
+// and its parts of names that several hosts share (services, DNS-SD).
+type contribution struct {
+	owned  map[string]*node
+	shared map[string]*node
+}
+
+// NSRecord is one `ns NAME [ADDRESS...]` line of the Corefile.
+type NSRecord struct {
+	Name  string
+	Addrs []netip.Addr
+}
+
+// NewZone returns an empty zone for origin; it answers SERVFAIL until the
+// first Update marks it loaded.
+func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason, name, why string)) *Zone {
+	origin = strings.ToLower(dns.Fqdn(origin))
+	if skip == nil {
+		skip = func(string, string, string) {}
+	}
+	z := &Zone{
+		origin: origin, ttl: ttl,
+		names:  map[string]*node{},
+		hosts:  map[string]*contribution{},
+		shared: map[string]map[string]*node{},
+		below:  map[string]int{},
+		static: map[string]bool{},
+		skip:   skip,
+	}
+	if len(nameservers) == 0 {
+		nameservers = []NSRecord{{Name: "ns.dns." + origin}}
+	}
+	apex := &node{}
+	for _, ns := range nameservers {
+		name := strings.ToLower(dns.Fqdn(ns.Name))
+		apex.ns = append(apex.ns, &dns.NS{Hdr: z.hdr(origin, dns.TypeNS), Ns: name})
+		glue := &node{}
+		for _, a := range ns.Addrs {
+			rr := z.addrRR(name, a)
+			apex.glue = append(apex.glue, rr)
+			glue.add(rr)
+		}
+		if dns.IsSubDomain(origin, name) && name != origin && !glue.empty() {
+			z.names[name] = glue
+			z.static[name] = true
+		}
+	}
+	z.names[origin] = apex
+	z.static[origin] = true
+	z.ns = apex
+	for name := range z.static {
+		z.countAncestors(name, +1)
+		z.records.Add(int64(z.names[name].size()))
+	}
+	for name, n := range z.below {
+		if n > 0 && z.names[name] == nil {
+			z.names[name] = entNode
+		}
+	}
+	z.soa = z.newSOA(uint32(time.Now().Unix()))
+	return z
+}
+
+func (z *Zone) hdr(name string, rrtype uint16) dns.RR_Header {
+	return dns.RR_Header{Name: name, Rrtype: rrtype, Class: dns.ClassINET, Ttl: z.ttl}
+}
+
+func (z *Zone) addrRR(name string, a netip.Addr) dns.RR {
+	if a.Is4() {
+		return &dns.A{Hdr: z.hdr(name, dns.TypeA), A: a.AsSlice()}
+	}
+	return &dns.AAAA{Hdr: z.hdr(name, dns.TypeAAAA), AAAA: a.AsSlice()}
+}
+
+func (z *Zone) newSOA(serial uint32) *dns.SOA {
+	return &dns.SOA{
+		Hdr:     z.hdr(z.origin, dns.TypeSOA),
+		Ns:      z.ns.ns[0].(*dns.NS).Ns,
+		Mbox:    "hostmaster." + z.origin,
+		Serial:  serial,
+		Refresh: 60, Retry: 30, Expire: 604800,
+		Minttl: z.ttl,
+	}
+}
+
+// Origin is the zone's name, lower case and fully qualified.
+func (z *Zone) Origin() string { return z.origin }
+
+// Loaded reports whether the zone has had its first full load.
+func (z *Zone) Loaded() bool {
+	z.mu.RLock()
+	defer z.mu.RUnlock()
+	return z.loaded
+}
+
+// SOA is the zone's current SOA record.
+func (z *Zone) SOA() *dns.SOA {
+	z.mu.RLock()
+	defer z.mu.RUnlock()
+	return z.soa
+}
+
+// Lookup finds qname (lower case, fully qualified, inside the zone). It
+// returns the answer, shuffled when it holds several records, the additional
+// section, the SOA to put in the authority section of a negative answer, and
+// whether the name exists at all.
+func (z *Zone) Lookup(qname string, qtype uint16) (answer, extra []dns.RR, soa *dns.SOA, exists, loaded bool) {
+	z.mu.RLock()
+	n, exists := z.names[qname]
+	soa, loaded = z.soa, z.loaded
+	z.mu.RUnlock()
+	if !exists {
+		return nil, nil, soa, false, loaded
+	}
+	if qtype == dns.TypeSOA && qname == z.origin {
+		return []dns.RR{soa}, nil, soa, true, loaded
+	}
+	answer, extra = n.answer(qtype)
+	if qname == z.origin && qtype == dns.TypeANY {
+		answer = append([]dns.RR{soa}, answer...)
+	}
+	if len(answer) > 1 {
+		answer = slices.Clone(answer)
+		rand.Shuffle(len(answer), func(i, j int) { answer[i], answer[j] = answer[j], answer[i] })
+	}
+	return answer, extra, soa, true, loaded
+}
+
+// Records is the number of resource records indexed.
+func (z *Zone) Records() int64 { return z.records.Load() }
+
+// Update replaces what host contributes to the zone with data (nil removes
+// the host). Changes are installed together under the write lock, with a new
+// SOA serial when anything changed. Only one goroutine may call Update and
+// MarkLoaded.
+func (z *Zone) Update(host string, data *hostData) {
+	old := z.hosts[host]
+	if old == nil {
+		old = &contribution{}
+	}
+	cur := z.compile(data)
+	if data == nil || (len(cur.owned) == 0 && len(cur.shared) == 0) {
+		delete(z.hosts, host)
+	} else {
+		z.hosts[host] = cur
+	}
+
+	changed := map[string]*node{}
+	for name := range old.owned {
+		changed[name] = nil
+	}
+	for name, n := range cur.owned {
+		changed[name] = n
+	}
+	for name := range mergeKeys(old.shared, cur.shared) {
+		parts := z.shared[name]
+		if part := cur.shared[name]; part != nil {
+			if parts == nil {
+				parts = map[string]*node{}
+				z.shared[name] = parts
+			}
+			parts[host] = part
+		} else {
+			delete(parts, host)
+		}
+		if len(parts) == 0 {
+			delete(z.shared, name)
+			changed[name] = nil
+			continue
+		}
+		changed[name] = merge(parts)
+	}
+	z.install(changed)
+}
+
+func mergeKeys(a, b map[string]*node) map[string]bool {
+	keys := make(map[string]bool, len(a)+len(b))
+	for k := range a {
+		keys[k] = true
+	}
+	for k := range b {
+		keys[k] = true
+	}
+	return keys
+}
+
+// install applies changed (name -> node, nil to remove), keeps empty
+// non-terminals in step, and bumps the serial if anything differs.
+func (z *Zone) install(changed map[string]*node) {
+	final := map[string]*node{}
+	for name, n := range changed {
+		if z.static[name] {
+			if !n.empty() {
+				z.skip("conflict", name, "the Corefile's ns line already defines this name")
+			}
+			continue
+		}
+		was, is := !z.names[name].empty(), !n.empty()
+		if was != is {
+			d := 1
+			if !is {
+				d = -1
+			}
+			for _, a := range z.countAncestors(name, d) {
+				if _, ok := changed[a]; !ok {
+					final[a] = z.names[a]
+				}
+			}
+		}
+		final[name] = n
+	}
+	for name, n := range final {
+		if n.empty() {
+			if z.below[name] > 0 || z.static[name] {
+				final[name] = entNode
+			} else {
+				final[name] = nil
+			}
+		}
+	}
+	diff := false
+	for name, n := range final {
+		if cur, ok := z.names[name]; ok != (n != nil) || cur != n {
+			diff = true
+			break
+		}
+	}
+	if !diff {
+		return
+	}
+	serial := max(z.soa.Serial+1, uint32(time.Now().Unix()))
+	soa := z.newSOA(serial)
+	var delta int64
+	for name, n := range final {
+		delta += int64(n.size() - z.names[name].size())
+	}
+	z.mu.Lock()
+	for name, n := range final {
+		if n == nil {
+			delete(z.names, name)
+		} else {
+			z.names[name] = n
+		}
+	}
+	z.soa = soa
+	z.mu.Unlock()
+	z.records.Add(delta)
+}
+
+// countAncestors adds d to the count of names below each ancestor of name
+// inside the zone (the apex excluded) and returns those ancestors.
+func (z *Zone) countAncestors(name string, d int) []string {
+	var ancestors []string
+	for off, end := dns.NextLabel(name, 0); !end; off, end = dns.NextLabel(name, off) {
+		a := name[off:]
+		if a == z.origin || len(a) < len(z.origin) {
+			break
+		}
+		z.below[a] += d
+		if z.below[a] == 0 {
+			delete(z.below, a)
+		}
+		ancestors = append(ancestors, a)
+	}
+	return ancestors
+}
+
+// MarkLoaded records the first full load: from now on the zone answers.
+func (z *Zone) MarkLoaded() {
+	z.mu.Lock()
+	z.loaded = true
+	z.mu.Unlock()
+}
+
+// merge joins several hosts' parts of one shared name, in host order so the
+// result does not depend on map order, each address and target once.
+func merge(parts map[string]*node) *node {
+	hosts := make([]string, 0, len(parts))
+	for h := range parts {
+		hosts = append(hosts, h)
+	}
+	sort.Strings(hosts)
+	m := &node{}
+	seen := map[string]bool{}
+	for _, h := range hosts {
+		p := parts[h]
+		for _, rr := range p.all() {
+			m.addOnce(rr, seen)
+		}
+		for _, rr := range p.glue {
+			m.glueOnce(rr, seen)
+		}
+	}
+	return m
+}
+
+func (n *node) add(rr dns.RR) {
+	switch rr.(type) {
+	case *dns.A:
+		n.a = append(n.a, rr)
+	case *dns.AAAA:
+		n.aaaa = append(n.aaaa, rr)
+	case *dns.SRV:
+		n.srv = append(n.srv, rr)
+	case *dns.TXT:
+		n.txt = append(n.txt, rr)
+	case *dns.PTR:
+		n.ptr = append(n.ptr, rr)
+	case *dns.NS:
+		n.ns = append(n.ns, rr)
+	}
+}
+
+// addOnce adds rr unless an identical record is already there: a port bound
+// on both 0.0.0.0 and :: gives the same SRV twice, and instances on one host
+// share its addresses.
+func (n *node) addOnce(rr dns.RR, seen map[string]bool) {
+	if k := rr.String(); !seen[k] {
+		seen[k] = true
+		n.add(rr)
+	}
+}
+
+func (n *node) glueOnce(rr dns.RR, seen map[string]bool) {
+	if k := "glue " + rr.String(); !seen[k] {
+		seen[k] = true
+		n.glue = append(n.glue, rr)
+	}
+}
