@@ -85,11 +85,11 @@ type Zone struct {
 	records atomic.Int64 // resource records indexed, kept by install
 
 	// Only the updating goroutine uses the fields below.
-	hosts  map[string]*contribution            // what each host contributes
-	shared map[string]map[string]*node         // shared name -> host -> its part
-	below  map[string]int                      // name -> number of names with records strictly below it
-	static map[string]bool                     // names set by the Corefile, never overridden
-	skip   func(reason, name, why string)      // reports a name that cannot be published
+	hosts  map[string]*contribution       // what each host contributes
+	shared map[string]map[string]*node    // shared name -> host -> its part
+	below  map[string]int                 // name -> number of names with records strictly below it
+	static map[string]bool                // names set by the Corefile, never overridden
+	skip   func(reason, name, why string) // reports a name that cannot be published
 }
 
 // contribution is what one host adds to the zone: names that only it has,
