@@ -50,6 +50,11 @@ func (b *Berth) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) 
 	if origin == "" || state.QClass() != dns.ClassINET {
 		return plugin.NextOrFailure(b.Name(), b.Next, ctx, w, r)
 	}
+	if qt := state.QType(); qt == dns.TypeAXFR || qt == dns.TypeIXFR {
+		// Transfers are the transfer plugin's, which sits before us when
+		// it is configured; one that reaches us is not allowed.
+		return dns.RcodeRefused, nil
+	}
 	z := b.zones[origin]
 	answer, extra, soa, exists, loaded := z.Lookup(qname, state.QType())
 	if !loaded {
