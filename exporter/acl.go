@@ -1,0 +1,28 @@
+package exporter
+
+import "fmt"
+
+// ExporterPolicy is the Consul ACL policy an exporter needs for host: its
+// own host document, its own container prefix (the trailing slash keeps host
+// "h1" from writing "h10"'s records), and sessions. It may not write any
+// other key.
+func ExporterPolicy(prefix, host string) string {
+	return fmt.Sprintf(`key %q {
+  policy = "write"
+}
+key_prefix %q {
+  policy = "write"
+}
+session_prefix "" {
+  policy = "write"
+}
+`, prefix+"/hosts/"+host, prefix+"/containers/"+host+"/")
+}
+
+// PluginPolicy is the read-only Consul ACL policy of Berth's CoreDNS plugin.
+func PluginPolicy(prefix string) string {
+	return fmt.Sprintf(`key_prefix %q {
+  policy = "read"
+}
+`, prefix+"/")
+}

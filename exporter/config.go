@@ -1,0 +1,198 @@
+package exporter
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Version is the exporter's version, written into every host document; the
+// build may set it with -ldflags "-X github.com/berthdns/berth/exporter.Version=...".
+var Version = "0.1.0"
+
+// Config is the exporter's configuration; ParseFlags fills it from the
+// command line and the environment.
+type Config struct {
+	Node             string        // this host's name; "" means the Docker Engine's name
+	AdvertiseAddrs   []netip.Addr  // what clients dial for wildcard bindings; nil means detect
+	Prefix           string        // KV prefix
+	SessionTTL       time.Duration // Consul session TTL, at least 10s
+	Resync           time.Duration // full reconcile interval
+	Explicit         bool          // publish only containers that opt in
+	Listen           string        // metrics and /healthz; "" disables
+	LogLevel         string
+	LogFormat        string // text or json
+	DryRun           bool
+	Once             bool
+	DeregisterOnExit bool
+	// OnlyLabel, "key" or "key=value", restricts the exporter to containers
+	// carrying that label (several exporters sharing one engine, tests).
+	OnlyLabel string
+}
+
+// DefaultConfig is the configuration without any flag or variable.
+func DefaultConfig() Config {
+	return Config{Prefix: "berth", SessionTTL: 10 * time.Second, Resync: 30 * time.Second,
+		Listen: ":9753", LogLevel: "info", LogFormat: "text"}
+}
+
+// ParseFlags parses args (without the program name). Every flag can also be
+// set by the environment variable BERTH_<FLAG> (upper case, - as _); a flag
+// on the command line wins over the variable.
+func ParseFlags(args []string, getenv func(string) string, output io.Writer) (Config, error) {
+	cfg := DefaultConfig()
+	fs := flag.NewFlagSet("berth-exporter", flag.ContinueOnError)
+	fs.SetOutput(output)
+	var addrs string
+	fs.StringVar(&cfg.Node, "node", "", "this host's name (default: the Docker Engine's name)")
+	fs.StringVar(&addrs, "advertise-addr", "", "IP[,IP] clients dial for 0.0.0.0 / :: bindings (default: the source address towards Consul and its IPv6 twin)")
+	fs.StringVar(&cfg.Prefix, "prefix", cfg.Prefix, "Consul KV prefix")
+	fs.DurationVar(&cfg.SessionTTL, "session-ttl", cfg.SessionTTL, "Consul session TTL (at least 10s)")
+	fs.DurationVar(&cfg.Resync, "resync", cfg.Resync, "full reconcile interval")
+	fs.BoolVar(&cfg.Explicit, "explicit", false, "publish only containers labelled berth.enable=true or berth.service=...")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address for /metrics and /healthz (empty: none)")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
+	fs.BoolVar(&cfg.DryRun, "dry-run", false, "print the documents it would write, as a table, and exit")
+	fs.BoolVar(&cfg.Once, "once", false, "reconcile once, then exit (records live until the session expires)")
+	fs.BoolVar(&cfg.DeregisterOnExit, "deregister-on-exit", false, "remove this host's records on SIGTERM")
+	fs.StringVar(&cfg.OnlyLabel, "only-label", "", "KEY or KEY=VALUE: consider only containers with this label")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "BERTH_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(env); v != "" && !set[f.Name] {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = errors.Join(envErr, fmt.Errorf("%s: %w", env, err))
+			}
+		}
+	})
+	if envErr != nil {
+		return cfg, envErr
+	}
+	if addrs != "" {
+		for _, s := range strings.Split(addrs, ",") {
+			a, err := netip.ParseAddr(strings.TrimSpace(s))
+			if err != nil {
+				return cfg, fmt.Errorf("--advertise-addr: %w", err)
+			}
+			if a = a.Unmap(); a.IsUnspecified() || a.IsMulticast() || a.Zone() != "" {
+				return cfg, fmt.Errorf("--advertise-addr: %s is not an address clients can dial", a)
+			}
+			cfg.AdvertiseAddrs = append(cfg.AdvertiseAddrs, a)
+		}
+	}
+	return cfg, cfg.validate()
+}
+
+func (c *Config) validate() error {
+	switch {
+	case c.SessionTTL < 10*time.Second || c.SessionTTL > 24*time.Hour:
+		return fmt.Errorf("--session-ttl %s: Consul accepts 10s to 24h", c.SessionTTL)
+	case c.Resync <= 0:
+		return fmt.Errorf("--resync %s: must be positive", c.Resync)
+	case c.Prefix == "" || strings.HasPrefix(c.Prefix, "/") || strings.HasSuffix(c.Prefix, "/"):
+		return fmt.Errorf("--prefix %q: must be non-empty, without leading or trailing /", c.Prefix)
+	case c.LogFormat != "text" && c.LogFormat != "json":
+		return fmt.Errorf("--log-format %q: text or json", c.LogFormat)
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	return nil
+}
+
+// Logger builds the slog logger the configuration asks for.
+func (c *Config) Logger(w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// DetectAdvertiseAddrs finds the source address this host uses to reach
+// consulAddr (the Consul client's address: host:port, a URL, or a unix
+// socket), plus its twin of the other family on the same interface where
+// there is a global one. Nothing is sent: a UDP "connect" only asks the
+// kernel for a route.
+func DetectAdvertiseAddrs(consulAddr string) ([]netip.Addr, error) {
+	hostport := consulAddr
+	if strings.Contains(consulAddr, "://") {
+		u, err := url.Parse(consulAddr)
+		if err != nil {
+			return nil, err
+		}
+		if u.Scheme == "unix" {
+			return nil, errors.New("consul is reached over a unix socket: set --advertise-addr")
+		}
+		hostport = u.Host
+	}
+	if strings.HasPrefix(hostport, "unix:") || strings.HasPrefix(hostport, "/") {
+		return nil, errors.New("consul is reached over a unix socket: set --advertise-addr")
+	}
+	if _, _, err := net.SplitHostPort(hostport); err != nil {
+		hostport = net.JoinHostPort(hostport, "8500")
+	}
+	conn, err := net.Dial("udp", hostport)
+	if err != nil {
+		return nil, fmt.Errorf("find the route to consul at %s: %w", hostport, err)
+	}
+	defer conn.Close()
+	src := conn.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	addrs := []netip.Addr{src}
+	if twin, ok := twinAddr(src); ok {
+		addrs = append(addrs, twin)
+	}
+	return addrs, nil
+}
+
+// twinAddr finds a global address of the other family on the interface that
+// holds a.
+func twinAddr(a netip.Addr) (netip.Addr, bool) {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	for _, ifc := range ifaces {
+		list, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		var has bool
+		var twin netip.Addr
+		for _, x := range list {
+			p, err := netip.ParsePrefix(x.String())
+			if err != nil {
+				continue
+			}
+			b := p.Addr().Unmap()
+			if b == a {
+				has = true
+			} else if b.Is4() != a.Is4() && b.IsGlobalUnicast() && !twin.IsValid() {
+				twin = b
+			}
+		}
+		if has {
+			return twin, twin.IsValid()
+		}
+	}
+	return netip.Addr{}, false
+}

@@ -1,0 +1,261 @@
+package exporter
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/moby/moby/api/types/container"
+
+	"github.com/berthdns/berth/record"
+)
+
+// Container labels the exporter reads.
+const (
+	LabelService  = "berth.service"  // service name, dots allowed
+	LabelEnable   = "berth.enable"   // "false" opts out; "true" opts in under --explicit
+	LabelPriority = "berth.priority" // SRV priority, 0-65535
+	LabelWeight   = "berth.weight"   // SRV weight, 0-65535
+	// LabelPortPrefix starts berth.port.<P>.name, the name of container port P.
+	LabelPortPrefix = "berth.port."
+
+	LabelComposeService = "com.docker.compose.service"
+	LabelComposeProject = "com.docker.compose.project"
+)
+
+// Reasons a running container is not published; they are the values of the
+// reason label of berth_exporter_containers_skipped.
+const (
+	ReasonDisabled   = "disabled"          // berth.enable=false
+	ReasonNotOptedIn = "not-opted-in"      // explicit mode, no opt-in label
+	ReasonNoPort     = "no-published-port" // nothing published outside loopback
+	ReasonNoAddress  = "no-address"        // only wildcard bindings of a family with no advertise address
+	ReasonBadLabel   = "bad-label"         // a berth.* label that does not parse
+	ReasonEmptyName  = "empty-name"        // a name that sanitizes to nothing
+	ReasonTooLong    = "name-too-long"     // a derived DNS name over 253 octets
+	ReasonReserved   = "reserved-name"     // a service ending in "hosts"
+	ReasonInvalid    = "invalid-document"  // the document fails record validation
+)
+
+// SkipError says why a running container is not published.
+type SkipError struct {
+	Reason string // one of the Reason constants
+	Detail string
+}
+
+func (e *SkipError) Error() string { return e.Reason + ": " + e.Detail }
+
+func skip(reason, format string, args ...any) *SkipError {
+	return &SkipError{Reason: reason, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Mapper turns Docker's inspect result into the container document of
+// namespace v1.
+type Mapper struct {
+	// Explicit publishes only containers labelled berth.enable=true or
+	// berth.service=....
+	Explicit bool
+	// Addrs are the host's advertise addresses; a wildcard binding is
+	// published on the first of the same family.
+	Addrs []netip.Addr
+}
+
+// Map returns c's document; nil and nil when c is not running (it simply has
+// no document), nil and a *SkipError when it runs but must not be published.
+// A returned document has passed record's validation.
+func (m *Mapper) Map(c *container.InspectResponse) (*record.Container, error) {
+	if c.State == nil || !c.State.Running || c.State.Restarting || c.Config == nil {
+		return nil, nil
+	}
+	labels := c.Config.Labels
+	if v, ok := labels[LabelEnable]; ok {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return nil, skip(ReasonBadLabel, "%s=%q is not a boolean", LabelEnable, v)
+		}
+		if !on {
+			return nil, skip(ReasonDisabled, "%s=false", LabelEnable)
+		}
+	} else if _, ok := labels[LabelService]; m.Explicit && !ok {
+		return nil, skip(ReasonNotOptedIn, "explicit mode and neither %s=true nor %s", LabelEnable, LabelService)
+	}
+
+	rawName := strings.TrimPrefix(c.Name, "/")
+	doc := &record.Container{
+		V:        record.Version,
+		ID:       c.ID,
+		Name:     record.Label(rawName),
+		Image:    truncate(c.Config.Image, record.MaxImageLen),
+		Health:   record.HealthNone,
+		Paused:   c.State.Paused,
+		Priority: record.DefaultPriority,
+		Weight:   record.DefaultWeight,
+	}
+	if doc.Name == "" {
+		return nil, skip(ReasonEmptyName, "container name %q sanitizes to nothing", rawName)
+	}
+	if h := c.State.Health; h != nil {
+		switch s := string(h.Status); s {
+		case record.HealthHealthy, record.HealthUnhealthy, record.HealthStarting:
+			doc.Health = s
+		}
+	}
+
+	var err *SkipError
+	if doc.Service, err = serviceOf(labels, rawName); err != nil {
+		return nil, err
+	}
+	if doc.Priority, err = uint16Label(labels, LabelPriority, record.DefaultPriority); err != nil {
+		return nil, err
+	}
+	if doc.Weight, err = uint16Label(labels, LabelWeight, record.DefaultWeight); err != nil {
+		return nil, err
+	}
+	if doc.Ports, err = m.ports(c, labels); err != nil {
+		return nil, err
+	}
+	if err := checkLengths(doc); err != nil {
+		return nil, err
+	}
+	if err := doc.Validate(); err != nil {
+		return nil, skip(ReasonInvalid, "%v", err)
+	}
+	if b, _ := json.Marshal(doc); len(b) > record.MaxDocumentSize {
+		return nil, skip(ReasonInvalid, "document is %d bytes, over %d", len(b), record.MaxDocumentSize)
+	}
+	return doc, nil
+}
+
+// serviceOf derives the service name: berth.service, else Compose's
+// <service>.<project>, else the container name.
+func serviceOf(labels map[string]string, name string) (string, *SkipError) {
+	// A container name is one label even when it holds dots.
+	raw, from, s := name, "container name", record.Label(name)
+	if v, ok := labels[LabelService]; ok {
+		raw, from = v, LabelService
+		s = record.ServiceName(raw)
+	} else if svc, proj := labels[LabelComposeService], labels[LabelComposeProject]; svc != "" && proj != "" {
+		raw, from = svc+"."+proj, "compose labels"
+		if ls, lp := record.Label(svc), record.Label(proj); ls != "" && lp != "" {
+			s = ls + "." + lp
+		} else {
+			s = ""
+		}
+	}
+	switch {
+	case s == "":
+		return "", skip(ReasonEmptyName, "service %q (from %s) sanitizes to nothing", raw, from)
+	case len(s) > record.MaxNameLen:
+		return "", skip(ReasonTooLong, "service from %s is %d octets, over %d", from, len(s), record.MaxNameLen)
+	case s == record.HostsLabel || strings.HasSuffix(s, "."+record.HostsLabel):
+		return "", skip(ReasonReserved, "service %q ends in the reserved label %q", s, record.HostsLabel)
+	}
+	return s, nil
+}
+
+func uint16Label(labels map[string]string, key string, def int) (int, *SkipError) {
+	v, ok := labels[key]
+	if !ok {
+		return def, nil
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 16)
+	if err != nil {
+		return 0, skip(ReasonBadLabel, "%s=%q is not a number from 0 to 65535", key, v)
+	}
+	return int(n), nil
+}
+
+// ports lists every published binding that a client elsewhere can dial,
+// sorted so that an unchanged container always marshals to the same bytes.
+func (m *Mapper) ports(c *container.InspectResponse, labels map[string]string) ([]record.Port, *SkipError) {
+	if c.NetworkSettings == nil {
+		return nil, skip(ReasonNoPort, "no network settings")
+	}
+	var ports []record.Port
+	noAddr := false
+	for p, bindings := range c.NetworkSettings.Ports {
+		proto := string(p.Proto())
+		name := record.PortName(int(p.Num()), proto)
+		if v, ok := labels[LabelPortPrefix+p.Port()+".name"]; ok {
+			if name = record.Label(v); name == "" {
+				return nil, skip(ReasonEmptyName, "%s%s.name=%q sanitizes to nothing", LabelPortPrefix, p.Port(), v)
+			}
+		}
+		for _, b := range bindings {
+			hostPort, err := strconv.Atoi(b.HostPort)
+			if err != nil || hostPort < 1 || hostPort > 65535 {
+				continue // not (yet) bound
+			}
+			addr, ok := m.dialAddr(b.HostIP)
+			if !ok {
+				noAddr = noAddr || !b.HostIP.IsLoopback()
+				continue
+			}
+			port := record.Port{Port: int(p.Num()), Proto: proto, Name: name, Addr: addr, HostPort: hostPort}
+			if !slices.Contains(ports, port) {
+				ports = append(ports, port)
+			}
+		}
+	}
+	if len(ports) == 0 {
+		if noAddr {
+			return nil, skip(ReasonNoAddress, "only wildcard bindings of an address family without an advertise address")
+		}
+		return nil, skip(ReasonNoPort, "no port published outside loopback")
+	}
+	slices.SortFunc(ports, func(a, b record.Port) int {
+		return cmp.Or(cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto),
+			a.Addr.Compare(b.Addr), cmp.Compare(a.HostPort, b.HostPort))
+	})
+	return ports, nil
+}
+
+// dialAddr is the address a client dials for a binding on hostIP: hostIP
+// itself when specific, else the first advertise address of its family.
+// Loopback bindings are unreachable from elsewhere and have none.
+func (m *Mapper) dialAddr(hostIP netip.Addr) (netip.Addr, bool) {
+	hostIP = hostIP.Unmap()
+	switch {
+	case !hostIP.IsValid():
+		hostIP = netip.IPv4Unspecified() // an empty HostIp means every IPv4 interface
+	case hostIP.IsLoopback():
+		return netip.Addr{}, false
+	case !hostIP.IsUnspecified():
+		return hostIP, true
+	}
+	for _, a := range m.Addrs {
+		if a.Unmap().Is4() == hostIP.Is4() {
+			return a.Unmap(), true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// checkLengths rejects a document whose longest derived name, the port
+// lookup _<port>._<proto>.<service>, is over DNS's limit even before the
+// zone is appended (the plugin checks again with its zone).
+func checkLengths(doc *record.Container) *SkipError {
+	for _, p := range doc.Ports {
+		for _, label := range []string{strconv.Itoa(p.Port), p.Name} {
+			if label == "" {
+				continue
+			}
+			name := "_" + label + "._" + p.Proto + "." + doc.Service
+			if err := record.CheckLength(name, ""); err != nil {
+				return skip(ReasonTooLong, "%v", err)
+			}
+		}
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}

@@ -1,0 +1,190 @@
+package exporter
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/berthdns/berth/internal/testenv"
+	"github.com/berthdns/berth/record"
+)
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// eventWait bounds how long a change may take to reach KV. The resync runs
+// every 30 s, so a change seen within this time came through an event.
+const eventWait = 5 * time.Second
+
+// TestExporterDocker runs the exporter against the real engine and a real
+// Consul: documents appear, follow pause, health, rename and restart, and
+// disappear on stop, kill and rm, each within eventWait.
+func TestExporterDocker(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, testenv.ConsulOptions{})
+	ctx := context.Background()
+
+	// A container that runs before the exporter starts.
+	early := r.runContainer(runOpts{name: "early", labels: map[string]string{LabelService: "early.shop"}})
+	e := r.startExporter(r.config())
+	d := r.waitDoc("initial listing", early, eventWait, present)
+	if d.Service != "early.shop" || d.Name != "early-"+r.run || d.Health != "none" || len(d.Ports) != 1 ||
+		d.Ports[0].Addr != loopback || d.Ports[0].HostPort != r.hostPort(early, "80/tcp") || d.Ports[0].Name != "http" {
+		t.Errorf("early document %+v", d)
+	}
+
+	// A container with a health check, several ports (one on loopback, not
+	// published) and UDP.
+	web := r.runContainer(runOpts{name: "web", health: true, labels: map[string]string{"berth.port.8080.name": "admin"},
+		ports: network.PortMap{
+			network.MustParsePort("80/tcp"):   {{}, {HostIP: loopback}}, // the loopback binding is not published
+			network.MustParsePort("8080/tcp"): {{}},
+			network.MustParsePort("53/udp"):   {{}},
+			network.MustParsePort("9000/tcp"): {{HostIP: loopback}},
+		}})
+	d = r.waitDoc("healthy", web, 10*time.Second, func(d *record.Container) bool { return d != nil && d.Health == "healthy" })
+	var ports []string
+	for _, p := range d.Ports {
+		ports = append(ports, p.Proto+"/"+p.Name+"/"+p.Addr.String())
+		if p.Port == 9000 {
+			t.Errorf("loopback binding published: %+v", p)
+		}
+	}
+	if len(d.Ports) != 3 || d.Ports[0].Port != 53 || d.Ports[0].Proto != "udp" || d.Ports[0].Name != "domain" ||
+		d.Ports[2].Port != 8080 || d.Ports[2].Name != "admin" {
+		t.Errorf("web ports %v: %+v", ports, d.Ports)
+	}
+	port := r.hostPort(web, "80/tcp")
+
+	if _, err := r.docker.ContainerPause(ctx, web, client.ContainerPauseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitDoc("paused", web, eventWait, func(d *record.Container) bool { return d != nil && d.Paused && !d.Healthy() })
+	if _, err := r.docker.ContainerUnpause(ctx, web, client.ContainerUnpauseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitDoc("unpaused", web, eventWait, func(d *record.Container) bool { return d != nil && !d.Paused })
+
+	post(t, hostURL(port, "/fail"))
+	r.waitDoc("unhealthy", web, eventWait, func(d *record.Container) bool { return d != nil && d.Health == "unhealthy" })
+	post(t, hostURL(port, "/recover"))
+	r.waitDoc("recovered", web, eventWait, func(d *record.Container) bool { return d != nil && d.Health == "healthy" })
+
+	if _, err := r.docker.ContainerRename(ctx, web, client.ContainerRenameOptions{NewName: "renamed-" + r.run}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitDoc("renamed", web, eventWait, func(d *record.Container) bool { return d != nil && d.Name == "renamed-"+r.run })
+
+	// A restart with Docker-chosen ports: whatever ports it gets show.
+	if _, err := r.docker.ContainerRestart(ctx, early, client.ContainerRestartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitDoc("restarted", early, eventWait, func(d *record.Container) bool {
+		return d != nil && d.Ports[0].HostPort == r.hostPort(early, "80/tcp")
+	})
+
+	// Stop, kill and rm each remove the document.
+	if _, err := r.docker.ContainerStop(ctx, early, client.ContainerStopOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitDoc("stopped", early, eventWait, absent)
+	if _, err := r.docker.ContainerKill(ctx, web, client.ContainerKillOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitDoc("killed", web, eventWait, absent)
+	gone := r.runContainer(runOpts{name: "gone"})
+	r.waitDoc("third", gone, eventWait, present)
+	if _, err := r.docker.ContainerRemove(ctx, gone, client.ContainerRemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitDoc("removed", gone, eventWait, absent)
+
+	// Skipped containers are counted by reason, and nothing is written for
+	// them.
+	lo := r.runContainer(runOpts{name: "loonly", ports: network.PortMap{network.MustParsePort("80/tcp"): {{HostIP: loopback}}}})
+	off := r.runContainer(runOpts{name: "off", labels: map[string]string{LabelEnable: "false"}})
+	bad := r.runContainer(runOpts{name: "bad", labels: map[string]string{LabelService: "db.hosts"}})
+	ok := r.runContainer(runOpts{name: "ok"})
+	r.waitDoc("after skipped ones", ok, eventWait, present)
+	waitFor(t, "skip metrics", eventWait, func() bool {
+		m := e.Metrics().ContainersSkipped
+		return value(m.WithLabelValues(ReasonNoPort)) == 1 && value(m.WithLabelValues(ReasonDisabled)) == 1 &&
+			value(m.WithLabelValues(ReasonReserved)) == 1
+	})
+	for _, id := range []string{lo, off, bad} {
+		if d := r.doc(id); d != nil {
+			t.Errorf("skipped container %s published: %+v", id[:12], d)
+		}
+	}
+	if n := value(e.Metrics().EventLatency); n == 0 {
+		t.Error("no event-to-KV latency observed")
+	}
+
+	// /healthz says both are reachable, /metrics has the exporter's series.
+	srv := httptest.NewServer(e.Handler())
+	defer srv.Close()
+	body := get(t, srv.URL+"/healthz", 200)
+	if body != "ok\n" {
+		t.Errorf("/healthz: %q", body)
+	}
+	metrics := get(t, srv.URL+"/metrics", 200)
+	for _, m := range []string{"berth_exporter_containers_published 1", `berth_exporter_containers_skipped{reason="reserved-name"} 1`,
+		"berth_exporter_kv_writes_total", "berth_exporter_event_to_kv_seconds_count", "berth_exporter_reconciles_total"} {
+		if !strings.Contains(metrics, m) {
+			t.Errorf("/metrics lacks %q", m)
+		}
+	}
+}
+
+// value is a gauge's or counter's value, or a histogram's sample count.
+func value(m prometheus.Metric) float64 {
+	var out dto.Metric
+	if err := m.Write(&out); err != nil {
+		panic(err)
+	}
+	switch {
+	case out.Gauge != nil:
+		return out.Gauge.GetValue()
+	case out.Counter != nil:
+		return out.Counter.GetValue()
+	case out.Histogram != nil:
+		return float64(out.Histogram.GetSampleCount())
+	}
+	return 0
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s", what, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func get(t *testing.T, url string, code int) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != code {
+		t.Errorf("GET %s: %s %s", url, resp.Status, b)
+	}
+	return string(b)
+}

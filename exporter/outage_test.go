@@ -1,0 +1,158 @@
+package exporter
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/url"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/berthdns/berth/internal/testenv"
+	"github.com/berthdns/berth/record"
+)
+
+// TestConsulOutage stops Consul, starts and removes containers meanwhile,
+// and sees KV converge once Consul is back.
+func TestConsulOutage(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, testenv.ConsulOptions{Persistent: true})
+	ctx := context.Background()
+	before := r.runContainer(runOpts{name: "before"})
+	stays := r.runContainer(runOpts{name: "stays"})
+	e := r.startExporter(r.config())
+	r.waitDoc("before the outage", before, eventWait, present)
+	r.waitDoc("before the outage", stays, eventWait, present)
+
+	r.consul.Stop()
+	during := r.runContainer(runOpts{name: "during"})
+	brief := r.runContainer(runOpts{name: "brief"}) // starts and stops within the outage
+	if _, err := r.docker.ContainerRemove(ctx, before, client.ContainerRemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.docker.ContainerStop(ctx, brief, client.ContainerStopOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "failed writes during the outage", 10*time.Second, func() bool { return value(e.Metrics().ConsulErrors) > 0 })
+	time.Sleep(3 * time.Second)
+	r.consul.Start()
+	outageEnd := time.Now()
+
+	r.waitDoc("started during the outage", during, 20*time.Second, present)
+	r.waitDoc("removed during the outage", before, time.Second, absent)
+	r.waitDoc("started and stopped during the outage", brief, time.Second, absent)
+	r.waitDoc("kept running", stays, time.Second, present)
+	t.Logf("converged %s after Consul came back", time.Since(outageEnd).Round(100*time.Millisecond))
+	if h := r.holder(record.HostKey(r.prefix, r.host)); h == "" {
+		t.Error("host document not held by a session")
+	}
+}
+
+// TestDockerStreamBreak cuts the exporter's connections to the engine
+// (through a socket proxy) and refuses new ones for a while; changes made
+// meanwhile show once it reconnects.
+func TestDockerStreamBreak(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, testenv.ConsulOptions{})
+	ctx := context.Background()
+	u, err := url.Parse(r.docker.DaemonHost())
+	if err != nil || u.Scheme != "unix" {
+		t.Skipf("the engine is not on a unix socket (%s)", r.docker.DaemonHost())
+	}
+	proxy := startProxy(t, u.Path)
+	docker, err := client.New(client.WithHost("unix://"+proxy.path), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer docker.Close()
+
+	before := r.runContainer(runOpts{name: "before"})
+	cfg := r.config()
+	ectx, cancel := context.WithCancel(ctx)
+	e, err := New(ectx, cfg, docker, r.consulConfig(), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = e.Run(ectx) }()
+	defer func() { cancel(); <-done }()
+	r.waitDoc("before the break", before, eventWait, present)
+
+	proxy.setDown(true)
+	during := r.runContainer(runOpts{name: "during"})
+	if _, err := r.docker.ContainerRemove(ctx, before, client.ContainerRemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if r.doc(during) != nil {
+		t.Fatal("a container started during the break was seen: the proxy leaks")
+	}
+	proxy.setDown(false)
+	r.waitDoc("started during the break", during, 20*time.Second, present)
+	r.waitDoc("removed during the break", before, time.Second, absent)
+	if value(e.Metrics().DockerErrors) == 0 {
+		t.Error("no Docker error counted")
+	}
+	// And events flow again on the new stream.
+	after := r.runContainer(runOpts{name: "after"})
+	r.waitDoc("after reconnecting", after, eventWait, present)
+}
+
+// sockProxy forwards a unix socket to another, and can drop every
+// connection and refuse new ones.
+type sockProxy struct {
+	path  string
+	mu    sync.Mutex
+	down  bool
+	conns map[net.Conn]bool
+}
+
+func startProxy(t *testing.T, target string) *sockProxy {
+	p := &sockProxy{path: filepath.Join(t.TempDir(), "docker.sock"), conns: map[net.Conn]bool{}}
+	l, err := net.Listen("unix", p.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(); p.setDown(true) })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			if p.down {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			up, err := net.Dial("unix", target)
+			if err != nil {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			p.conns[c], p.conns[up] = true, true
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); up.Close() }()
+			go func() { _, _ = io.Copy(c, up); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *sockProxy) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for c := range p.conns {
+			c.Close()
+		}
+		clear(p.conns)
+	}
+}
