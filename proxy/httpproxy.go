@@ -1,0 +1,204 @@
+package proxy
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ServeHTTPProxy accepts HTTP proxy clients on ln until Close; it then
+// returns nil. It serves CONNECT tunnels and forwards absolute-URI requests
+// (what clients send when http_proxy is set).
+func (s *Server) ServeHTTPProxy(ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           &httpProxy{s: s, forward: s.newForwarder()},
+		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errors.New("proxy: server closed")
+	}
+	s.httpServers = append(s.httpServers, hs)
+	s.mu.Unlock()
+	err := hs.Serve(&admittingListener{Listener: ln, s: s})
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+type httpProxy struct {
+	s       *Server
+	forward *httputil.ReverseProxy
+}
+
+func (h *httpProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h.s.authorizedHTTP(r) {
+		h.s.metrics.Rejected.WithLabelValues("http", rejectAuth).Inc()
+		w.Header().Set("Proxy-Authenticate", `Basic realm="berth-proxy"`)
+		http.Error(w, "proxy authentication required", http.StatusProxyAuthRequired)
+		return
+	}
+	if r.Method == http.MethodConnect {
+		h.tunnel(w, r)
+		return
+	}
+	if !r.URL.IsAbs() || r.URL.Scheme != "http" || r.URL.Host == "" {
+		h.s.metrics.Rejected.WithLabelValues("http", rejectBadRequest).Inc()
+		http.Error(w, "berth-proxy forwards absolute http:// URIs and CONNECT; use it as a proxy", http.StatusBadRequest)
+		return
+	}
+	h.forward.ServeHTTP(w, r)
+}
+
+// tunnel answers CONNECT host:port: dial, then 200 and relay bytes.
+func (h *httpProxy) tunnel(w http.ResponseWriter, r *http.Request) {
+	if _, port, err := net.SplitHostPort(r.Host); err != nil || port == "" {
+		h.s.metrics.Rejected.WithLabelValues("http", rejectBadRequest).Inc()
+		http.Error(w, "CONNECT needs host:port", http.StatusBadRequest)
+		return
+	}
+	target, err := h.s.connect(r.Context(), "http", r.Host)
+	if err != nil {
+		status, msg := httpFailure(err)
+		http.Error(w, msg, status)
+		return
+	}
+	hijacker, ok := w.(http.Hijacker)
+	if !ok {
+		target.Close()
+		http.Error(w, "CONNECT is not supported on this connection (HTTP/2?)", http.StatusHTTPVersionNotSupported)
+		return
+	}
+	client, buffered, err := hijacker.Hijack()
+	if err != nil {
+		target.Close()
+		return
+	}
+	_ = client.SetDeadline(time.Time{}) // the server's header timeout no longer applies
+	if _, err := client.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+		client.Close()
+		target.Close()
+		return
+	}
+	// Bytes the client sent right after its request (a TLS ClientHello,
+	// say) sit in the server's buffer; pass them on first.
+	if n := buffered.Reader.Buffered(); n > 0 {
+		early, _ := buffered.Reader.Peek(n)
+		if _, err := target.Write(early); err != nil {
+			client.Close()
+			target.Close()
+			return
+		}
+	}
+	relay(client, target, h.s.cfg.IdleTimeout)
+}
+
+// newForwarder forwards absolute-URI requests through the transport, whose
+// dials go through the policy and the resolver.
+func (s *Server) newForwarder() *httputil.ReverseProxy {
+	return &httputil.ReverseProxy{
+		// The outgoing request is already the absolute URI the client asked
+		// for; ReverseProxy has removed hop-by-hop headers (including
+		// Proxy-Authorization). No X-Forwarded-For: a forward proxy does not
+		// announce its clients.
+		Rewrite:   func(*httputil.ProxyRequest) {},
+		Transport: s.transport,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			status, msg := httpFailure(err)
+			http.Error(w, msg, status)
+		},
+	}
+}
+
+func (s *Server) newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return s.connect(ctx, "http", addr)
+		},
+		MaxIdleConnsPerHost:   4,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: s.cfg.IdleTimeout,
+	}
+}
+
+// httpFailure maps a failed dial or forward to a status and a message.
+func httpFailure(err error) (int, string) {
+	var notAllowed *NotAllowedError
+	switch {
+	case errors.As(err, &notAllowed):
+		return http.StatusForbidden, notAllowed.Error()
+	case dialFailure(err) == failTimeout:
+		return http.StatusGatewayTimeout, err.Error()
+	}
+	return http.StatusBadGateway, err.Error()
+}
+
+// authorizedHTTP checks Proxy-Authorization: Basic when users are set.
+func (s *Server) authorizedHTTP(r *http.Request) bool {
+	if len(s.cfg.Users) == 0 {
+		return true
+	}
+	scheme, encoded, ok := strings.Cut(r.Header.Get("Proxy-Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Basic") {
+		return false
+	}
+	decoded, err := base64.StdEncoding.DecodeString(strings.TrimSpace(encoded))
+	if err != nil {
+		return false
+	}
+	user, pass, ok := strings.Cut(string(decoded), ":")
+	return ok && s.validUser(user, pass)
+}
+
+// admittingListener puts HTTP clients under the same connection limit and
+// tracking as SOCKS clients.
+type admittingListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *admittingListener) Accept() (net.Conn, error) {
+	for {
+		conn, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		rc := &releasingConn{Conn: conn, s: l.s}
+		if l.s.admit(rc, "http") {
+			return rc, nil
+		}
+	}
+}
+
+// releasingConn frees its slot when closed, by http.Server or after a
+// CONNECT tunnel ends.
+type releasingConn struct {
+	net.Conn
+	s    *Server
+	once sync.Once
+}
+
+func (c *releasingConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() { c.s.release(c, "http") })
+	return err
+}
+
+// CloseWrite half-closes the client side of a tunnel.
+func (c *releasingConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return fmt.Errorf("no half-close on %T", c.Conn)
+}

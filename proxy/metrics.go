@@ -1,0 +1,50 @@
+package proxy
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are berth-proxy's Prometheus metrics. Listener labels are "socks"
+// and "http".
+type Metrics struct {
+	Connections  *prometheus.CounterVec // accepted client connections
+	Active       *prometheus.GaugeVec   // client connections open now
+	Rejected     *prometheus.CounterVec // requests refused before any dial, by reason
+	Bytes        *prometheus.CounterVec // bytes relayed, upstream (to the target) and downstream
+	DialFailures *prometheus.CounterVec // failed connections to targets, by reason
+}
+
+// Reasons for Rejected.
+const (
+	rejectLimit       = "limit"       // the connection limit was reached
+	rejectNotAllowed  = "not_allowed" // the policy refused the destination
+	rejectAuth        = "auth"        // missing or wrong credentials
+	rejectBadRequest  = "bad_request" // malformed or truncated handshake or request
+	rejectUnsupported = "unsupported" // a command or address type not supported
+)
+
+// NewMetrics creates the metrics and registers them with reg (if not nil).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Connections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_proxy_connections_total", Help: "Client connections accepted, by listener.",
+		}, []string{"listener"}),
+		Active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "berth_proxy_connections_active", Help: "Client connections open now, by listener.",
+		}, []string{"listener"}),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_proxy_requests_rejected_total",
+			Help: "Connections or requests refused before dialling, by listener and reason (limit, not_allowed, auth, bad_request, unsupported).",
+		}, []string{"listener", "reason"}),
+		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_proxy_bytes_total",
+			Help: "Bytes relayed, by listener and direction (upstream: client to target; downstream: target to client).",
+		}, []string{"listener", "direction"}),
+		DialFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "berth_proxy_dial_failures_total",
+			Help: "Failed connections to destinations, by listener and reason (refused, timeout, no_such_host, network_unreachable, host_unreachable, dns, other).",
+		}, []string{"listener", "reason"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Connections, m.Active, m.Rejected, m.Bytes, m.DialFailures)
+	}
+	return m
+}
