@@ -61,7 +61,7 @@ echo "demo: building the web service image (FROM scratch, a static Go binary)"
 mkdir -p "$work/image"
 CGO_ENABLED=0 go build -trimpath -o "$work/image/web" ./internal/testenv/testsvc
 printf 'FROM scratch\nCOPY web /web\nEXPOSE 80\nENTRYPOINT ["/web"]\n' >"$work/image/Dockerfile"
-docker build -q -t berth-demo-web "$work/image" >/dev/null
+docker build -q -t berth-demo-web "$work/image" >"$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
 
 for i in 1 2; do
   name="berth-demo-web-$i"
