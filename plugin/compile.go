@@ -3,6 +3,7 @@ package berth
 import (
 	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/berthdns/berth/record"
 	"github.com/miekg/dns"
@@ -76,7 +77,16 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 	for _, p := range ctr.Ports {
 		ctrNode.addOnce(z.addrRR(ctrName, p.Addr), seen)
 	}
-	txt := []string{"service=" + ctr.Service, "id=" + ctr.ShortID(), "image=" + ctr.Image, "health=" + ctr.Health}
+	// A service name too long for the zone is not published (fits reports
+	// it), but the container still is, under its host.
+	svcName := ctr.Service + "." + z.origin
+	svcOK := z.fits("service", svcName)
+	txt := []string{"id=" + ctr.ShortID(), "image=" + ctr.Image, "health=" + ctr.Health}
+	if svc := "service=" + ctr.Service; len(svc) <= maxTXTString {
+		// Only a service name that could never be published is too long
+		// for one TXT character-string; leave it out rather than cut it.
+		txt = append([]string{svc}, txt...)
+	}
 	ctrNode.add(&dns.TXT{Hdr: z.hdr(ctrName, dns.TypeTXT), Txt: txt})
 
 	// A port bound on one of the host's addresses is reached through the
@@ -102,11 +112,7 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 		addSRV(ctrName, true, p)
 	}
 
-	if !ctr.Healthy() {
-		return
-	}
-	svcName := ctr.Service + "." + z.origin
-	if !z.fits("service", svcName) {
+	if !ctr.Healthy() || !svcOK {
 		return
 	}
 	for _, p := range ctr.Ports {
@@ -146,12 +152,18 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 	}
 }
 
-// fits reports whether name is a valid domain name within DNS's 255-octet
-// limit (253 in presentation form plus the root), and reports it if not.
+// fits reports whether name is a valid domain name of at most 253 octets
+// without the root (the namespace's limit, and DNS's 255 on the wire), and
+// reports it if not. The only escapes in our names are the DNS-SD
+// instance's "\.", one octet each.
 func (z *Zone) fits(kind, name string) bool {
-	if _, ok := dns.IsDomainName(name); ok {
+	octets := len(name) - 1 - strings.Count(name, `\.`)
+	if _, ok := dns.IsDomainName(name); ok && octets <= record.MaxNameLen {
 		return true
 	}
 	z.skip("too_long", name, kind+" name is not a valid domain name of at most 253 octets")
 	return false
 }
+
+// maxTXTString is the most one TXT character-string holds.
+const maxTXTString = 255

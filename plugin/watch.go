@@ -36,8 +36,9 @@ type watcher struct {
 	limit  *rate.Limiter // re-fetch rate
 	loaded func()        // called once after the first full load
 
-	hosts    map[string]*hostState
-	reported map[string]uint64 // invalid key -> ModifyIndex already logged
+	hosts     map[string]*hostState
+	reported  map[string]uint64 // invalid key -> ModifyIndex already logged
+	lastIndex uint64            // the highest Consul index seen, to notice one going backwards
 }
 
 // hostState is what the watcher last applied for one host.
@@ -119,16 +120,21 @@ func (w *watcher) watchOnce(ctx context.Context, index uint64) (uint64, error) {
 		return 0, err
 	}
 	next := meta.LastIndex
-	if next < index {
-		// Consul's index went backwards (a restored snapshot, another
-		// server): start the watch over rather than wait on a future index.
+	reset := next < w.lastIndex
+	if reset {
+		// Consul's index went backwards (a restored snapshot, a rebuilt
+		// cluster): start the watch over rather than wait on a future
+		// index, and since ModifyIndex values of two histories cannot be
+		// compared, fetch every host again.
+		log.Warningf("consul: index went backwards from %d to %d; reloading every host", w.lastIndex, next)
 		watchRestarts.Inc()
 		next = 0
 	}
+	w.lastIndex = meta.LastIndex
 	hosts := w.decodeHosts(pairs)
 	var changed []string
 	for name, h := range hosts {
-		if st := w.hosts[name]; st == nil || st.docIndex != h.index {
+		if st := w.hosts[name]; reset || st == nil || st.docIndex != h.index {
 			changed = append(changed, name)
 		}
 	}
@@ -138,11 +144,11 @@ func (w *watcher) watchOnce(ctx context.Context, index uint64) (uint64, error) {
 		return 0, err
 	}
 	for _, name := range changed {
-		w.apply(name, hosts[name], fetched[name])
+		w.apply(name, hosts[name], fetched[name], reset)
 	}
 	for name := range w.hosts {
 		if _, ok := hosts[name]; !ok {
-			w.apply(name, hostDoc{}, nil)
+			w.apply(name, hostDoc{}, nil, false)
 		}
 	}
 	return max(next, 1), nil
@@ -172,12 +178,14 @@ func (w *watcher) fullLoad(ctx context.Context) (uint64, error) {
 		names = append(names, name)
 	}
 	sort.Strings(names)
+	reset := meta.LastIndex < w.lastIndex
+	w.lastIndex = meta.LastIndex
 	for _, name := range names {
-		w.apply(name, hosts[name], byHost[name])
+		w.apply(name, hosts[name], byHost[name], reset)
 	}
 	for name := range w.hosts {
 		if _, ok := hosts[name]; !ok {
-			w.apply(name, hostDoc{}, nil)
+			w.apply(name, hostDoc{}, nil, false)
 		}
 	}
 	return max(meta.LastIndex, 1), nil
@@ -241,8 +249,8 @@ func (w *watcher) fetchHosts(ctx context.Context, hosts []string) (map[string]ap
 }
 
 // apply updates every zone with one host's data (doc nil: the host is gone)
-// unless nothing changed since the last time.
-func (w *watcher) apply(name string, h hostDoc, pairs api.KVPairs) {
+// unless, short of force, nothing changed since the last time.
+func (w *watcher) apply(name string, h hostDoc, pairs api.KVPairs, force bool) {
 	if h.doc == nil {
 		if _, ok := w.hosts[name]; ok {
 			delete(w.hosts, name)
@@ -254,7 +262,7 @@ func (w *watcher) apply(name string, h hostDoc, pairs api.KVPairs) {
 	}
 	sig := signature(pairs)
 	prev := w.hosts[name]
-	if prev != nil && prev.docIndex == h.index && prev.containers == sig {
+	if !force && prev != nil && prev.docIndex == h.index && prev.containers == sig {
 		return
 	}
 	st := &hostState{doc: h.doc, docIndex: h.index, containers: sig, docs: map[string]*record.Container{}}

@@ -210,6 +210,9 @@ func (z *Zone) Lookup(qname string, qtype uint16) (answer, extra []dns.RR, soa *
 		return []dns.RR{soa}, nil, soa, true, loaded
 	}
 	answer, extra = n.answer(qtype)
+	if len(answer) == 0 {
+		extra = nil // NODATA: glue would be unrelated to the question
+	}
 	if qname == z.origin && qtype == dns.TypeANY {
 		answer = append([]dns.RR{soa}, answer...)
 	}
@@ -312,14 +315,14 @@ func (z *Zone) install(changed map[string]*node) {
 			}
 		}
 	}
-	diff := false
+	// Recompiling a host builds new nodes; keep the installed ones where the
+	// records are the same, so that the serial rises only on real changes.
 	for name, n := range final {
-		if cur, ok := z.names[name]; ok != (n != nil) || cur != n {
-			diff = true
-			break
+		if cur, ok := z.names[name]; ok == (n != nil) && (cur == n || sameRecords(cur, n)) {
+			delete(final, name)
 		}
 	}
-	if !diff {
+	if len(final) == 0 {
 		return
 	}
 	serial := max(z.soa.Serial+1, uint32(time.Now().Unix()))
@@ -364,6 +367,18 @@ func (z *Zone) MarkLoaded() {
 	z.mu.Lock()
 	z.loaded = true
 	z.mu.Unlock()
+}
+
+// sameRecords reports whether two nodes hold the same records and glue.
+func sameRecords(a, b *node) bool {
+	if a.size() != b.size() || len(a.glue) != len(b.glue) {
+		return false
+	}
+	same := func(x, y []dns.RR) bool {
+		return slices.EqualFunc(x, y, func(p, q dns.RR) bool { return p.String() == q.String() })
+	}
+	return same(a.a, b.a) && same(a.aaaa, b.aaaa) && same(a.srv, b.srv) && same(a.txt, b.txt) &&
+		same(a.ptr, b.ptr) && same(a.ns, b.ns) && same(a.glue, b.glue)
 }
 
 // merge joins several hosts' parts of one shared name, in host order so the

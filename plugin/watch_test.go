@@ -1,0 +1,666 @@
+package berth
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/berthdns/berth/internal/testenv"
+	"github.com/berthdns/berth/record"
+	"github.com/coredns/coredns/plugin"
+	"github.com/coredns/coredns/plugin/pkg/dnstest"
+	"github.com/coredns/coredns/plugin/test"
+	"github.com/hashicorp/consul/api"
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// These tests run the watcher against a real Consul agent (never a mock) and
+// write documents as the exporter does: a host's container documents and
+// its host document (rev bumped) in one Consul transaction. They share the
+// process-global metrics, so they do not run in parallel with each other.
+
+const kvPrefix = "berth"
+
+// metricValue is the value of a counter or gauge. (It does what
+// prometheus/testutil.ToFloat64 does; that package needs a module,
+// kylelemons/godebug, that go.mod does not list.)
+func metricValue(c prometheus.Collector) float64 {
+	ch := make(chan prometheus.Metric, 1)
+	c.Collect(ch)
+	var m dto.Metric
+	if err := (<-ch).Write(&m); err != nil {
+		panic(err)
+	}
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	}
+	panic("not a counter or gauge")
+}
+
+// kvOp is one write of a publish transaction.
+type kvOp struct {
+	key   string
+	value []byte
+	del   bool
+}
+
+func ctrOp(t testing.TB, host string, c *record.Container) kvOp {
+	t.Helper()
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kvOp{key: record.ContainerKey(kvPrefix, host, c.ID), value: b}
+}
+
+func rawOp(host, id string, value string) kvOp {
+	return kvOp{key: record.ContainerKey(kvPrefix, host, id), value: []byte(value)}
+}
+
+func delOp(host, id string) kvOp {
+	return kvOp{key: record.ContainerKey(kvPrefix, host, id), del: true}
+}
+
+// publish writes ops and h's document with rev+1 in one transaction (in
+// chunks of 60 operations for large hosts, the host document last), and
+// returns the ModifyIndex of the host document.
+func publish(t testing.TB, kv *api.KV, h *record.Host, ops ...kvOp) uint64 {
+	t.Helper()
+	h.Rev++
+	doc, err := json.Marshal(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var index uint64
+	for len(ops) > 0 || doc != nil {
+		n := min(60, len(ops))
+		var txn api.KVTxnOps
+		for _, op := range ops[:n] {
+			if op.del {
+				txn = append(txn, &api.KVTxnOp{Verb: api.KVDelete, Key: op.key})
+			} else {
+				txn = append(txn, &api.KVTxnOp{Verb: api.KVSet, Key: op.key, Value: op.value})
+			}
+		}
+		ops = ops[n:]
+		if len(ops) == 0 {
+			txn = append(txn, &api.KVTxnOp{Verb: api.KVSet, Key: record.HostKey(kvPrefix, h.Name), Value: doc})
+			doc = nil
+		}
+		ok, resp, _, err := kv.Txn(txn, nil)
+		if err != nil || !ok {
+			t.Fatalf("consul txn: ok=%v err=%v resp=%+v", ok, err, resp)
+		}
+		if doc == nil {
+			index = resp.Results[len(resp.Results)-1].ModifyIndex
+		}
+	}
+	return index
+}
+
+// watched is a zone fed by a running watcher.
+type watched struct {
+	zone   *Zone
+	berth  *Berth
+	loaded chan struct{}
+}
+
+// startWatcher runs a watcher on kv for one zone until the test ends, and
+// waits for its first full load.
+func startWatcher(t *testing.T, kv *api.KV, resync time.Duration) *watched {
+	t.Helper()
+	z := newTestZone(nil)
+	w := &watched{zone: z, loaded: make(chan struct{}),
+		berth: &Berth{Next: test.NextHandler(dns.RcodeRefused, nil), zones: map[string]*Zone{testOrigin: z}, names: plugin.Zones{testOrigin}}}
+	var once sync.Once
+	wt := newWatcher(kv, kvPrefix, []*Zone{z}, resync, func() { once.Do(func() { close(w.loaded) }) })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		wt.run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("watcher did not stop within 10s of its context ending")
+		}
+	})
+	select {
+	case <-w.loaded:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no first load from Consul within 15s")
+	}
+	if !z.Loaded() {
+		t.Fatal("loaded callback ran but the zone is not marked loaded")
+	}
+	return w
+}
+
+// eventually polls cond every 20ms until it returns nil or the deadline
+// passes, then fails with cond's last error.
+func eventually(t *testing.T, within time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %v", what, within, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// has reports whether z answers name/qtype with exactly want (zone-file
+// lines); want nil means "the name does not exist".
+func (w *watched) has(name string, qtype uint16, want ...string) func() error {
+	return func() error {
+		ans, _, _, ok, _ := w.zone.Lookup(name, qtype)
+		if want == nil {
+			if ok {
+				return fmt.Errorf("%s exists, want NXDOMAIN", name)
+			}
+			return nil
+		}
+		got := make([]string, 0, len(ans))
+		for _, rr := range ans {
+			got = append(got, rr.String())
+		}
+		slices.Sort(got)
+		if w := rrStrings(want...); !slices.Equal(got, w) {
+			return fmt.Errorf("%s %s = %v, want %v", name, dns.TypeToString[qtype], got, w)
+		}
+		return nil
+	}
+}
+
+func (w *watched) check(t *testing.T, name string, qtype uint16, want ...string) {
+	t.Helper()
+	if err := w.has(name, qtype, want...)(); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestWatchFollowsConsul proves the zone follows KV: the first load serves
+// what is there, added and changed containers show, a host document that
+// is deleted takes its containers away (though their documents remain), and
+// a host that comes back brings them back.
+func TestWatchFollowsConsul(t *testing.T) {
+	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
+	kv := consul.Client().KV()
+	h1 := mkHost("h1", "192.0.2.10")
+	h2 := mkHost("h2", "192.0.2.20")
+	web1 := mkCtr("a1", "web-1", "web", record.HealthHealthy, mkPort(80, "tcp", "http", "192.0.2.10", 1001))
+	publish(t, kv, h1, ctrOp(t, "h1", web1))
+
+	w := startWatcher(t, kv, time.Hour)
+	// Right after the first load, without polling.
+	w.check(t, "web.c.example.org.", dns.TypeSRV, "web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.")
+	w.check(t, "h1.hosts.c.example.org.", dns.TypeA, "h1.hosts.c.example.org. 30 IN A 192.0.2.10")
+
+	web2 := mkCtr("a2", "web-2", "web", record.HealthHealthy, mkPort(80, "tcp", "http", "192.0.2.10", 1002))
+	publish(t, kv, h1, ctrOp(t, "h1", web2))
+	eventually(t, 5*time.Second, "a container added", w.has("web.c.example.org.", dns.TypeSRV,
+		"web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.", "web.c.example.org. 30 IN SRV 10 10 1002 h1.hosts.c.example.org."))
+
+	web1.Health = record.HealthUnhealthy
+	publish(t, kv, h1, ctrOp(t, "h1", web1))
+	eventually(t, 5*time.Second, "a container turned unhealthy", w.has("web.c.example.org.", dns.TypeSRV,
+		"web.c.example.org. 30 IN SRV 10 10 1002 h1.hosts.c.example.org."))
+	w.check(t, "web-1.h1.hosts.c.example.org.", dns.TypeSRV, "web-1.h1.hosts.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.")
+
+	publish(t, kv, h1, delOp("h1", web2.ID))
+	eventually(t, 5*time.Second, "a container removed", w.has("web-2.h1.hosts.c.example.org.", dns.TypeA))
+
+	web3 := mkCtr("b3", "web-3", "web", record.HealthNone, mkPort(80, "tcp", "http", "192.0.2.20", 2003))
+	publish(t, kv, h2, ctrOp(t, "h2", web3))
+	eventually(t, 5*time.Second, "a second host", w.has("web.c.example.org.", dns.TypeSRV,
+		"web.c.example.org. 30 IN SRV 10 10 2003 h2.hosts.c.example.org."))
+
+	if _, err := kv.Delete(record.HostKey(kvPrefix, "h1"), nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "host document deleted", w.has("h1.hosts.c.example.org.", dns.TypeA))
+	w.check(t, "web-1.h1.hosts.c.example.org.", dns.TypeA)
+	w.check(t, "web.c.example.org.", dns.TypeA, "web.c.example.org. 30 IN A 192.0.2.20")
+	if keys, _, err := kv.Keys(record.ContainersPrefix(kvPrefix, "h1"), "", nil); err != nil || len(keys) != 1 {
+		t.Fatalf("h1's container documents should still be in KV: %v %v", keys, err)
+	}
+
+	publish(t, kv, h1)
+	eventually(t, 5*time.Second, "host document back", w.has("web-1.h1.hosts.c.example.org.", dns.TypeA,
+		"web-1.h1.hosts.c.example.org. 30 IN A 192.0.2.10"))
+}
+
+// TestWatchInvalidDocuments proves garbage written over a valid container
+// document is skipped, counted once in invalid_records_total with its
+// reason, and the last valid version keeps being served; that a document
+// that is garbage from the start is never served; and that a valid version
+// written later replaces the garbage.
+func TestWatchInvalidDocuments(t *testing.T) {
+	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
+	kv := consul.Client().KV()
+	h1 := mkHost("h1", "192.0.2.10")
+	h2 := mkHost("h2", "192.0.2.20")
+	web1 := mkCtr("a1", "web-1", "web", record.HealthHealthy, mkPort(80, "tcp", "http", "192.0.2.10", 1001))
+	publish(t, kv, h1, ctrOp(t, "h1", web1))
+	publish(t, kv, h2, ctrOp(t, "h2", mkCtr("b1", "other", "other", "none", mkPort(80, "tcp", "http", "192.0.2.20", 2001))))
+	w := startWatcher(t, kv, time.Hour)
+
+	valid := func(t *testing.T) {
+		t.Helper()
+		w.check(t, "web-1.h1.hosts.c.example.org.", dns.TypeSRV, "web-1.h1.hosts.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.")
+		w.check(t, "web-1.h1.hosts.c.example.org.", dns.TypeTXT,
+			`web-1.h1.hosts.c.example.org. 30 IN TXT "service=web" "id=a1a1a1a1a1a1" "image=img:web-1" "health=healthy"`)
+		w.check(t, "web.c.example.org.", dns.TypeA, "web.c.example.org. 30 IN A 192.0.2.10")
+	}
+	validJSON, _ := json.Marshal(web1)
+	// A valid document whose fields are then spoiled one at a time.
+	spoil := func(f func(m map[string]any)) string {
+		var m map[string]any
+		_ = json.Unmarshal(validJSON, &m)
+		f(m)
+		b, _ := json.Marshal(m)
+		return string(b)
+	}
+	port0 := func(m map[string]any) map[string]any { return m["ports"].([]any)[0].(map[string]any) }
+	garbage := []struct {
+		name, reason, value string
+	}{
+		{"invalid JSON", "invalid", `{"v":1,"id":"a1a1`},
+		{"version 2", "version", spoil(func(m map[string]any) { m["v"] = 2 })},
+		{"port 70000", "invalid", spoil(func(m map[string]any) { port0(m)["port"] = 70000 })},
+		{"addr not-an-ip", "invalid", spoil(func(m map[string]any) { port0(m)["addr"] = "not-an-ip" })},
+		{"name with dots", "invalid", spoil(func(m map[string]any) { m["name"] = "web.1" })},
+		{"id mismatching the key", "invalid", spoil(func(m map[string]any) { m["id"] = strings.Repeat("f", 64) })},
+	}
+	for i, g := range garbage {
+		t.Run(g.name, func(t *testing.T) {
+			before := metricValue(invalidRecords.WithLabelValues(g.reason))
+			// A marker container in the same transaction tells when the
+			// watcher has applied it.
+			marker := mkCtr(fmt.Sprintf("%02x", 0x10+i), fmt.Sprintf("marker-%d", i), "marker", "none", mkPort(9, "tcp", "", "192.0.2.10", 9000+i))
+			publish(t, kv, h1, rawOp("h1", web1.ID, g.value), ctrOp(t, "h1", marker))
+			eventually(t, 5*time.Second, "marker", w.has(fmt.Sprintf("marker-%d.h1.hosts.c.example.org.", i), dns.TypeA,
+				fmt.Sprintf("marker-%d.h1.hosts.c.example.org. 30 IN A 192.0.2.10", i)))
+			if d := metricValue(invalidRecords.WithLabelValues(g.reason)) - before; d != 1 {
+				t.Errorf("invalid_records_total{reason=%q} rose by %v, want 1", g.reason, d)
+			}
+			valid(t)
+		})
+	}
+
+	t.Run("counted once", func(t *testing.T) {
+		// Another change of h1 re-reads the same garbage: not counted again.
+		before := metricValue(invalidRecords.WithLabelValues("invalid"))
+		publish(t, kv, h1, ctrOp(t, "h1", mkCtr("99", "marker-once", "marker", "none", mkPort(9, "tcp", "", "192.0.2.10", 9100))))
+		eventually(t, 5*time.Second, "marker", w.has("marker-once.h1.hosts.c.example.org.", dns.TypeA, "marker-once.h1.hosts.c.example.org. 30 IN A 192.0.2.10"))
+		if d := metricValue(invalidRecords.WithLabelValues("invalid")) - before; d != 0 {
+			t.Errorf("the same bad version was counted again: +%v", d)
+		}
+		valid(t)
+	})
+
+	t.Run("garbage from the start", func(t *testing.T) {
+		before := metricValue(invalidRecords.WithLabelValues("invalid"))
+		ghost := mkCtr("77", "ghost", "ghost", "none", mkPort(80, "tcp", "http", "192.0.2.10", 7000))
+		ghostJSON, _ := json.Marshal(ghost)
+		bad := strings.Replace(string(ghostJSON), `"port":80`, `"port":70000`, 1)
+		publish(t, kv, h1, rawOp("h1", ghost.ID, bad), ctrOp(t, "h1", mkCtr("98", "marker-ghost", "marker", "none", mkPort(9, "tcp", "", "192.0.2.10", 9101))))
+		eventually(t, 5*time.Second, "marker", w.has("marker-ghost.h1.hosts.c.example.org.", dns.TypeA, "marker-ghost.h1.hosts.c.example.org. 30 IN A 192.0.2.10"))
+		if d := metricValue(invalidRecords.WithLabelValues("invalid")) - before; d != 1 {
+			t.Errorf("invalid_records_total{reason=invalid} rose by %v, want 1", d)
+		}
+		for _, name := range []string{"ghost.h1.hosts.c.example.org.", "ghost.c.example.org."} {
+			w.check(t, name, dns.TypeA)
+		}
+	})
+
+	t.Run("garbage host document", func(t *testing.T) {
+		before := metricValue(invalidRecords.WithLabelValues("invalid"))
+		if _, err := kv.Put(&api.KVPair{Key: record.HostKey(kvPrefix, "h1"), Value: []byte(`{"v":1,"name":"h1","addrs":["not-an-ip"]}`)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		// A change on h2 after it: once that shows, the bad h1 was seen.
+		publish(t, kv, h2, ctrOp(t, "h2", mkCtr("97", "marker-h2", "marker", "none", mkPort(9, "tcp", "", "192.0.2.20", 9102))))
+		eventually(t, 5*time.Second, "marker", w.has("marker-h2.h2.hosts.c.example.org.", dns.TypeA, "marker-h2.h2.hosts.c.example.org. 30 IN A 192.0.2.20"))
+		if d := metricValue(invalidRecords.WithLabelValues("invalid")) - before; d != 1 {
+			t.Errorf("invalid_records_total{reason=invalid} rose by %v, want 1", d)
+		}
+		w.check(t, "h1.hosts.c.example.org.", dns.TypeA, "h1.hosts.c.example.org. 30 IN A 192.0.2.10")
+		valid(t)
+	})
+
+	t.Run("valid version replaces garbage", func(t *testing.T) {
+		web1.Ports[0].HostPort = 1500
+		publish(t, kv, h1, ctrOp(t, "h1", web1))
+		eventually(t, 5*time.Second, "fixed document served", w.has("web-1.h1.hosts.c.example.org.", dns.TypeSRV,
+			"web-1.h1.hosts.c.example.org. 30 IN SRV 10 10 1500 h1.hosts.c.example.org."))
+	})
+}
+
+// TestWatchRefetchesOnlyChangedHost proves a change on one host costs the
+// transfer of that host's container documents only, never the whole
+// prefix: with 200 containers on host B, a change on host A reads far less
+// than the full prefix (consul_received_bytes_total by request).
+func TestWatchRefetchesOnlyChangedHost(t *testing.T) {
+	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
+	kv := consul.Client().KV()
+	ha := mkHost("ha", "192.0.2.10")
+	hb := mkHost("hb", "192.0.2.20")
+	publish(t, kv, ha, ctrOp(t, "ha", mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
+	var ops []kvOp
+	for i := range 200 {
+		c := mkCtr("b", fmt.Sprintf("app-%d", i), "app", "healthy", mkPort(8080, "tcp", "http-alt", "192.0.2.20", 20000+i))
+		c.ID = fmt.Sprintf("%064x", 0xb000+i)
+		c.Image = "registry.example.org/team/app:" + strings.Repeat("v", 40)
+		ops = append(ops, ctrOp(t, "hb", c))
+	}
+	publish(t, kv, hb, ops...)
+
+	cfg := api.DefaultConfig()
+	cfg.Address = consul.HTTP
+	cfg.Token = ""
+	counting, err := newConsulClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fullBefore := metricValue(consulBytes.WithLabelValues("full"))
+	w := startWatcher(t, counting.KV(), time.Hour)
+	fullLoad := metricValue(consulBytes.WithLabelValues("full")) - fullBefore
+	if fullLoad < 100_000 {
+		t.Fatalf("the first full load read %v bytes of container documents; the fixture should be over 100 kB", fullLoad)
+	}
+	eventually(t, 5*time.Second, "host B loaded", func() error {
+		if ans, _, _, _, _ := w.zone.Lookup("app.c.example.org.", dns.TypeSRV); len(ans) != 200 {
+			return fmt.Errorf("app SRV has %d records, want 200", len(ans))
+		}
+		return nil
+	})
+
+	hostBefore := metricValue(consulBytes.WithLabelValues("host"))
+	fullBefore = metricValue(consulBytes.WithLabelValues("full"))
+	publish(t, kv, ha, ctrOp(t, "ha", mkCtr("a2", "web-2", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))))
+	eventually(t, 5*time.Second, "change on host A", w.has("web-2.ha.hosts.c.example.org.", dns.TypeA, "web-2.ha.hosts.c.example.org. 30 IN A 192.0.2.10"))
+	hostBytes := metricValue(consulBytes.WithLabelValues("host")) - hostBefore
+	fullBytes := metricValue(consulBytes.WithLabelValues("full")) - fullBefore
+	t.Logf("whole container prefix: %.0f bytes; re-fetch after a change on host A: %.0f bytes", fullLoad, hostBytes)
+	if hostBytes <= 0 {
+		t.Errorf("no host fetch counted after a change on host A")
+	}
+	if hostBytes > fullLoad/20 {
+		t.Errorf("a change on host A read %.0f bytes, over 5%% of the whole prefix (%.0f): host B was fetched too", hostBytes, fullLoad)
+	}
+	if fullBytes != 0 {
+		t.Errorf("a change on host A caused a full reload of %.0f bytes", fullBytes)
+	}
+}
+
+// TestWatchConsulDownAndBack proves that while Consul is down the zone keeps
+// answering the last data and the stale gauge is 1, and that once Consul is
+// back (same data directory) the watcher recovers by itself: stale goes
+// back to 0 and a change made after the restart shows.
+func TestWatchConsulDownAndBack(t *testing.T) {
+	consul := testenv.StartConsul(t, testenv.ConsulOptions{Persistent: true})
+	kv := consul.Client().KV()
+	h1 := mkHost("h1", "192.0.2.10")
+	publish(t, kv, h1, ctrOp(t, "h1", mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
+	w := startWatcher(t, consul.Client().KV(), time.Hour)
+	eventually(t, 5*time.Second, "stale 0", func() error {
+		if v := metricValue(stale); v != 0 {
+			return fmt.Errorf("stale = %v", v)
+		}
+		return nil
+	})
+
+	consul.Stop()
+	eventually(t, 10*time.Second, "stale after Consul stopped", func() error {
+		if v := metricValue(stale); v != 1 {
+			return fmt.Errorf("stale = %v, want 1", v)
+		}
+		return nil
+	})
+	// Still answering the last data, through the handler.
+	if !w.berth.Ready() {
+		t.Error("not Ready() while Consul is down")
+	}
+	rec := dnstest.NewRecorder(&test.ResponseWriter{})
+	tc := test.Case{Qname: "web.c.example.org.", Qtype: dns.TypeSRV, Answer: []dns.RR{test.SRV("web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.")},
+		Extra: []dns.RR{test.A("h1.hosts.c.example.org. 30 IN A 192.0.2.10")}}
+	if _, err := w.berth.ServeDNS(context.Background(), rec, tc.Msg()); err != nil || rec.Msg == nil {
+		t.Fatalf("no answer while Consul is down: %v", err)
+	}
+	if err := test.SortAndCheck(rec.Msg, tc); err != nil {
+		t.Errorf("while Consul is down: %v", err)
+	}
+
+	consul.Start()
+	kv = consul.Client().KV()
+	publish(t, kv, h1, ctrOp(t, "h1", mkCtr("a2", "web-2", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))))
+	eventually(t, 20*time.Second, "change after the restart", w.has("web.c.example.org.", dns.TypeSRV,
+		"web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.", "web.c.example.org. 30 IN SRV 10 10 1002 h1.hosts.c.example.org."))
+	eventually(t, 5*time.Second, "stale back to 0", func() error {
+		if v := metricValue(stale); v != 0 {
+			return fmt.Errorf("stale = %v, want 0", v)
+		}
+		return nil
+	})
+}
+
+// fill writes a filler key and returns its ModifyIndex: Consul's index now.
+func fill(t *testing.T, kv *api.KV) uint64 {
+	t.Helper()
+	ok, resp, _, err := kv.Txn(api.KVTxnOps{&api.KVTxnOp{Verb: api.KVSet, Key: "filler", Value: []byte(time.Now().String())}}, nil)
+	if err != nil || !ok {
+		t.Fatalf("filler: %v", err)
+	}
+	return resp.Results[0].ModifyIndex
+}
+
+// TestWatchIndexReset proves that when Consul's index goes backwards (a -dev
+// agent restarted: empty KV, index starting over) the watcher starts over
+// and the zone converges to the new KV: a host only in the old KV goes, a
+// new host comes, and a host in both is served with its new data.
+func TestWatchIndexReset(t *testing.T) {
+	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
+	kv := consul.Client().KV()
+	// Push the old agent's index well above where the new one will be, so
+	// that no ModifyIndex of the new KV equals one of the old.
+	for range 60 {
+		fill(t, kv)
+	}
+	h1 := mkHost("h1", "192.0.2.10")
+	h3 := mkHost("h3", "192.0.2.30")
+	oldIndex := publish(t, kv, h1, ctrOp(t, "h1", mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
+	publish(t, kv, h3, ctrOp(t, "h3", mkCtr("c1", "old", "old", "none", mkPort(80, "tcp", "http", "192.0.2.30", 3001))))
+	w := startWatcher(t, consul.Client().KV(), time.Hour)
+	w.check(t, "old.c.example.org.", dns.TypeA, "old.c.example.org. 30 IN A 192.0.2.30")
+
+	consul.Stop()
+	consul.Start()
+	kv = consul.Client().KV()
+	h1 = mkHost("h1", "192.0.2.11")
+	newIndex := publish(t, kv, h1, ctrOp(t, "h1", mkCtr("a9", "web-9", "web", "none", mkPort(80, "tcp", "http", "192.0.2.11", 1009))))
+	if newIndex >= oldIndex {
+		t.Fatalf("the restarted agent's index (%d) did not go below the old one (%d)", newIndex, oldIndex)
+	}
+	publish(t, kv, mkHost("h2", "192.0.2.20"), ctrOp(t, "h2", mkCtr("b1", "new", "new", "none", mkPort(80, "tcp", "http", "192.0.2.20", 2001))))
+
+	eventually(t, 20*time.Second, "new host", w.has("new.c.example.org.", dns.TypeA, "new.c.example.org. 30 IN A 192.0.2.20"))
+	eventually(t, 5*time.Second, "host in both KVs", w.has("web.c.example.org.", dns.TypeSRV, "web.c.example.org. 30 IN SRV 10 10 1009 h1.hosts.c.example.org."))
+	w.check(t, "h1.hosts.c.example.org.", dns.TypeA, "h1.hosts.c.example.org. 30 IN A 192.0.2.11")
+	w.check(t, "web-1.h1.hosts.c.example.org.", dns.TypeA)
+	w.check(t, "old.c.example.org.", dns.TypeA)
+	w.check(t, "h3.hosts.c.example.org.", dns.TypeA)
+}
+
+// switchProxy is a TCP proxy whose upstream can be switched, dropping the
+// connections it holds: the watcher's Consul address moving to another
+// Consul (a cluster rebuilt from a snapshot, a failover to another DC's
+// replica).
+type switchProxy struct {
+	ln       net.Listener
+	mu       sync.Mutex
+	upstream string
+	down     bool // refuse connections: Consul is unreachable
+	conns    map[net.Conn]bool
+}
+
+func startSwitchProxy(t *testing.T, upstream string) *switchProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &switchProxy{ln: ln, upstream: upstream, conns: map[net.Conn]bool{}}
+	t.Cleanup(func() { ln.Close(); p.dropAll() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			up, down := p.upstream, p.down
+			p.mu.Unlock()
+			if down {
+				c.Close()
+				continue
+			}
+			u, err := net.Dial("tcp", up)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns[c], p.conns[u] = true, true
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(u, c); u.Close(); c.Close() }()
+			go func() { _, _ = io.Copy(c, u); u.Close(); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *switchProxy) dropAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+		delete(p.conns, c)
+	}
+}
+
+// setDown(true) drops every connection and refuses new ones until
+// setDown(false).
+func (p *switchProxy) setDown(down bool) {
+	p.mu.Lock()
+	p.down = down
+	p.mu.Unlock()
+	if down {
+		p.dropAll()
+	}
+}
+
+func (p *switchProxy) switchTo(upstream string) {
+	p.mu.Lock()
+	p.upstream = upstream
+	p.mu.Unlock()
+	p.dropAll()
+}
+
+// TestWatchIndexResetSameModifyIndex proves the watcher converges to a new
+// KV after a reset even where a host document of the new KV happens to have
+// the same ModifyIndex as the old one: ModifyIndex values of two index
+// histories cannot be compared. The watcher's Consul is switched (through a
+// proxy) from agent A to agent B, whose index is lower and whose h1
+// document differs from A's but was written at the same index: what a
+// Consul restored from an older snapshot, or restarted without its data and
+// refilled by the exporters, can give.
+func TestWatchIndexResetSameModifyIndex(t *testing.T) {
+	a := testenv.StartConsul(t, testenv.ConsulOptions{})
+	b := testenv.StartConsul(t, testenv.ConsulOptions{})
+	kvA, kvB := a.Client().KV(), b.Client().KV()
+	proxy := startSwitchProxy(t, a.HTTP)
+	cfg := api.DefaultConfig()
+	cfg.Address = proxy.ln.Addr().String()
+	cfg.Token = ""
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := startWatcher(t, client.KV(), time.Hour)
+
+	// Bring both agents to the same index, then write h1 on each in one
+	// transaction; retry until both land on the same ModifyIndex.
+	var same uint64
+	var port int
+	for attempt := range 20 {
+		ia, ib := fill(t, kvA), fill(t, kvB)
+		for ia != ib {
+			if ia < ib {
+				ia = fill(t, kvA)
+			} else {
+				ib = fill(t, kvB)
+			}
+		}
+		port = 1000 + attempt
+		xa := publish(t, kvA, mkHost("h1", "192.0.2.10"), ctrOp(t, "h1", mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", port))))
+		xb := publish(t, kvB, mkHost("h1", "192.0.2.11"), ctrOp(t, "h1", mkCtr("a9", "web-9", "web", "none", mkPort(80, "tcp", "http", "192.0.2.11", 1009))))
+		if xa == xb {
+			same = xa
+			break
+		}
+	}
+	if same == 0 {
+		t.Fatal("could not write h1 at the same index on both agents")
+	}
+	// A moves on (its host list's index ends well above B's), B has a host
+	// A does not.
+	for range 10 {
+		fill(t, kvA)
+	}
+	indexA := publish(t, kvA, mkHost("h3", "192.0.2.30"), ctrOp(t, "h3", mkCtr("c1", "old", "old", "none", mkPort(80, "tcp", "http", "192.0.2.30", 3001))))
+	indexB := publish(t, kvB, mkHost("h2", "192.0.2.20"), ctrOp(t, "h2", mkCtr("b1", "new", "new", "none", mkPort(80, "tcp", "http", "192.0.2.20", 2001))))
+	if indexB >= indexA {
+		t.Fatalf("B's index %d is not below A's %d", indexB, indexA)
+	}
+	// The watcher has applied A's last h1 (the port tells which write) and h3.
+	eventually(t, 5*time.Second, "A's h1", w.has("web.c.example.org.", dns.TypeSRV, fmt.Sprintf("web.c.example.org. 30 IN SRV 10 10 %d h1.hosts.c.example.org.", port)))
+	eventually(t, 5*time.Second, "A's h3", w.has("old.c.example.org.", dns.TypeA, "old.c.example.org. 30 IN A 192.0.2.30"))
+
+	// Consul goes away (the watcher sees its query fail), and comes back as
+	// B: the index goes back from A's to B's.
+	proxy.setDown(true)
+	eventually(t, 10*time.Second, "the watcher noticed Consul is gone", func() error {
+		if v := metricValue(stale); v != 1 {
+			return fmt.Errorf("stale = %v, want 1", v)
+		}
+		return nil
+	})
+	proxy.switchTo(b.HTTP)
+	proxy.setDown(false)
+	eventually(t, 20*time.Second, "B's new host", w.has("new.c.example.org.", dns.TypeA, "new.c.example.org. 30 IN A 192.0.2.20"))
+	eventually(t, 5*time.Second, "A's h3 gone", w.has("old.c.example.org.", dns.TypeA))
+	// h1 on B was written at index %d, as h1 on A was: its new data must show.
+	eventually(t, 5*time.Second, fmt.Sprintf("B's h1 (ModifyIndex %d, as A's)", same), w.has("web.c.example.org.", dns.TypeSRV,
+		"web.c.example.org. 30 IN SRV 10 10 1009 h1.hosts.c.example.org."))
+	w.check(t, "h1.hosts.c.example.org.", dns.TypeA, "h1.hosts.c.example.org. 30 IN A 192.0.2.11")
+}
