@@ -129,7 +129,8 @@ func decode(value []byte, doc any, version *int) error {
 	return nil
 }
 
-// Validate checks a host document against the contract.
+// Validate checks a host document against the contract and normalizes its
+// addresses in place (an IPv4-mapped IPv6 address becomes IPv4).
 func (h *Host) Validate() error {
 	if h.V != Version {
 		return fmt.Errorf("%w %d", ErrUnsupportedVersion, h.V)
@@ -150,7 +151,7 @@ func (h *Host) Validate() error {
 }
 
 // Validate checks a container document against the contract and normalizes
-// its addresses (an IPv4-mapped IPv6 address becomes IPv4).
+// its addresses in place (an IPv4-mapped IPv6 address becomes IPv4).
 func (c *Container) Validate() error {
 	if c.V != Version {
 		return fmt.Errorf("%w %d", ErrUnsupportedVersion, c.V)

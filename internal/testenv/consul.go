@@ -51,6 +51,7 @@ type Consul struct {
 	HTTP    string // host:port of the HTTP API
 	DNSPort int    // Consul's own DNS interface, when enabled
 	DataDir string
+	token   string
 	cmd     *exec.Cmd
 	out     lockedBuffer
 	mu      sync.Mutex
@@ -65,13 +66,16 @@ type ConsulOptions struct {
 	DNS bool
 	// ExtraHCL is appended to the agent's configuration.
 	ExtraHCL string
+	// Token is the ACL token that the readiness probe and Client use, for
+	// an agent started with ACLs in deny-by-default mode.
+	Token string
 }
 
 // StartConsul starts an agent, waits for its leader, and stops it when the
 // test ends.
 func StartConsul(t testing.TB, opts ConsulOptions) *Consul {
 	t.Helper()
-	c := &Consul{t: t, bin: ConsulBinary(t), DataDir: t.TempDir()}
+	c := &Consul{t: t, bin: ConsulBinary(t), DataDir: t.TempDir(), token: opts.Token}
 	httpPort := FreePort(t)
 	c.HTTP = "127.0.0.1:" + strconv.Itoa(httpPort)
 	c.DNSPort = -1
@@ -167,6 +171,9 @@ func (c *Consul) signal(sig syscall.Signal) {
 func (c *Consul) Client() *api.Client {
 	cfg := api.DefaultConfig()
 	cfg.Address = c.HTTP
+	if c.token != "" {
+		cfg.Token = c.token
+	}
 	client, err := api.NewClient(cfg)
 	if err != nil {
 		c.t.Fatal(err)
