@@ -18,10 +18,10 @@ const dnssdServices = "_services._dns-sd._udp."
 type builder struct {
 	z    *Zone
 	c    *contribution
-	seen map[string]map[string]bool
+	seen map[string]map[rrKey]bool
 }
 
-func (b *builder) node(name string, owned bool) (*node, map[string]bool) {
+func (b *builder) node(name string, owned bool) (*node, map[rrKey]bool) {
 	m := b.c.shared
 	if owned {
 		m = b.c.owned
@@ -33,7 +33,7 @@ func (b *builder) node(name string, owned bool) (*node, map[string]bool) {
 	}
 	s := b.seen[name]
 	if s == nil {
-		s = map[string]bool{}
+		s = map[rrKey]bool{}
 		b.seen[name] = s
 	}
 	return n, s
@@ -43,7 +43,7 @@ func (b *builder) node(name string, owned bool) (*node, map[string]bool) {
 // namespace v1 section 2 lays them out. Names that do not fit DNS's limits
 // are reported through z.skip and left out.
 func (z *Zone) compile(data *hostData) *contribution {
-	b := &builder{z: z, c: &contribution{owned: map[string]*node{}, shared: map[string]*node{}}, seen: map[string]map[string]bool{}}
+	b := &builder{z: z, c: &contribution{owned: map[string]*node{}, shared: map[string]*node{}}, seen: map[string]map[rrKey]bool{}}
 	if data == nil {
 		return b.c
 	}

@@ -143,14 +143,16 @@ func (w *watcher) watchOnce(ctx context.Context, index uint64) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	b := batch{}
 	for _, name := range changed {
-		w.apply(name, hosts[name], fetched[name], reset)
+		w.add(b, name, hosts[name], fetched[name], reset)
 	}
 	for name := range w.hosts {
 		if _, ok := hosts[name]; !ok {
-			w.apply(name, hostDoc{}, nil, false)
+			w.add(b, name, hostDoc{}, nil, false)
 		}
 	}
+	w.apply(b)
 	return max(next, 1), nil
 }
 
@@ -173,21 +175,18 @@ func (w *watcher) fullLoad(ctx context.Context) (uint64, error) {
 		}
 	}
 	hosts := w.decodeHosts(pairs)
-	names := make([]string, 0, len(hosts))
-	for name := range hosts {
-		names = append(names, name)
-	}
-	sort.Strings(names)
 	reset := meta.LastIndex < w.lastIndex
 	w.lastIndex = meta.LastIndex
-	for _, name := range names {
-		w.apply(name, hosts[name], byHost[name], reset)
+	b := batch{}
+	for name, h := range hosts {
+		w.add(b, name, h, byHost[name], reset)
 	}
 	for name := range w.hosts {
 		if _, ok := hosts[name]; !ok {
-			w.apply(name, hostDoc{}, nil, false)
+			w.add(b, name, hostDoc{}, nil, false)
 		}
 	}
+	w.apply(b)
 	return max(meta.LastIndex, 1), nil
 }
 
@@ -248,15 +247,17 @@ func (w *watcher) fetchHosts(ctx context.Context, hosts []string) (map[string]ap
 	return out, firstErr
 }
 
-// apply updates every zone with one host's data (doc nil: the host is gone)
-// unless, short of force, nothing changed since the last time.
-func (w *watcher) apply(name string, h hostDoc, pairs api.KVPairs, force bool) {
+// batch collects the hosts that one round of the watcher changes, so that
+// the zones merge each shared name once and install the round whole.
+type batch map[string]*hostData
+
+// add decodes one host's documents into the batch (doc nil: the host is
+// gone) unless, short of force, nothing changed since the last time.
+func (w *watcher) add(b batch, name string, h hostDoc, pairs api.KVPairs, force bool) {
 	if h.doc == nil {
 		if _, ok := w.hosts[name]; ok {
 			delete(w.hosts, name)
-			for _, z := range w.zones {
-				z.Update(name, nil)
-			}
+			b[name] = nil
 		}
 		return
 	}
@@ -287,8 +288,16 @@ func (w *watcher) apply(name string, h hostDoc, pairs api.KVPairs, force bool) {
 		data.Containers = append(data.Containers, c)
 	}
 	sort.Slice(data.Containers, func(i, j int) bool { return data.Containers[i].ID < data.Containers[j].ID })
+	b[name] = data
+}
+
+// apply installs a batch in every zone.
+func (w *watcher) apply(b batch) {
+	if len(b) == 0 {
+		return
+	}
 	for _, z := range w.zones {
-		z.Update(name, data)
+		z.UpdateHosts(b)
 	}
 	updateGauges(w.zones, len(w.hosts))
 }

@@ -227,45 +227,58 @@ func (z *Zone) Lookup(qname string, qtype uint16) (answer, extra []dns.RR, soa *
 func (z *Zone) Records() int64 { return z.records.Load() }
 
 // Update replaces what host contributes to the zone with data (nil removes
-// the host). Changes are installed together under the write lock, with a new
-// SOA serial when anything changed. Only one goroutine may call Update and
-// MarkLoaded.
+// the host); see UpdateHosts.
 func (z *Zone) Update(host string, data *hostData) {
-	old := z.hosts[host]
-	if old == nil {
-		old = &contribution{}
-	}
-	cur := z.compile(data)
-	if data == nil || (len(cur.owned) == 0 && len(cur.shared) == 0) {
-		delete(z.hosts, host)
-	} else {
-		z.hosts[host] = cur
-	}
+	z.UpdateHosts(map[string]*hostData{host: data})
+}
 
+// UpdateHosts replaces what each host contributes to the zone with its data
+// (nil removes the host). Every name shared by several hosts (a service, a
+// DNS-SD list) that the batch touches is merged once, and all changes are
+// installed together under the write lock, with a new SOA serial when any
+// record differs. Only one goroutine may call UpdateHosts and MarkLoaded.
+func (z *Zone) UpdateHosts(updates map[string]*hostData) {
 	changed := map[string]*node{}
-	for name := range old.owned {
-		changed[name] = nil
-	}
-	for name, n := range cur.owned {
-		changed[name] = n
-	}
-	for name := range mergeKeys(old.shared, cur.shared) {
-		parts := z.shared[name]
-		if part := cur.shared[name]; part != nil {
-			if parts == nil {
-				parts = map[string]*node{}
-				z.shared[name] = parts
-			}
-			parts[host] = part
-		} else {
-			delete(parts, host)
+	touched := map[string]bool{}
+	for host, data := range updates {
+		old := z.hosts[host]
+		if old == nil {
+			old = &contribution{}
 		}
-		if len(parts) == 0 {
+		cur := z.compile(data)
+		if data == nil || (len(cur.owned) == 0 && len(cur.shared) == 0) {
+			delete(z.hosts, host)
+		} else {
+			z.hosts[host] = cur
+		}
+		// Owned names contain the host's own label: no other host has them.
+		for name := range old.owned {
+			changed[name] = nil
+		}
+		for name, n := range cur.owned {
+			changed[name] = n
+		}
+		for name := range mergeKeys(old.shared, cur.shared) {
+			touched[name] = true
+			parts := z.shared[name]
+			if part := cur.shared[name]; part != nil {
+				if parts == nil {
+					parts = map[string]*node{}
+					z.shared[name] = parts
+				}
+				parts[host] = part
+			} else {
+				delete(parts, host)
+			}
+		}
+	}
+	for name := range touched {
+		if parts := z.shared[name]; len(parts) > 0 {
+			changed[name] = merge(name, parts)
+		} else {
 			delete(z.shared, name)
 			changed[name] = nil
-			continue
 		}
-		changed[name] = merge(parts)
 	}
 	z.install(changed)
 }
@@ -369,36 +382,73 @@ func (z *Zone) MarkLoaded() {
 	z.mu.Unlock()
 }
 
-// sameRecords reports whether two nodes hold the same records and glue.
+// sameRecords reports whether two nodes hold the same records and glue. A
+// merged node mostly reuses its parts' records, so pointers usually decide.
 func sameRecords(a, b *node) bool {
 	if a.size() != b.size() || len(a.glue) != len(b.glue) {
 		return false
 	}
 	same := func(x, y []dns.RR) bool {
-		return slices.EqualFunc(x, y, func(p, q dns.RR) bool { return p.String() == q.String() })
+		return slices.EqualFunc(x, y, func(p, q dns.RR) bool {
+			return p == q || (dns.IsDuplicate(p, q) && p.Header().Ttl == q.Header().Ttl)
+		})
 	}
 	return same(a.a, b.a) && same(a.aaaa, b.aaaa) && same(a.srv, b.srv) && same(a.txt, b.txt) &&
 		same(a.ptr, b.ptr) && same(a.ns, b.ns) && same(a.glue, b.glue)
 }
 
 // merge joins several hosts' parts of one shared name, in host order so the
-// result does not depend on map order, each address and target once.
-func merge(parts map[string]*node) *node {
+// result does not depend on map order. Records of different hosts can only
+// coincide as addresses (two hosts binding one address) and as DNS-SD
+// service types in the browsing list; SRV and PTR records and glue name
+// their host, so they are appended without a check: merging stays linear in
+// the records of the name.
+func merge(name string, parts map[string]*node) *node {
+	browse := strings.HasPrefix(name, dnssdServices)
 	hosts := make([]string, 0, len(parts))
-	for h := range parts {
+	var size [6]int
+	for h, p := range parts {
 		hosts = append(hosts, h)
+		size[0] += len(p.a)
+		size[1] += len(p.aaaa)
+		size[2] += len(p.srv)
+		size[3] += len(p.ptr)
+		size[4] += len(p.txt)
+		size[5] += len(p.glue)
 	}
 	sort.Strings(hosts)
-	m := &node{}
-	seen := map[string]bool{}
+	m := &node{
+		a: make([]dns.RR, 0, size[0]), aaaa: make([]dns.RR, 0, size[1]), srv: make([]dns.RR, 0, size[2]),
+		ptr: make([]dns.RR, 0, size[3]), txt: make([]dns.RR, 0, size[4]), glue: make([]dns.RR, 0, size[5]),
+	}
+	addrs := map[netip.Addr]bool{}
+	ptrs := map[string]bool{}
 	for _, h := range hosts {
 		p := parts[h]
-		for _, rr := range p.all() {
-			m.addOnce(rr, seen)
+		for _, rr := range p.a {
+			if a, _ := netip.AddrFromSlice(rr.(*dns.A).A); !addrs[a] {
+				addrs[a] = true
+				m.a = append(m.a, rr)
+			}
 		}
-		for _, rr := range p.glue {
-			m.glueOnce(rr, seen)
+		for _, rr := range p.aaaa {
+			if a, _ := netip.AddrFromSlice(rr.(*dns.AAAA).AAAA); !addrs[a] {
+				addrs[a] = true
+				m.aaaa = append(m.aaaa, rr)
+			}
 		}
+		if !browse {
+			m.ptr = append(m.ptr, p.ptr...)
+		}
+		for _, rr := range p.ptr {
+			if t := rr.(*dns.PTR).Ptr; browse && !ptrs[t] {
+				ptrs[t] = true
+				m.ptr = append(m.ptr, rr)
+			}
+		}
+		m.srv = append(m.srv, p.srv...)
+		m.txt = append(m.txt, p.txt...)
+		m.glue = append(m.glue, p.glue...)
 	}
 	return m
 }
@@ -420,18 +470,46 @@ func (n *node) add(rr dns.RR) {
 	}
 }
 
+// rrKey identifies a record within one owner name (all records of a node
+// share owner, class and TTL), without the cost of formatting it.
+type rrKey struct {
+	rrtype             uint16
+	glue               bool
+	name               string // target of SRV and PTR; owner of glue
+	addr               netip.Addr
+	port, prio, weight uint16
+}
+
+func keyOf(rr dns.RR, glue bool) rrKey {
+	k := rrKey{rrtype: rr.Header().Rrtype, glue: glue}
+	switch rr := rr.(type) {
+	case *dns.A:
+		k.addr, _ = netip.AddrFromSlice(rr.A)
+		k.name = rr.Hdr.Name
+	case *dns.AAAA:
+		k.addr, _ = netip.AddrFromSlice(rr.AAAA)
+		k.name = rr.Hdr.Name
+	case *dns.SRV:
+		k.name, k.port, k.prio, k.weight = rr.Target, rr.Port, rr.Priority, rr.Weight
+	case *dns.PTR:
+		k.name = rr.Ptr
+	}
+	return k
+}
+
 // addOnce adds rr unless an identical record is already there: a port bound
 // on both 0.0.0.0 and :: gives the same SRV twice, and instances on one host
-// share its addresses.
-func (n *node) addOnce(rr dns.RR, seen map[string]bool) {
-	if k := rr.String(); !seen[k] {
+// share its addresses. A node has one TXT record, so TXT needs no key beyond
+// its type.
+func (n *node) addOnce(rr dns.RR, seen map[rrKey]bool) {
+	if k := keyOf(rr, false); !seen[k] {
 		seen[k] = true
 		n.add(rr)
 	}
 }
 
-func (n *node) glueOnce(rr dns.RR, seen map[string]bool) {
-	if k := "glue " + rr.String(); !seen[k] {
+func (n *node) glueOnce(rr dns.RR, seen map[rrKey]bool) {
+	if k := keyOf(rr, true); !seen[k] {
 		seen[k] = true
 		n.glue = append(n.glue, rr)
 	}
