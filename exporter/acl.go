@@ -4,8 +4,10 @@ import "fmt"
 
 // ExporterPolicy is the Consul ACL policy an exporter needs for host: its
 // own host document, its own container prefix (the trailing slash keeps host
-// "h1" from writing "h10"'s records), and sessions. It may not write any
-// other key.
+// "h1" from writing "h10"'s records), and the catalog node and sessions
+// named after the host, where its session lives. It may not write any other
+// key, nor touch another exporter's session (which, with behavior=delete,
+// would delete that host's records).
 func ExporterPolicy(prefix, host string) string {
 	return fmt.Sprintf(`key %q {
   policy = "write"
@@ -13,10 +15,13 @@ func ExporterPolicy(prefix, host string) string {
 key_prefix %q {
   policy = "write"
 }
-session_prefix "" {
+node %q {
   policy = "write"
 }
-`, prefix+"/hosts/"+host, prefix+"/containers/"+host+"/")
+session %q {
+  policy = "write"
+}
+`, prefix+"/hosts/"+host, prefix+"/containers/"+host+"/", host, host)
 }
 
 // PluginPolicy is the read-only Consul ACL policy of Berth's CoreDNS plugin.

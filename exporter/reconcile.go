@@ -101,6 +101,9 @@ func New(ctx context.Context, cfg Config, docker *client.Client, consulCfg *api.
 		return nil, err
 	}
 	e.sess = NewSession(consul, cfg.Prefix, e.host, cfg.SessionTTL, log)
+	if len(e.mapper.Addrs) > 0 {
+		e.sess.NodeAddress = e.mapper.Addrs[0].String()
+	}
 	return e, nil
 }
 

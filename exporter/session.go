@@ -27,6 +27,12 @@ var ErrSessionLost = errors.New("consul session lost")
 // A restarted exporter adopts the still-valid session of its predecessor
 // (found as the holder of the host document, else by name), so that the
 // keys never lose their holder and DNS has no gap.
+//
+// The session lives on the Consul node named after the host (registered in
+// the catalog if no agent of that name exists), whichever agent the exporter
+// talks to: so the ACL rule `session "<host>"` confines an exporter to its
+// own sessions, and no exporter can destroy another's, which with
+// behavior=delete would delete the other's records.
 type Session struct {
 	client *api.Client
 	prefix string
@@ -34,6 +40,10 @@ type Session struct {
 	name   string
 	ttl    time.Duration
 	log    *slog.Logger
+
+	// NodeAddress is the address given to the host's catalog node when the
+	// exporter has to register it; it anchors sessions and is never dialled.
+	NodeAddress string
 
 	mu sync.Mutex
 	id string
@@ -44,7 +54,8 @@ func SessionName(host string) string { return "berth-exporter:" + host }
 
 // NewSession returns host's session manager; nothing is created until ID.
 func NewSession(client *api.Client, prefix, host string, ttl time.Duration, log *slog.Logger) *Session {
-	return &Session{client: client, prefix: prefix, host: host, name: SessionName(host), ttl: ttl, log: log}
+	return &Session{client: client, prefix: prefix, host: host, name: SessionName(host), ttl: ttl, log: log,
+		NodeAddress: "127.0.0.1"}
 }
 
 // ID returns the session's ID, adopting a predecessor's or creating one if
@@ -60,7 +71,11 @@ func (s *Session) ID(ctx context.Context) (string, error) {
 		s.log.Info("adopted the session of a previous exporter", "session", id)
 		return id, nil
 	}
+	if err := s.ensureNode(ctx); err != nil {
+		return "", err
+	}
 	id, _, err := s.client.Session().CreateNoChecks(&api.SessionEntry{
+		Node:      s.host,
 		Name:      s.name,
 		Behavior:  api.SessionBehaviorDelete,
 		TTL:       s.ttl.String(),
@@ -74,17 +89,36 @@ func (s *Session) ID(ctx context.Context) (string, error) {
 	return id, nil
 }
 
+// ensureNode makes sure the catalog has a node named after the host for the
+// session to live on: a Consul agent of that name, or one registered here.
+func (s *Session) ensureNode(ctx context.Context) error {
+	n, _, err := s.client.Catalog().Node(s.host, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("look up catalog node %s: %w", s.host, err)
+	}
+	if n != nil && n.Node != nil {
+		return nil
+	}
+	_, err = s.client.Catalog().Register(&api.CatalogRegistration{
+		Node: s.host, Address: s.NodeAddress, SkipNodeUpdate: true,
+		NodeMeta: map[string]string{"berth": "exporter session anchor"},
+	}, (&api.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return fmt.Errorf("register catalog node %s for the session: %w", s.host, err)
+	}
+	return nil
+}
+
 // findAdoptable returns a valid session of this host's name, renewed just
-// now, or "". The holder of the host document comes first: finding it needs
-// no more than the exporter's own key ACL. Listing all sessions by name is
-// the fallback and may be denied, which is fine.
+// now, or "". The holder of the host document comes first; the sessions of
+// the host's node with the right name are the fallback.
 func (s *Session) findAdoptable(ctx context.Context) string {
 	var candidates []string
 	q := (&api.QueryOptions{}).WithContext(ctx)
 	if pair, _, err := s.client.KV().Get(record.HostKey(s.prefix, s.host), q); err == nil && pair != nil && pair.Session != "" {
 		candidates = append(candidates, pair.Session)
 	}
-	if list, _, err := s.client.Session().List(q); err == nil {
+	if list, _, err := s.client.Session().Node(s.host, q); err == nil {
 		for _, e := range list {
 			if e.Name == s.name && e.Behavior == api.SessionBehaviorDelete {
 				candidates = append(candidates, e.ID)
