@@ -1,0 +1,210 @@
+package testenv
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+)
+
+var (
+	exporterOnce sync.Once
+	exporterPath string
+	exporterErr  error
+)
+
+// ExporterBinary is a static berth-exporter: $BERTH_EXPORTER if set, else
+// built from the working tree once per test binary (so that it is never
+// older than the source).
+func ExporterBinary(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("BERTH_EXPORTER"); p != "" {
+		return p
+	}
+	exporterOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "berth-exporter-")
+		if err != nil {
+			exporterErr = err
+			return
+		}
+		exporterPath = filepath.Join(dir, "berth-exporter")
+		exporterErr = BuildStatic(RepoRoot(t), "./exporter/cmd/berth-exporter", exporterPath)
+	})
+	if exporterErr != nil {
+		t.Fatal(exporterErr)
+	}
+	return exporterPath
+}
+
+// ExporterImage is the tag of an image FROM scratch holding berth-exporter.
+const ExporterImage = "berth-exporter:faults-test"
+
+var exporterImageOnce sync.Once
+var exporterImageErr error
+
+// EnsureExporterImage builds ExporterImage from ExporterBinary once per test
+// binary.
+func EnsureExporterImage(t testing.TB, cli *client.Client) string {
+	t.Helper()
+	bin := ExporterBinary(t)
+	exporterImageOnce.Do(func() {
+		exporterImageErr = BuildImage(cli, ExporterImage, map[string]string{"berth-exporter": bin},
+			"FROM scratch\nCOPY berth-exporter /berth-exporter\nENTRYPOINT [\"/berth-exporter\"]\n")
+	})
+	if exporterImageErr != nil {
+		t.Fatalf("exporter image: %v", exporterImageErr)
+	}
+	return ExporterImage
+}
+
+// ExporterProc is a berth-exporter process on the host. Its environment is
+// the test's plus Env; it is killed when the test ends and its output is
+// logged if the test failed.
+type ExporterProc struct {
+	t    testing.TB
+	Args []string
+	Env  []string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	out  lockedBuffer
+	runs int
+}
+
+// StartExporter runs berth-exporter with args and env until the test ends.
+func StartExporter(t testing.TB, env []string, args ...string) *ExporterProc {
+	t.Helper()
+	p := &ExporterProc{t: t, Args: args, Env: env}
+	p.Start()
+	t.Cleanup(func() {
+		p.Kill()
+		if t.Failed() {
+			out := p.Output()
+			if len(out) > 20000 {
+				out = "...\n" + out[len(out)-20000:]
+			}
+			t.Logf("berth-exporter %v output:\n%s", args, out)
+		}
+	})
+	return p
+}
+
+// Start starts the process (again, after Kill or Signal).
+func (p *ExporterProc) Start() {
+	p.t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		select {
+		case <-p.done:
+		default:
+			p.t.Fatal("exporter already running")
+		}
+	}
+	p.runs++
+	fmt.Fprintf(&p.out, "==== start %d ====\n", p.runs)
+	cmd := exec.Command(ExporterBinary(p.t), p.Args...)
+	cmd.Env = append(os.Environ(), p.Env...)
+	cmd.Stdout, cmd.Stderr = &p.out, &p.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	p.cmd, p.done = cmd, done
+}
+
+// Kill sends SIGKILL (a crash) and waits for the process to end.
+func (p *ExporterProc) Kill() { p.Signal(syscall.SIGKILL) }
+
+// Signal sends sig and waits up to 20 s for the process to end.
+func (p *ExporterProc) Signal(sig syscall.Signal) {
+	p.mu.Lock()
+	cmd, done := p.cmd, p.done
+	p.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+// Running reports whether the process is alive.
+func (p *ExporterProc) Running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// PID is the current process's ID.
+func (p *ExporterProc) PID() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd.Process.Pid
+}
+
+// Output is everything the process printed, over all its starts.
+func (p *ExporterProc) Output() string { return p.out.String() }
+
+// PID is the CoreDNS process's ID.
+func (c *CoreDNS) PID() int { return c.cmd.Process.Pid }
+
+// Exited reports whether the CoreDNS process has ended (crashed).
+func (c *CoreDNS) Exited() bool { return !Alive(c.cmd.Process.Pid) }
+
+// Alive reports whether process pid exists and is not a zombie.
+func Alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...; comm may hold spaces, so look after the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return false
+	}
+	st := s[i+2]
+	return st != 'Z' && st != 'X'
+}
+
+// RSS is a process's resident set size in bytes, from /proc.
+func RSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) >= 1 {
+				kb, err := strconv.ParseInt(f[0], 10, 64)
+				return kb << 10, err
+			}
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+}
