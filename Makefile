@@ -23,18 +23,25 @@ proxy:
 consul:
 	@bash hack/get-consul.sh >/dev/null
 
-# The whole suite against the real Consul, Docker Engine and CoreDNS, then
-# the fuzz targets briefly. Tests that need a missing part fail under CI.
+# The whole suite against the real Consul, Docker Engine and CoreDNS: unit,
+# integration and end-to-end tests, the fuzz targets briefly, then the fault
+# scenarios on their own (they time outages and must not share the two cores
+# with the other packages), with the load scenario cut to a minute. Tests
+# that need a missing part fail under CI.
 test: build consul
 	BERTH_CONSUL="$$(bash hack/get-consul.sh)" BERTH_COREDNS=$(BIN)/coredns \
 	  $(GO) test -count=1 -timeout 15m ./...
 	bash hack/fuzz.sh 10s
+	$(MAKE) --no-print-directory test-faults FAULT_LOAD=60s
 
 fuzz:
 	bash hack/fuzz.sh 60s
 
+# The fault scenarios, with the five-minute load scenario.
+FAULT_LOAD ?= 5m
 test-faults: build consul
 	BERTH_CONSUL="$$(bash hack/get-consul.sh)" BERTH_COREDNS=$(BIN)/coredns \
+	BERTH_FAULT_LOAD_DURATION=$(FAULT_LOAD) \
 	  $(GO) test -count=1 -timeout 30m -run 'Fault' -v ./faults/...
 
 bench: build consul
