@@ -85,9 +85,14 @@ func TestFault2TotalOutage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// The plugin notices a Consul that hangs rather than refuses within
+	// one blocking query's wait plus the HTTP timeout's margin (about 19 s).
 	promStale := -1.0
-	if m, err := scrape("http://" + w.promAddr + "/metrics"); err == nil {
-		promStale = m["coredns_berth_stale"]
+	for time.Now().Before(down.Add(outage-2*time.Second)) && promStale != 1 {
+		if m, err := scrape("http://" + w.promAddr + "/metrics"); err == nil {
+			promStale = m["coredns_berth_stale"]
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	time.Sleep(time.Until(down.Add(outage - 2*time.Second)))
 	m1, err := scrape("http://" + listen + "/metrics")

@@ -189,7 +189,7 @@ func newConsulClient(cfg *api.Config) (*api.Client, error) {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
 	hc.Transport = countingTransport{next: hc.Transport}
-	hc.Timeout = watchWait + watchWait/16 + 10*time.Second
+	hc.Timeout = watchWait + watchWait/16 + 3*time.Second // Consul adds up to wait/16 of jitter
 	cfg.HttpClient = hc
 	client, err := api.NewClient(cfg)
 	if err != nil {

@@ -16,9 +16,11 @@ import (
 )
 
 // watchWait is how long one blocking query on the host list may wait; the
-// HTTP client's timeout sits just above it, so a Consul that hangs is
-// noticed within about this long.
-const watchWait = 30 * time.Second
+// HTTP client's timeout sits just above it, so a Consul that hangs (an agent
+// whose servers vanished without closing their connections, say) is noticed
+// and reported stale within about this long. One idle query per 15 s is
+// cheap.
+const watchWait = 15 * time.Second
 
 // fetchParallel bounds the per-host fetches in flight after one change of
 // the host list.
