@@ -42,25 +42,8 @@ func binary(t *testing.T) string {
 // proc is a berth-exporter subprocess.
 type proc struct {
 	cmd  *exec.Cmd
-	out  syncBuffer
+	out  testenv.LockedBuffer
 	done chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // args are the flags every subprocess gets: this rig's host, address and

@@ -149,11 +149,7 @@ func (w *watcher) watchOnce(ctx context.Context, index uint64) (uint64, error) {
 	for _, name := range changed {
 		w.add(b, name, hosts[name], fetched[name], reset)
 	}
-	for name := range w.hosts {
-		if _, ok := hosts[name]; !ok {
-			w.add(b, name, hostDoc{}, nil, false)
-		}
-	}
+	w.addGone(b, hosts)
 	w.apply(b)
 	return max(next, 1), nil
 }
@@ -183,11 +179,7 @@ func (w *watcher) fullLoad(ctx context.Context) (uint64, error) {
 	for name, h := range hosts {
 		w.add(b, name, h, byHost[name], reset)
 	}
-	for name := range w.hosts {
-		if _, ok := hosts[name]; !ok {
-			w.add(b, name, hostDoc{}, nil, false)
-		}
-	}
+	w.addGone(b, hosts)
 	w.apply(b)
 	return max(meta.LastIndex, 1), nil
 }
@@ -291,6 +283,15 @@ func (w *watcher) add(b batch, name string, h hostDoc, pairs api.KVPairs, force 
 	}
 	sort.Slice(data.Containers, func(i, j int) bool { return data.Containers[i].ID < data.Containers[j].ID })
 	b[name] = data
+}
+
+// addGone adds to the batch the removal of every host no longer listed.
+func (w *watcher) addGone(b batch, listed map[string]hostDoc) {
+	for name := range w.hosts {
+		if _, ok := listed[name]; !ok {
+			w.add(b, name, hostDoc{}, nil, false)
+		}
+	}
 }
 
 // apply installs a batch in every zone.

@@ -53,7 +53,7 @@ type Consul struct {
 	DataDir string
 	token   string
 	cmd     *exec.Cmd
-	out     lockedBuffer
+	out     LockedBuffer
 	mu      sync.Mutex
 }
 
@@ -184,19 +184,19 @@ func (c *Consul) Client() *api.Client {
 // Log is what the agent printed so far, over all its starts.
 func (c *Consul) Log() string { return c.out.String() }
 
-// lockedBuffer collects a child process's output safely while tests read it.
-type lockedBuffer struct {
+// LockedBuffer collects a child process's output safely while tests read it.
+type LockedBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *LockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *LockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()

@@ -51,7 +51,7 @@ type CoreDNS struct {
 	Addr string // 127.0.0.1:port, UDP and TCP
 	Port int
 	cmd  *exec.Cmd
-	out  lockedBuffer
+	out  LockedBuffer
 }
 
 // StartCoreDNS runs the project's CoreDNS with corefile on a free loopback

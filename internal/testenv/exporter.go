@@ -76,7 +76,7 @@ type ExporterProc struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
-	out  lockedBuffer
+	out  LockedBuffer
 	runs int
 }
 
