@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := $(CURDIR)/bin
 export CGO_ENABLED ?= 0
 
-.PHONY: all build coredns exporter proxy consul test test-short test-faults fuzz bench demo image lint clean
+.PHONY: all build coredns exporter proxy consul test test-faults fuzz bench demo image lint clean
 
 all: build
 
@@ -31,11 +31,11 @@ consul:
 test: build consul
 	BERTH_CONSUL="$$(bash hack/get-consul.sh)" BERTH_COREDNS=$(BIN)/coredns \
 	  $(GO) test -count=1 -timeout 15m ./...
-	bash hack/fuzz.sh 10s
+	bash hack/fuzz.sh
 	$(MAKE) --no-print-directory test-faults FAULT_LOAD=60s
 
 fuzz:
-	bash hack/fuzz.sh 60s
+	bash hack/fuzz.sh 20
 
 # The fault scenarios, with the five-minute load scenario.
 FAULT_LOAD ?= 5m

@@ -92,7 +92,7 @@ func RunReconcile(t *TB, n int) *ReconcileResult {
 	const prefix, host = "rec", "benchrec"
 	cfg, err := exporter.ParseFlags([]string{"--node", host, "--advertise-addr", "127.0.0.1", "--prefix", prefix,
 		"--only-label", "berth.bench=" + group, "--session-ttl", "10m", "--listen", ""},
-		func(string) string { return "" }, io.Discard)
+		func(string) (string, bool) { return "", false }, io.Discard)
 	t.Check(err, "exporter flags")
 	ccfg := api.DefaultConfig()
 	ccfg.Address = consul.HTTP

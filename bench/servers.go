@@ -60,12 +60,13 @@ func StartFile(t *TB, zonefile string, opts ServerOptions) *Server {
 }
 
 func startCoreDNS(t *TB, name, stanza string, opts ServerOptions) *Server {
+	ports := testenv.FreePorts(t, 3)
 	s := &Server{Name: name,
-		Pprof: "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)),
-		Ready: "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))}
+		Pprof: "127.0.0.1:" + strconv.Itoa(ports[0]),
+		Ready: "127.0.0.1:" + strconv.Itoa(ports[1])}
 	var side string
 	if opts.Metrics {
-		s.Metrics = "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+		s.Metrics = "127.0.0.1:" + strconv.Itoa(ports[2])
 		side = "\n    prometheus " + s.Metrics
 	}
 	corefile := fmt.Sprintf(`%s {

@@ -44,9 +44,11 @@ func DefaultConfig() Config {
 }
 
 // ParseFlags parses args (without the program name). Every flag can also be
-// set by the environment variable BERTH_<FLAG> (upper case, - as _); a flag
-// on the command line wins over the variable.
-func ParseFlags(args []string, getenv func(string) string, output io.Writer) (Config, error) {
+// set by the environment variable BERTH_<FLAG> (upper case, - as _), looked
+// up with lookupEnv (os.LookupEnv); a flag on the command line wins over the
+// variable. A variable set to the empty string empties a string flag
+// (BERTH_LISTEN= turns the listener off) and is ignored for the others.
+func ParseFlags(args []string, lookupEnv func(string) (string, bool), output io.Writer) (Config, error) {
 	cfg := DefaultConfig()
 	fs := flag.NewFlagSet("berth-exporter", flag.ContinueOnError)
 	fs.SetOutput(output)
@@ -75,10 +77,12 @@ func ParseFlags(args []string, getenv func(string) string, output io.Writer) (Co
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		env := "BERTH_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v := getenv(env); v != "" && !set[f.Name] {
-			if err := fs.Set(f.Name, v); err != nil {
-				envErr = errors.Join(envErr, fmt.Errorf("%s: %w", env, err))
-			}
+		v, ok := lookupEnv(env)
+		if !ok || set[f.Name] || v == "" && !isString(f) {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			envErr = errors.Join(envErr, fmt.Errorf("%s: %w", env, err))
 		}
 	})
 	if envErr != nil {
@@ -97,6 +101,15 @@ func ParseFlags(args []string, getenv func(string) string, output io.Writer) (Co
 		}
 	}
 	return cfg, cfg.validate()
+}
+
+func isString(f *flag.Flag) bool {
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return false
+	}
+	_, ok = g.Get().(string)
+	return ok
 }
 
 func (c *Config) validate() error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ func clusterWorld(t *testing.T) (*world, *testenv.ConsulCluster) {
 }
 
 // churner starts and stops containers of one service in the background,
-// one change per period (as far as the engine keeps up): a new one, or a random running one (but keep)
+// one change per period: a new one, or a random running one (but keep)
 // stopped. It remembers every host port any of them ever had.
 type churner struct {
 	w      *world
@@ -84,31 +85,21 @@ func (c *churner) unknownPorts() []int {
 
 // step makes one change.
 func (c *churner) step(i int) {
-	running := c.w.running(c.base)
-	delete(running, c.keep.Name)
 	var err error
-	if len(running) < 2 || (len(running) < 6 && i%2 == 0) {
-		var nc *ctr
-		if nc, err = c.w.createContainer(c.base+strconv.Itoa(1000+i), c.labels); err == nil {
-			c.mu.Lock()
-			c.starting++
-			c.mu.Unlock()
-			err = c.w.start(nc)
-			c.mu.Lock()
-			c.ports[nc.HostPort] = true
-			c.starting--
-			c.mu.Unlock()
-		}
+	if victim := c.plan(i); victim != nil {
+		err = c.w.stop(victim)
 	} else {
-		c.w.mu.Lock()
-		var victims []*ctr
-		for _, x := range c.w.containers {
-			if x.Running && x != c.keep && running[x.Name] != 0 {
-				victims = append(victims, x)
-			}
+		var nc *ctr
+		nc, err = c.w.createContainer(c.base+strconv.Itoa(1000+i), c.labels)
+		if err == nil {
+			err = c.w.start(nc)
 		}
-		c.w.mu.Unlock()
-		err = c.w.stop(victims[rand.IntN(len(victims))])
+		c.mu.Lock()
+		if nc != nil {
+			c.ports[nc.HostPort] = true
+		}
+		c.starting--
+		c.mu.Unlock()
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -118,19 +109,55 @@ func (c *churner) step(i int) {
 	}
 }
 
-// run churns until ctx ends.
+// plan decides change i, counting changes still in flight: a container to
+// stop, taken out of the running set at once so that no other change picks
+// it too, or nil for a start, counted in starting.
+func (c *churner) plan(i int) *ctr {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.w.mu.Lock()
+	defer c.w.mu.Unlock()
+	var victims []*ctr
+	for _, x := range c.w.containers {
+		if x.Running && x != c.keep && strings.HasPrefix(x.Name, c.base) {
+			victims = append(victims, x)
+		}
+	}
+	if n := len(victims) + c.starting; n < 2 || (n < 6 && i%2 == 0) {
+		c.starting++
+		return nil
+	}
+	victim := victims[rand.IntN(len(victims))]
+	victim.Running = false
+	return victim
+}
+
+// run makes one change per period until ctx ends, then waits for the
+// changes in flight. Changes overlap (up to four at a time), so a slow
+// Docker Engine under load does not slow the schedule.
 func (c *churner) run(ctx context.Context, period time.Duration) (wait func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		start := time.Now()
-		for i := 0; ctx.Err() == nil; i++ {
-			c.step(i)
-			// One change per period, on schedule; a slow change is not
-			// followed by a pause.
+		var inFlight sync.WaitGroup
+		defer inFlight.Wait()
+		slots := make(chan struct{}, 4)
+		tick := time.NewTicker(period)
+		defer tick.Stop()
+		for i := 0; ; i++ {
 			select {
 			case <-ctx.Done():
-			case <-time.After(time.Until(start.Add(time.Duration(i+1) * period))):
+				return
+			case slots <- struct{}{}:
+			}
+			inFlight.Go(func() {
+				defer func() { <-slots }()
+				c.step(i)
+			})
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
 			}
 		}
 	}()

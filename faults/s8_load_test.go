@@ -51,6 +51,7 @@ func TestFault8Load(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stopLoad := p.run(ctx, 4*runtime.NumCPU(), 0)
+	churnStart := time.Now()
 	churnDone := ch.run(ctx, time.Second)
 
 	time.Sleep(5 * time.Second) // warm-up
@@ -78,9 +79,13 @@ func TestFault8Load(t *testing.T) {
 	cancel()
 	stopLoad()
 	churnDone()
+	churnTime := time.Since(churnStart)
 	ch.mu.Lock()
-	changes := ch.changes
+	changes, errs := ch.changes, ch.errs
 	ch.mu.Unlock()
+	if len(errs) > 0 {
+		t.Errorf("churn errors: %v", errs)
+	}
 	if u := ch.unknownPorts(); len(u) > 0 {
 		t.Errorf("DNS answered SRV ports %v that belong to no container of this test", u)
 	}
@@ -92,6 +97,7 @@ func TestFault8Load(t *testing.T) {
 	}
 	fault(t, 8, "duration_s", int(elapsed.Seconds()), "queries", total, "qps", int(float64(total)/elapsed.Seconds()),
 		"lost", p.timeouts.Load(), "wrong", p.failures.Load()-p.timeouts.Load(), "container_changes", changes,
+		"changes_per_s", fmt.Sprintf("%.2f", float64(changes)/churnTime.Seconds()),
 		"coredns_rss_start", mb(rssStart), "coredns_rss_end", mb(rssEnd),
 		"exporter_rss_start", mb(expStart), "exporter_rss_end", mb(expEnd))
 }

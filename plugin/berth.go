@@ -25,7 +25,7 @@ type Berth struct {
 	Next  plugin.Handler
 	Fall  fall.F
 	zones map[string]*Zone
-	names plugin.Zones // the zones' origins, for longest-match lookup
+	names []string // the zones' origins: lower-case FQDNs
 }
 
 // Name implements plugin.Handler.
@@ -46,7 +46,7 @@ func (b *Berth) Ready() bool {
 func (b *Berth) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) (int, error) {
 	state := request.Request{W: w, Req: r}
 	qname := state.Name()
-	origin := b.names.Matches(qname)
+	origin := b.match(qname)
 	if origin == "" || state.QClass() != dns.ClassINET {
 		return plugin.NextOrFailure(b.Name(), b.Next, ctx, w, r)
 	}
@@ -73,12 +73,43 @@ func (b *Berth) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) 
 	switch {
 	case !exists:
 		m.Rcode = dns.RcodeNameError
-		m.Ns = []dns.RR{soa}
+		m.Ns = soa
 	case len(answer) == 0:
-		m.Ns = []dns.RR{soa}
+		m.Ns = soa
 	}
 	// The server's ScrubWriter truncates an answer too large for the
 	// client's UDP size and sets TC.
 	w.WriteMsg(m)
 	return dns.RcodeSuccess, nil
+}
+
+// match returns the longest origin that qname (lower case, fully qualified)
+// is in, or "". It does what plugin.Zones.Matches does without allocating:
+// this runs for every query.
+func (b *Berth) match(qname string) string {
+	best := ""
+	for _, o := range b.names {
+		if len(o) > len(best) && inZone(qname, o) {
+			best = o
+		}
+	}
+	return best
+}
+
+// inZone reports whether name is origin or below it. A name that ends in
+// origin is below it only where a label boundary precedes the suffix: an
+// unescaped dot, so that "a\.c.example.org." is not under "c.example.org.".
+func inZone(name, origin string) bool {
+	if origin == "." || name == origin {
+		return true
+	}
+	cut := len(name) - len(origin)
+	if cut < 2 || name[cut-1] != '.' || name[cut:] != origin {
+		return false
+	}
+	escapes := 0
+	for i := cut - 2; i >= 0 && name[i] == '\\'; i-- {
+		escapes++
+	}
+	return escapes%2 == 0
 }

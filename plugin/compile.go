@@ -16,10 +16,14 @@ const dnssdServices = "_services._dns-sd._udp."
 // set of the records already added, so that a port bound on both 0.0.0.0
 // and :: or two instances on one host give each record once.
 type builder struct {
-	z    *Zone
-	c    *contribution
-	seen map[string]map[rrKey]bool
+	z       *Zone
+	c       *contribution
+	seen    map[string]map[rrKey]bool
+	skipped map[skipKey]string // names left out -> why
 }
+
+// skipKey is one name left out of a host's records, for one reason.
+type skipKey struct{ reason, name string }
 
 func (b *builder) node(name string, owned bool) (*node, map[rrKey]bool) {
 	m := b.c.shared
@@ -41,15 +45,16 @@ func (b *builder) node(name string, owned bool) (*node, map[rrKey]bool) {
 
 // compile turns one host's documents into the records it contributes, as
 // namespace v1 section 2 lays them out. Names that do not fit DNS's limits
-// are reported through z.skip and left out.
-func (z *Zone) compile(data *hostData) *contribution {
-	b := &builder{z: z, c: &contribution{owned: map[string]*node{}, shared: map[string]*node{}}, seen: map[string]map[rrKey]bool{}}
+// are left out and returned in skipped, with the reason.
+func (z *Zone) compile(data *hostData) (c *contribution, skipped map[skipKey]string) {
+	b := &builder{z: z, c: &contribution{owned: map[string]*node{}, shared: map[string]*node{}},
+		seen: map[string]map[rrKey]bool{}, skipped: map[skipKey]string{}}
 	if data == nil {
-		return b.c
+		return b.c, nil
 	}
 	hostName := data.Host.Name + "." + record.HostsLabel + "." + z.origin
-	if !z.fits("host", hostName) {
-		return b.c
+	if !b.fits("host", hostName) {
+		return b.c, b.skipped
 	}
 	hostNode, seen := b.node(hostName, true)
 	hostAddrs := map[netip.Addr]bool{}
@@ -60,14 +65,14 @@ func (z *Zone) compile(data *hostData) *contribution {
 	for _, ctr := range data.Containers {
 		ctrName := ctr.Name + "." + hostName
 		if b.c.owned[ctrName] != nil {
-			z.skip("duplicate", ctrName, "another container of this host has the same name")
+			b.skip("duplicate", ctrName, "another container of this host has the same name")
 			continue
 		}
-		if z.fits("container", ctrName) {
+		if b.fits("container", ctrName) {
 			b.container(data.Host.Name, hostName, hostAddrs, ctr)
 		}
 	}
-	return b.c
+	return b.c, b.skipped
 }
 
 func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool, ctr *record.Container) {
@@ -77,10 +82,10 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 	for _, p := range ctr.Ports {
 		ctrNode.addOnce(z.addrRR(ctrName, p.Addr), seen)
 	}
-	// A service name too long for the zone is not published (fits reports
+	// A service name too long for the zone is not published (fits notes
 	// it), but the container still is, under its host.
 	svcName := ctr.Service + "." + z.origin
-	svcOK := z.fits("service", svcName)
+	svcOK := b.fits("service", svcName)
 	txt := []string{"id=" + ctr.ShortID(), "image=" + ctr.Image, "health=" + ctr.Health}
 	if svc := "service=" + ctr.Service; len(svc) <= maxTXTString {
 		// Only a service name that could never be published is too long
@@ -121,13 +126,13 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 		addSRV(svcName, false, p)
 
 		proto := "._" + p.Proto + "."
-		if byPort := "_" + strconv.Itoa(p.Port) + proto + svcName; z.fits("service", byPort) {
+		if byPort := "_" + strconv.Itoa(p.Port) + proto + svcName; b.fits("service", byPort) {
 			addSRV(byPort, false, p)
 		}
 		if p.Name == "" {
 			continue
 		}
-		if byName := "_" + p.Name + proto + svcName; z.fits("service", byName) {
+		if byName := "_" + p.Name + proto + svcName; b.fits("service", byName) {
 			addSRV(byName, false, p)
 		}
 		// DNS-SD (RFC 6763): the service type, and one instance per
@@ -135,10 +140,10 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 		svcType := "_" + p.Name + proto + z.origin
 		instance := ctr.Name + `\.` + host + "." + svcType
 		if len(ctr.Name)+1+len(host) > record.MaxLabelLen {
-			z.skip("too_long", instance, "the DNS-SD instance label <container>.<host> is over 63 octets")
+			b.skip("too_long", instance, "the DNS-SD instance label <container>.<host> is over 63 octets")
 			continue
 		}
-		if !z.fits("dns-sd", instance) {
+		if !b.fits("dns-sd", instance) {
 			continue
 		}
 		browse := dnssdServices + z.origin
@@ -154,15 +159,20 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 
 // fits reports whether name is a valid domain name of at most 253 octets
 // without the root (the namespace's limit, and DNS's 255 on the wire), and
-// reports it if not. The only escapes in our names are the DNS-SD
+// notes it as skipped if not. The only escapes in our names are the DNS-SD
 // instance's "\.", one octet each.
-func (z *Zone) fits(kind, name string) bool {
+func (b *builder) fits(kind, name string) bool {
 	octets := len(name) - 1 - strings.Count(name, `\.`)
 	if _, ok := dns.IsDomainName(name); ok && octets <= record.MaxNameLen {
 		return true
 	}
-	z.skip("too_long", name, kind+" name is not a valid domain name of at most 253 octets")
+	b.skip("too_long", name, kind+" name is not a valid domain name of at most 253 octets")
 	return false
+}
+
+// skip notes a name left out of the host's records, and why.
+func (b *builder) skip(reason, name, why string) {
+	b.skipped[skipKey{reason, name}] = why
 }
 
 // maxTXTString is the most one TXT character-string holds.

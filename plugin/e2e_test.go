@@ -160,9 +160,10 @@ func TestE2ETruncation(t *testing.T) {
 func TestE2EProductionCorefile(t *testing.T) {
 	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
 	seed(t, consul.Client().KV())
-	metrics := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	health := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	ready := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
+	ports := testenv.FreePorts(t, 3)
+	metrics := "127.0.0.1:" + strconv.Itoa(ports[0])
+	health := "127.0.0.1:" + strconv.Itoa(ports[1])
+	ready := "127.0.0.1:" + strconv.Itoa(ports[2])
 	corefile := example(t, "production.Corefile",
 		"127.0.0.1:9153", metrics, "127.0.0.1:8080", health, "127.0.0.1:8181", ready)
 	dnsd := testenv.StartCoreDNS(t, corefile, "CONSUL_HTTP_ADDR="+consul.HTTP)

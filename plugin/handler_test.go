@@ -468,3 +468,46 @@ func TestServeDNSRefusesTransfer(t *testing.T) {
 		}
 	}
 }
+
+// TestMatch proves the handler's allocation-free zone match picks the same
+// zone as CoreDNS's plugin.Zones.Matches, escaped dots included.
+func TestMatch(t *testing.T) {
+	t.Parallel()
+	for _, origins := range [][]string{
+		{testOrigin, "sub.c.example.org."},
+		{"example.org.", testOrigin},
+		{"."},
+		{".", testOrigin},
+	} {
+		b := &Berth{names: origins}
+		for _, qname := range []string{
+			testOrigin, "web.c.example.org.", "a.b.sub.c.example.org.", "sub.c.example.org.",
+			`a\.c.example.org.`, `a\\.c.example.org.`, `a\\\.c.example.org.`, `\.c.example.org.`,
+			"xc.example.org.", "c.example.org.evil.", "example.org.", "org.", ".", "c.example.org.c.example.org.",
+		} {
+			want := plugin.Zones(origins).Matches(qname)
+			if got := b.match(qname); got != want {
+				t.Errorf("zones %v, %q: match %q, plugin.Zones.Matches %q", origins, qname, got, want)
+			}
+		}
+	}
+}
+
+// TestServeDNSNegativeSOAShared proves that the SOA slice every negative
+// answer shares cannot be changed through a reply: it has no spare capacity,
+// so a later plugin appending to the authority section gets its own copy.
+func TestServeDNSNegativeSOAShared(t *testing.T) {
+	t.Parallel()
+	b := newTestBerth(t)
+	for _, q := range []string{"nope." + testOrigin, "web.shop." + testOrigin} { // NXDOMAIN, NODATA
+		rec := dnstest.NewRecorder(&test.ResponseWriter{})
+		m := new(dns.Msg)
+		m.SetQuestion(q, dns.TypeMX)
+		if _, err := b.ServeDNS(context.Background(), rec, m); err != nil || rec.Msg == nil {
+			t.Fatalf("%s: no reply: %v", q, err)
+		}
+		if len(rec.Msg.Ns) != 1 || rec.Msg.Ns[0].Header().Rrtype != dns.TypeSOA || cap(rec.Msg.Ns) != 1 {
+			t.Errorf("%s: authority section %v (cap %d), want the SOA alone, capacity 1", q, rec.Msg.Ns, cap(rec.Msg.Ns))
+		}
+	}
+}

@@ -609,10 +609,14 @@ func TestWatchIndexResetSameModifyIndex(t *testing.T) {
 	w := startWatcher(t, client.KV(), time.Hour)
 
 	// Bring both agents to the same index, then write h1 on each in one
-	// transaction; retry until both land on the same ModifyIndex.
+	// transaction; retry until both land on the same ModifyIndex. An
+	// agent's own writes (catalog sync, coordinates) can slip in between,
+	// more often on a loaded machine: retry for a while, not a few times.
 	var same uint64
 	var port int
-	for attempt := range 20 {
+	var last string
+	deadline := time.Now().Add(30 * time.Second)
+	for attempt := 0; time.Now().Before(deadline); attempt++ {
 		ia, ib := fill(t, kvA), fill(t, kvB)
 		for ia != ib {
 			if ia < ib {
@@ -621,16 +625,17 @@ func TestWatchIndexResetSameModifyIndex(t *testing.T) {
 				ib = fill(t, kvB)
 			}
 		}
-		port = 1000 + attempt
+		port = 1000 + attempt%1000
 		xa := publish(t, kvA, mkHost("h1", "192.0.2.10"), ctrOp(t, "h1", mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", port))))
 		xb := publish(t, kvB, mkHost("h1", "192.0.2.11"), ctrOp(t, "h1", mkCtr("a9", "web-9", "web", "none", mkPort(80, "tcp", "http", "192.0.2.11", 1009))))
 		if xa == xb {
 			same = xa
 			break
 		}
+		last = fmt.Sprintf("attempt %d: both at index %d, then h1 written at %d and %d", attempt, ia, xa, xb)
 	}
 	if same == 0 {
-		t.Fatal("could not write h1 at the same index on both agents")
+		t.Fatalf("could not write h1 at the same index on both agents; last %s", last)
 	}
 	// A moves on (its host list's index ends well above B's), B has a host
 	// A does not.

@@ -38,7 +38,7 @@ func serialNewer(a, b uint32) bool { return a != b && int32(a-b) > 0 }
 // and then by name, read under one lock so that they belong together.
 func (z *Zone) snapshot() (*dns.SOA, []dns.RR) {
 	z.mu.RLock()
-	soa := z.soa
+	soa := z.soa[0].(*dns.SOA)
 	names := make([]string, 0, len(z.names))
 	nodes := make(map[string]*node, len(z.names))
 	for name, n := range z.names {

@@ -79,7 +79,7 @@ type Zone struct {
 
 	mu     sync.RWMutex
 	names  map[string]*node
-	soa    *dns.SOA
+	soa    []dns.RR // the SOA alone: the authority section of every negative answer, shared, never modified
 	loaded bool
 
 	records atomic.Int64 // resource records indexed, kept by install
@@ -90,6 +90,10 @@ type Zone struct {
 	below  map[string]int                 // name -> number of names with records strictly below it
 	static map[string]bool                // names set by the Corefile, never overridden
 	skip   func(reason, name, why string) // reports a name that cannot be published
+	// What has been reported through skip and still holds, so that a name
+	// is reported once, not on every update of its host.
+	skipped   map[string]map[skipKey]string // host -> names left out of its records
+	conflicts map[string]bool               // Corefile names that hosts also claim
 }
 
 // contribution is what one host adds to the zone: names that only it has,
@@ -120,6 +124,9 @@ func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason
 		below:  map[string]int{},
 		static: map[string]bool{},
 		skip:   skip,
+
+		skipped:   map[string]map[skipKey]string{},
+		conflicts: map[string]bool{},
 	}
 	if len(nameservers) == 0 {
 		nameservers = []NSRecord{{Name: "ns.dns." + origin}}
@@ -151,7 +158,7 @@ func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason
 			z.names[name] = entNode
 		}
 	}
-	z.soa = z.newSOA(uint32(time.Now().Unix()))
+	z.soa = []dns.RR{z.newSOA(uint32(time.Now().Unix()))}
 	return z
 }
 
@@ -191,14 +198,15 @@ func (z *Zone) Loaded() bool {
 func (z *Zone) SOA() *dns.SOA {
 	z.mu.RLock()
 	defer z.mu.RUnlock()
-	return z.soa
+	return z.soa[0].(*dns.SOA)
 }
 
 // Lookup finds qname (lower case, fully qualified, inside the zone). It
 // returns the answer, shuffled when it holds several records, the additional
-// section, the SOA to put in the authority section of a negative answer, and
-// whether the name exists at all.
-func (z *Zone) Lookup(qname string, qtype uint16) (answer, extra []dns.RR, soa *dns.SOA, exists, loaded bool) {
+// section, the authority section of a negative answer (the SOA alone; the
+// slice is shared by every query and must not be modified), and whether the
+// name exists at all. Only a shuffled answer costs an allocation.
+func (z *Zone) Lookup(qname string, qtype uint16) (answer, extra, soa []dns.RR, exists, loaded bool) {
 	z.mu.RLock()
 	n, exists := z.names[qname]
 	soa, loaded = z.soa, z.loaded
@@ -207,14 +215,14 @@ func (z *Zone) Lookup(qname string, qtype uint16) (answer, extra []dns.RR, soa *
 		return nil, nil, soa, false, loaded
 	}
 	if qtype == dns.TypeSOA && qname == z.origin {
-		return []dns.RR{soa}, nil, soa, true, loaded
+		return soa, nil, soa, true, loaded
 	}
 	answer, extra = n.answer(qtype)
 	if len(answer) == 0 {
 		extra = nil // NODATA: glue would be unrelated to the question
 	}
 	if qname == z.origin && qtype == dns.TypeANY {
-		answer = append([]dns.RR{soa}, answer...)
+		answer = append([]dns.RR{soa[0]}, answer...)
 	}
 	if len(answer) > 1 {
 		answer = slices.Clone(answer)
@@ -245,7 +253,8 @@ func (z *Zone) UpdateHosts(updates map[string]*hostData) {
 		if old == nil {
 			old = &contribution{}
 		}
-		cur := z.compile(data)
+		cur, skipped := z.compile(data)
+		z.reportSkipped(host, skipped)
 		if data == nil || (len(cur.owned) == 0 && len(cur.shared) == 0) {
 			delete(z.hosts, host)
 		} else {
@@ -283,6 +292,22 @@ func (z *Zone) UpdateHosts(updates map[string]*hostData) {
 	z.install(changed)
 }
 
+// reportSkipped reports the names left out of host's records that were not
+// left out at its previous update.
+func (z *Zone) reportSkipped(host string, skipped map[skipKey]string) {
+	before := z.skipped[host]
+	for k, why := range skipped {
+		if _, ok := before[k]; !ok {
+			z.skip(k.reason, k.name, why)
+		}
+	}
+	if len(skipped) == 0 {
+		delete(z.skipped, host)
+	} else {
+		z.skipped[host] = skipped
+	}
+}
+
 func mergeKeys(a, b map[string]*node) map[string]bool {
 	keys := make(map[string]bool, len(a)+len(b))
 	for k := range a {
@@ -300,7 +325,10 @@ func (z *Zone) install(changed map[string]*node) {
 	final := map[string]*node{}
 	for name, n := range changed {
 		if z.static[name] {
-			if !n.empty() {
+			if n.empty() {
+				delete(z.conflicts, name)
+			} else if !z.conflicts[name] {
+				z.conflicts[name] = true
 				z.skip("conflict", name, "the Corefile's ns line already defines this name")
 			}
 			continue
@@ -338,7 +366,7 @@ func (z *Zone) install(changed map[string]*node) {
 	if len(final) == 0 {
 		return
 	}
-	serial := max(z.soa.Serial+1, uint32(time.Now().Unix()))
+	serial := max(z.soa[0].(*dns.SOA).Serial+1, uint32(time.Now().Unix()))
 	soa := z.newSOA(serial)
 	var delta int64
 	for name, n := range final {
@@ -352,7 +380,7 @@ func (z *Zone) install(changed map[string]*node) {
 			z.names[name] = n
 		}
 	}
-	z.soa = soa
+	z.soa = []dns.RR{soa}
 	z.mu.Unlock()
 	z.records.Add(delta)
 }

@@ -682,3 +682,52 @@ func TestSerialNewer(t *testing.T) {
 		}
 	}
 }
+
+// TestZoneReportsSkipOnce proves a name left out is reported once while it
+// stays left out, however often its host changes, and again when it comes
+// back after being fixed; the same for a name that conflicts with the
+// Corefile's.
+func TestZoneReportsSkipOnce(t *testing.T) {
+	t.Parallel()
+	var log skipLog
+	z := newTestZone(log.fn)
+	z.MarkLoaded()
+	// A service of 232 octets: 246 in the zone, fine; its SRV names are
+	// over 253 (_80._tcp. adds 9 octets).
+	long := labelsOf(232, 's')
+	withPort := func(hostPort int, svc string) *hostData {
+		return mkData(mkHost("h1", "192.0.2.10"),
+			mkCtr("a1", "web", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", hostPort)),
+			mkCtr("b1", "odd", svc, "none", mkPort(80, "tcp", "http", "192.0.2.10", 2000)),
+			mkCtr("c1", "dns", "ns1", "none", mkPort(53, "udp", "domain", "192.0.2.10", 53)))
+	}
+	count := func(reason, name string) int {
+		n := 0
+		for _, item := range log.all() {
+			if item == reason+" "+name {
+				n++
+			}
+		}
+		return n
+	}
+	tooLong := "_80._tcp." + long + "." + testOrigin
+	for i := range 3 { // the host changes three times; the bad names stay
+		z.Update("h1", withPort(1000+i, long))
+	}
+	if n := count("too_long", tooLong); n != 1 {
+		t.Errorf("too_long %s reported %d times over three updates, want once; all: %v", tooLong, n, log.all())
+	}
+	if n := count("conflict", "ns1."+testOrigin); n != 1 {
+		t.Errorf("conflict ns1 reported %d times over three updates, want once", n)
+	}
+	z.Update("h1", withPort(1003, "fine"))
+	z.Update("h1", withPort(1004, long))
+	if n := count("too_long", tooLong); n != 2 {
+		t.Errorf("too_long %s reported %d times after it was fixed and broken again, want twice", tooLong, n)
+	}
+	z.Update("h1", nil)
+	z.Update("h1", withPort(1005, long))
+	if n := count("conflict", "ns1."+testOrigin); n != 2 {
+		t.Errorf("conflict ns1 reported %d times after the host left and came back, want twice", n)
+	}
+}

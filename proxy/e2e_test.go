@@ -133,8 +133,9 @@ func startProxyBinary(t *testing.T, args ...string) proxyProcess {
 	if err := testenv.BuildStatic(testenv.RepoRoot(t), "./proxy/cmd/berth-proxy", bin); err != nil {
 		t.Fatal(err)
 	}
-	free := func() string { return "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t)) }
-	p := proxyProcess{socks: free(), http: free(), metrics: free()}
+	ports := testenv.FreePorts(t, 3)
+	addr := func(i int) string { return "127.0.0.1:" + strconv.Itoa(ports[i]) }
+	p := proxyProcess{socks: addr(0), http: addr(1), metrics: addr(2)}
 	var out testenv.LockedBuffer
 	cmd := exec.Command(bin, append([]string{"--socks", p.socks, "--http", p.http, "--metrics", p.metrics}, args...)...)
 	cmd.Stdout, cmd.Stderr = &out, &out

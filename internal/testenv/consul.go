@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -53,6 +54,7 @@ type Consul struct {
 	DataDir string
 	token   string
 	cmd     *exec.Cmd
+	exited  chan struct{} // closed when cmd has exited
 	out     LockedBuffer
 	mu      sync.Mutex
 }
@@ -76,11 +78,29 @@ type ConsulOptions struct {
 func StartConsul(t testing.TB, opts ConsulOptions) *Consul {
 	t.Helper()
 	c := &Consul{t: t, bin: ConsulBinary(t), DataDir: t.TempDir(), token: opts.Token}
-	httpPort := FreePort(t)
-	c.HTTP = "127.0.0.1:" + strconv.Itoa(httpPort)
+	t.Cleanup(c.Stop)
+	// A port picked free can be taken by another test's process before the
+	// agent binds it; an agent that exits at start gets new ports.
+	for attempt := 1; ; attempt++ {
+		c.configure(opts)
+		err := c.start()
+		if err == nil {
+			return c
+		}
+		if !errors.Is(err, errExited) || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("consul start %d failed, again on other ports: %v", attempt, err)
+	}
+}
+
+// configure sets the agent's arguments, with loopback ports of its own.
+func (c *Consul) configure(opts ConsulOptions) {
+	ports := FreePorts(c.t, 5)
+	c.HTTP = "127.0.0.1:" + strconv.Itoa(ports[0])
 	c.DNSPort = -1
 	if opts.DNS {
-		c.DNSPort = FreePort(t)
+		c.DNSPort = ports[4]
 	}
 	hcl := `ports { grpc_tls = -1 }
 performance { raft_multiplier = 1 }
@@ -88,12 +108,12 @@ performance { raft_multiplier = 1 }
 	c.args = []string{"agent",
 		"-node", "berth-test", "-bind", "127.0.0.1", "-client", "127.0.0.1",
 		"-advertise", "127.0.0.1",
-		"-http-port", strconv.Itoa(httpPort),
+		"-http-port", strconv.Itoa(ports[0]),
 		"-dns-port", strconv.Itoa(c.DNSPort),
 		"-grpc-port", "-1",
-		"-serf-lan-port", strconv.Itoa(FreePort(t)),
-		"-serf-wan-port", strconv.Itoa(FreePort(t)),
-		"-server-port", strconv.Itoa(FreePort(t)),
+		"-serf-lan-port", strconv.Itoa(ports[1]),
+		"-serf-wan-port", strconv.Itoa(ports[2]),
+		"-server-port", strconv.Itoa(ports[3]),
 		"-log-level", "warn",
 		"-hcl", hcl,
 	}
@@ -103,27 +123,38 @@ performance { raft_multiplier = 1 }
 	} else {
 		c.args = append(c.args, "-dev")
 	}
-	c.Start()
-	t.Cleanup(c.Stop)
-	return c
 }
+
+// errExited is a start that failed because the agent exited.
+var errExited = errors.New("consul exited")
 
 // Start (re)starts the agent with its original ports and data, and waits
 // until it has a leader.
 func (c *Consul) Start() {
 	c.t.Helper()
+	if err := c.start(); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *Consul) start() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cmd != nil {
-		return
+		return nil
 	}
 	cmd := exec.Command(c.bin, c.args...)
 	cmd.Stdout, cmd.Stderr = &c.out, &c.out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		c.t.Fatalf("start consul: %v", err)
+		return fmt.Errorf("start consul: %w", err)
 	}
-	c.cmd = cmd
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	c.cmd, c.exited = cmd, exited
 	client := c.Client()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -131,11 +162,17 @@ func (c *Consul) Start() {
 		if err == nil && leader != "" {
 			// A leader can be elected before it accepts writes; wait for that too.
 			if _, err := client.KV().Put(&api.KVPair{Key: "berth-test/ready", Value: []byte("1")}, nil); err == nil {
-				return
+				return nil
 			}
 		}
+		select {
+		case <-exited:
+			c.cmd = nil
+			return fmt.Errorf("%w while starting (%v):\n%s", errExited, cmd.ProcessState, c.out.String())
+		default:
+		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("consul has no leader after 30s: %v\n%s", err, c.out.String())
+			return fmt.Errorf("consul has no leader after 30s: %v\n%s", err, c.out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -149,7 +186,7 @@ func (c *Consul) Stop() {
 		return
 	}
 	_ = c.cmd.Process.Kill()
-	_ = c.cmd.Wait()
+	<-c.exited
 	c.cmd = nil
 }
 

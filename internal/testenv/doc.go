@@ -8,6 +8,7 @@
 package testenv
 
 import (
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -23,26 +24,44 @@ func Unavailable(t testing.TB, format string, args ...any) {
 	t.Skipf("skipping, a required part is missing: "+format, args...)
 }
 
-// FreePort returns a loopback port that was free a moment ago, for both TCP
-// and UDP.
+// FreePort is a loopback port free for both TCP and UDP right now.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	for range 50 {
+	return FreePorts(t, 1)[0]
+}
+
+// FreePorts is n distinct loopback ports, each free for both TCP and UDP
+// right now: all are held until the last is found, so none is picked twice.
+func FreePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var ports []int
+	var held []io.Closer
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for range 50 * n {
+		if len(ports) == n {
+			return ports
+		}
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		held = append(held, l)
 		u, err := net.ListenPacket("udp", l.Addr().String())
-		l.Close()
 		if err != nil {
 			continue
 		}
-		u.Close()
-		return port
+		held = append(held, u)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	if len(ports) == n {
+		return ports
 	}
 	t.Fatal("no free loopback port with both TCP and UDP")
-	return 0
+	return nil
 }
 
 // RepoRoot is the module's root directory, found from the test's working

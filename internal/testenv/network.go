@@ -24,8 +24,10 @@ func RunID() string {
 }
 
 // Network is a Docker bridge network created for one test, with a /24 of
-// its own so that containers can be given fixed addresses (a Consul server
-// restarted keeps its address).
+// its own so that containers can be given fixed addresses below .128 (a
+// Consul server restarted keeps its address); Docker hands out the upper
+// half, so a container started while a server is down cannot take its
+// address.
 type Network struct {
 	ID      string
 	Name    string
@@ -33,7 +35,7 @@ type Network struct {
 	Gateway netip.Addr // the host's address on the bridge
 }
 
-// Addr is the address .n of the network's /24.
+// Addr is the address .n of the network's /24; below 128 for a fixed one.
 func (n *Network) Addr(i byte) netip.Addr {
 	a := n.Subnet.Addr().As4()
 	a[3] = i
@@ -55,7 +57,8 @@ func CreateNetwork(t testing.TB, cli *client.Client, name string, labels map[str
 		n := &Network{Name: name, Subnet: subnet, Gateway: netip.AddrFrom4(gw)}
 		res, err := cli.NetworkCreate(ctx, name, client.NetworkCreateOptions{
 			Driver: "bridge", Labels: labels,
-			IPAM: &network.IPAM{Config: []network.IPAMConfig{{Subnet: subnet, Gateway: n.Gateway}}},
+			IPAM: &network.IPAM{Config: []network.IPAMConfig{{Subnet: subnet, Gateway: n.Gateway,
+				IPRange: netip.PrefixFrom(n.Addr(128), 25)}}},
 		})
 		if err != nil {
 			lastErr = err

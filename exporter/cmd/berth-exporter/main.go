@@ -21,7 +21,7 @@ import (
 )
 
 func main() {
-	cfg, err := exporter.ParseFlags(os.Args[1:], os.Getenv, os.Stderr)
+	cfg, err := exporter.ParseFlags(os.Args[1:], os.LookupEnv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}

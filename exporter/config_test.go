@@ -1,0 +1,67 @@
+package exporter
+
+import (
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestParseFlags proves every flag is read from the command line and from
+// its BERTH_ variable, the command line wins, an empty variable empties a
+// string flag (and only a string flag), and bad values are refused with an
+// error that names the flag or variable.
+func TestParseFlags(t *testing.T) {
+	t.Parallel()
+	def := DefaultConfig()
+	tests := []struct {
+		desc    string
+		args    []string
+		env     map[string]string
+		check   func(Config) bool
+		wantErr string // a part of the error; "" for none
+	}{
+		{desc: "defaults", check: func(c Config) bool {
+			return c.Listen == ":9753" && c.Prefix == "berth" && c.SessionTTL == 10*time.Second && c.Resync == 30*time.Second && !c.Explicit
+		}},
+		{desc: "flags", args: []string{"--node", "dh1", "--prefix", "p/q", "--session-ttl", "15s", "--resync", "1m", "--explicit",
+			"--listen", "127.0.0.1:9", "--advertise-addr", "192.0.2.1, 2001:db8::1"},
+			check: func(c Config) bool {
+				return c.Node == "dh1" && c.Prefix == "p/q" && c.SessionTTL == 15*time.Second && c.Resync == time.Minute && c.Explicit &&
+					c.Listen == "127.0.0.1:9" && slices.Equal(c.AdvertiseAddrs, []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")})
+			}},
+		{desc: "variables", env: map[string]string{"BERTH_NODE": "dh2", "BERTH_SESSION_TTL": "20s", "BERTH_EXPLICIT": "true",
+			"BERTH_DEREGISTER_ON_EXIT": "1", "BERTH_LOG_FORMAT": "json"},
+			check: func(c Config) bool {
+				return c.Node == "dh2" && c.SessionTTL == 20*time.Second && c.Explicit && c.DeregisterOnExit && c.LogFormat == "json"
+			}},
+		{desc: "the command line wins", args: []string{"--node", "flag"}, env: map[string]string{"BERTH_NODE": "env"},
+			check: func(c Config) bool { return c.Node == "flag" }},
+		{desc: "empty BERTH_LISTEN turns the listener off", env: map[string]string{"BERTH_LISTEN": ""},
+			check: func(c Config) bool { return c.Listen == "" }},
+		{desc: "empty non-string variables are ignored", env: map[string]string{"BERTH_EXPLICIT": "", "BERTH_SESSION_TTL": ""},
+			check: func(c Config) bool { return !c.Explicit && c.SessionTTL == def.SessionTTL }},
+		{desc: "empty BERTH_PREFIX is refused", env: map[string]string{"BERTH_PREFIX": ""}, wantErr: "--prefix"},
+		{desc: "bad variable", env: map[string]string{"BERTH_RESYNC": "soon"}, wantErr: "BERTH_RESYNC"},
+		{desc: "session TTL below Consul's minimum", args: []string{"--session-ttl", "5s"}, wantErr: "10s to 24h"},
+		{desc: "prefix with a trailing slash", args: []string{"--prefix", "berth/"}, wantErr: "--prefix"},
+		{desc: "wildcard advertise address", args: []string{"--advertise-addr", "0.0.0.0"}, wantErr: "not an address clients can dial"},
+		{desc: "advertise address that is not one", args: []string{"--advertise-addr", "host.example"}, wantErr: "--advertise-addr"},
+		{desc: "log level", args: []string{"--log-level", "loud"}, wantErr: "--log-level"},
+		{desc: "stray argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
+	}
+	for _, tc := range tests {
+		lookup := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
+		cfg, err := ParseFlags(tc.args, lookup, io.Discard)
+		switch {
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%s: error %v, want one mentioning %q", tc.desc, err, tc.wantErr)
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%s: %v", tc.desc, err)
+		case tc.wantErr == "" && !tc.check(cfg):
+			t.Errorf("%s: got %+v", tc.desc, cfg)
+		}
+	}
+}
