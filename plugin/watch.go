@@ -337,12 +337,12 @@ func signature(pairs api.KVPairs) string {
 	return b.String()
 }
 
-// backoff is exponential from 250ms to 30s, of which a random half is
+// backoff is exponential from 250ms to 8s, of which a random half is
 // jitter, so that many CoreDNS servers do not return to a recovering Consul
-// in step.
+// in step. The cap bounds how long answers stay stale once Consul is back;
+// a query to a Consul that is down costs it nothing.
 func backoff(failures int) time.Duration {
-	d := 250 * time.Millisecond << min(failures-1, 7)
-	d = min(d, 30*time.Second)
+	d := 250 * time.Millisecond << min(failures-1, 5)
 	return d/2 + rand.N(d/2+1)
 }
 

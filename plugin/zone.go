@@ -27,21 +27,49 @@ type hostData struct {
 type node struct {
 	a, aaaa, srv, txt, ptr, ns []dns.RR
 	glue                       []dns.RR // A/AAAA of SRV and NS targets, for the additional section
+
+	// A large name that many hosts share (a DNS-SD service type lists every
+	// instance of the zone) keeps its hosts' parts, in host order, and joins
+	// their records on first use rather than at every change of any host:
+	// a change then costs the changed host's parts, not the zone's.
+	parts  []*node
+	count  int // records in parts
+	joined sync.Once
+}
+
+// join puts a lazily merged node's records in place; every reader of the
+// record fields calls it first.
+func (n *node) join() *node {
+	if n.parts != nil {
+		n.joined.Do(func() {
+			for _, p := range n.parts {
+				n.srv = append(n.srv, p.srv...)
+				n.txt = append(n.txt, p.txt...)
+				n.ptr = append(n.ptr, p.ptr...)
+				n.glue = append(n.glue, p.glue...)
+			}
+		})
+	}
+	return n
 }
 
 func (n *node) empty() bool {
-	return n == nil || len(n.a)+len(n.aaaa)+len(n.srv)+len(n.txt)+len(n.ptr)+len(n.ns) == 0
+	return n.size() == 0
 }
 
 func (n *node) size() int {
-	if n == nil {
+	switch {
+	case n == nil:
 		return 0
+	case n.parts != nil:
+		return n.count
 	}
 	return len(n.a) + len(n.aaaa) + len(n.srv) + len(n.txt) + len(n.ptr) + len(n.ns)
 }
 
 // answer returns the records of qtype and their additional records.
 func (n *node) answer(qtype uint16) (answer, extra []dns.RR) {
+	n.join()
 	switch qtype {
 	case dns.TypeA:
 		return n.a, nil
@@ -62,6 +90,7 @@ func (n *node) answer(qtype uint16) (answer, extra []dns.RR) {
 }
 
 func (n *node) all() []dns.RR {
+	n.join()
 	return slices.Concat(n.ns, n.a, n.aaaa, n.srv, n.txt, n.ptr)
 }
 
@@ -413,7 +442,16 @@ func (z *Zone) MarkLoaded() {
 // sameRecords reports whether two nodes hold the same records and glue. A
 // merged node mostly reuses its parts' records, so pointers usually decide.
 func sameRecords(a, b *node) bool {
-	if a.size() != b.size() || len(a.glue) != len(b.glue) {
+	if a.size() != b.size() {
+		return false
+	}
+	if a.parts != nil && b.parts != nil {
+		// Every record of a part names its host, so parts of different
+		// hosts never hold the same records: compare them in place.
+		return slices.EqualFunc(a.parts, b.parts, func(p, q *node) bool { return p == q || sameRecords(p, q) })
+	}
+	a, b = a.join(), b.join()
+	if len(a.glue) != len(b.glue) {
 		return false
 	}
 	same := func(x, y []dns.RR) bool {
@@ -425,12 +463,17 @@ func sameRecords(a, b *node) bool {
 		same(a.ptr, b.ptr) && same(a.ns, b.ns) && same(a.glue, b.glue)
 }
 
+// lazyJoinMin is the size from which a shared name without addresses is
+// joined on first use (see node.parts) rather than when it changes.
+const lazyJoinMin = 256
+
 // merge joins several hosts' parts of one shared name, in host order so the
 // result does not depend on map order. Records of different hosts can only
 // coincide as addresses (two hosts binding one address) and as DNS-SD
 // service types in the browsing list; SRV and PTR records and glue name
 // their host, so they are appended without a check: merging stays linear in
-// the records of the name.
+// the records of the name. A large name with neither (the zone-wide DNS-SD
+// instance lists, a service's SRV names) is left to join on first use.
 func merge(name string, parts map[string]*node) *node {
 	browse := strings.HasPrefix(name, dnssdServices)
 	hosts := make([]string, 0, len(parts))
@@ -445,6 +488,13 @@ func merge(name string, parts map[string]*node) *node {
 		size[5] += len(p.glue)
 	}
 	sort.Strings(hosts)
+	if count := size[2] + size[3] + size[4]; !browse && size[0]+size[1] == 0 && count >= lazyJoinMin {
+		m := &node{parts: make([]*node, len(hosts)), count: count}
+		for i, h := range hosts {
+			m.parts[i] = parts[h]
+		}
+		return m
+	}
 	m := &node{
 		a: make([]dns.RR, 0, size[0]), aaaa: make([]dns.RR, 0, size[1]), srv: make([]dns.RR, 0, size[2]),
 		ptr: make([]dns.RR, 0, size[3]), txt: make([]dns.RR, 0, size[4]), glue: make([]dns.RR, 0, size[5]),

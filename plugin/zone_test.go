@@ -3,6 +3,7 @@ package berth
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -729,5 +730,96 @@ func TestZoneReportsSkipOnce(t *testing.T) {
 	z.Update("h1", withPort(1005, long))
 	if n := count("conflict", "ns1."+testOrigin); n != 2 {
 		t.Errorf("conflict ns1 reported %d times after the host left and came back, want twice", n)
+	}
+}
+
+// TestZoneLazyJoin proves a large shared name (the DNS-SD list of every
+// http instance, 400 here) is joined on first use and answers exactly what
+// an eager merge would: every instance once, changed with its host, the
+// serial unchanged by a recompile that changes nothing, and all of it in a
+// zone transfer.
+func TestZoneLazyJoin(t *testing.T) {
+	t.Parallel()
+	z := newTestZone(nil)
+	const hosts, perHost = 20, 20
+	svcType := "_http._tcp." + testOrigin
+	hostDoc := func(h, firstPort int) *hostData {
+		name := fmt.Sprintf("h%02d", h)
+		addr := fmt.Sprintf("192.0.2.%d", h+1)
+		var cs []*record.Container
+		for c := range perHost {
+			cs = append(cs, mkCtr(fmt.Sprintf("%02x%02x", h, c), fmt.Sprintf("w%02d", c), fmt.Sprintf("s%02d", c), "none",
+				mkPort(80, "tcp", "http", addr, firstPort+c)))
+		}
+		return mkData(mkHost(name, addr), cs...)
+	}
+	want := map[string]bool{}
+	batch := map[string]*hostData{}
+	for h := range hosts {
+		batch[fmt.Sprintf("h%02d", h)] = hostDoc(h, 10000)
+		for c := range perHost {
+			want[fmt.Sprintf(`w%02d\.h%02d.%s`, c, h, svcType)] = true
+		}
+	}
+	z.UpdateHosts(batch)
+	z.MarkLoaded()
+	ptrs := func() map[string]bool {
+		ans, _, _, _, _ := z.Lookup(svcType, dns.TypePTR)
+		got := map[string]bool{}
+		for _, rr := range ans {
+			if got[rr.(*dns.PTR).Ptr] {
+				t.Errorf("PTR %s twice", rr.(*dns.PTR).Ptr)
+			}
+			got[rr.(*dns.PTR).Ptr] = true
+		}
+		return got
+	}
+	z.mu.RLock()
+	lazy := z.names[svcType].parts != nil
+	z.mu.RUnlock()
+	if !lazy {
+		t.Fatalf("%s (%d records) is not joined lazily", svcType, hosts*perHost)
+	}
+	if got := ptrs(); !maps.Equal(got, want) {
+		t.Fatalf("PTR: %d records, want %d", len(got), len(want))
+	}
+	serial := z.SOA().Serial
+	z.Update("h03", hostDoc(3, 10000)) // compiled anew, same records
+	if s := z.SOA().Serial; s != serial {
+		t.Errorf("serial %d -> %d for a recompile that changed nothing", serial, s)
+	}
+	// h03 loses a container: its instance leaves the list, the others stay.
+	less := hostDoc(3, 10000)
+	less.Containers = less.Containers[1:]
+	z.Update("h03", less)
+	delete(want, fmt.Sprintf(`w00\.h03.%s`, svcType))
+	// Concurrent first uses join once; each sees the whole list.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if ans, _, _, _, _ := z.Lookup(svcType, dns.TypePTR); len(ans) != len(want) {
+				t.Errorf("concurrent first use: %d PTRs, want %d", len(ans), len(want))
+			}
+		})
+	}
+	wg.Wait()
+	if got := ptrs(); !maps.Equal(got, want) {
+		t.Errorf("after h03 lost w00: %d records, want %d", len(got), len(want))
+	}
+	if s := z.SOA().Serial; s == serial {
+		t.Error("serial unchanged by a real change")
+	}
+	if n := z.Records(); n <= int64(len(want)) {
+		t.Errorf("records indexed %d, want more than the %d PTRs", n, len(want))
+	}
+	_, records := z.snapshot()
+	inXfr := 0
+	for _, rr := range records {
+		if rr.Header().Name == svcType && rr.Header().Rrtype == dns.TypePTR {
+			inXfr++
+		}
+	}
+	if inXfr != len(want) {
+		t.Errorf("zone transfer has %d PTRs of %s, want %d", inXfr, svcType, len(want))
 	}
 }
