@@ -188,3 +188,35 @@ func get(t *testing.T, url string, code int) string {
 	}
 	return string(b)
 }
+
+// TestExporterNetworkEvents proves network events reach the exporter and
+// change what it publishes: a container disconnected from its only network
+// loses its published ports (Docker drops the bindings), so its document
+// goes; connected again it gets new host ports, and the document comes back
+// with them. The resync is an hour away, so only the events can do it.
+func TestExporterNetworkEvents(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, testenv.ConsulOptions{})
+	ctx := context.Background()
+	id := r.runContainer(runOpts{name: "net"})
+	cfg := r.config()
+	cfg.Resync = time.Hour
+	e := r.startExporter(cfg)
+	r.waitDoc("initial listing", id, eventWait, present)
+
+	if _, err := r.docker.NetworkDisconnect(ctx, "bridge", client.NetworkDisconnectOptions{Container: id}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitDoc("disconnected from its only network", id, eventWait, absent)
+	if _, err := r.docker.NetworkConnect(ctx, "bridge", client.NetworkConnectOptions{Container: id}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitDoc("connected again, with the host port Docker bound now", id, eventWait, func(d *record.Container) bool {
+		return d != nil && d.Ports[0].HostPort == r.hostPort(id, "80/tcp")
+	})
+	for _, action := range []string{"disconnect", "connect"} {
+		if value(e.Metrics().Events.WithLabelValues(action)) == 0 {
+			t.Errorf("no %s event counted", action)
+		}
+	}
+}
