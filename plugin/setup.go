@@ -40,7 +40,7 @@ func setup(c *caddy.Controller) error {
 		return plugin.Error("berth", err)
 	}
 
-	b := &Berth{zones: map[string]*Zone{}, names: cfg.zones}
+	b := &Berth{zones: map[string]*Zone{}}
 	if cfg.fallSet {
 		b.Fall.SetZonesFromArgs(cfg.fall)
 	}
@@ -52,6 +52,7 @@ func setup(c *caddy.Controller) error {
 	for _, origin := range cfg.zones {
 		z := NewZone(origin, cfg.ttl, cfg.ns, skip)
 		b.zones[z.Origin()] = z
+		b.names = append(b.names, z.Origin()) // match compares lower-case FQDNs
 		zones = append(zones, z)
 	}
 	if len(cfg.ns) == 0 {
