@@ -396,12 +396,41 @@ func axfr(t *testing.T, addr string) []dns.RR {
 	return rrs
 }
 
-// checkZone reads the zone by AXFR and checks every record: owner names of
-// sanitized labels only (or _label, or the DNS-SD instance label x\.y), no
-// name of a hostile document, addresses from addrs only, printable TXT.
+// settledZone is the zone by AXFR once it holds still: KV can be complete
+// while the plugin is still applying the last host's change, so wait until
+// two transfers a second apart carry the same SOA serial.
+func settledZone(t *testing.T, addr string) []dns.RR {
+	t.Helper()
+	serial := func(rrs []dns.RR) uint32 {
+		if len(rrs) == 0 {
+			t.Fatal("AXFR: empty transfer")
+		}
+		soa, ok := rrs[0].(*dns.SOA)
+		if !ok {
+			t.Fatalf("AXFR: starts with %v, not the SOA", rrs[0])
+		}
+		return soa.Serial
+	}
+	prev := axfr(t, addr)
+	for range 30 {
+		time.Sleep(time.Second)
+		cur := axfr(t, addr)
+		if serial(cur) == serial(prev) {
+			return cur
+		}
+		prev = cur
+	}
+	t.Fatalf("the zone still changes after 30s (serial %d)", serial(prev))
+	return nil
+}
+
+// checkZone reads the settled zone by AXFR and checks every record: owner
+// names of sanitized labels only (or _label, or the DNS-SD instance label
+// x\.y), no name of a hostile document, addresses from addrs only,
+// printable TXT.
 func checkZone(t *testing.T, w *world, addrs map[string]bool) {
 	t.Helper()
-	rrs := axfr(t, w.dns.Addr)
+	rrs := settledZone(t, w.dns.Addr)
 	bad := 0
 	for _, rr := range rrs {
 		name := rr.Header().Name
