@@ -34,6 +34,10 @@ func (b *builder) node(name string, owned bool) (*node, map[rrKey]bool) {
 	if n == nil {
 		n = &node{}
 		m[name] = n
+		if b.z.static[name] {
+			// install keeps the Corefile's records; say why these go.
+			b.skip("conflict", name, "the Corefile's ns line already defines this name")
+		}
 	}
 	s := b.seen[name]
 	if s == nil {

@@ -121,8 +121,7 @@ type Zone struct {
 	skip   func(reason, name, why string) // reports a name that cannot be published
 	// What has been reported through skip and still holds, so that a name
 	// is reported once, not on every update of its host.
-	skipped   map[string]map[skipKey]string // host -> names left out of its records
-	conflicts map[string]bool               // Corefile names that hosts also claim
+	skipped map[string]map[skipKey]string // host -> names left out of its records
 }
 
 // contribution is what one host adds to the zone: names that only it has,
@@ -147,15 +146,13 @@ func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason
 	}
 	z := &Zone{
 		origin: origin, ttl: ttl,
-		names:  map[string]*node{},
-		hosts:  map[string]*contribution{},
-		shared: map[string]map[string]*node{},
-		below:  map[string]int{},
-		static: map[string]bool{},
-		skip:   skip,
-
-		skipped:   map[string]map[skipKey]string{},
-		conflicts: map[string]bool{},
+		names:   map[string]*node{},
+		hosts:   map[string]*contribution{},
+		shared:  map[string]map[string]*node{},
+		below:   map[string]int{},
+		static:  map[string]bool{},
+		skip:    skip,
+		skipped: map[string]map[skipKey]string{},
 	}
 	if len(nameservers) == 0 {
 		nameservers = []NSRecord{{Name: "ns.dns." + origin}}
@@ -354,13 +351,7 @@ func (z *Zone) install(changed map[string]*node) {
 	final := map[string]*node{}
 	for name, n := range changed {
 		if z.static[name] {
-			if n.empty() {
-				delete(z.conflicts, name)
-			} else if !z.conflicts[name] {
-				z.conflicts[name] = true
-				z.skip("conflict", name, "the Corefile's ns line already defines this name")
-			}
-			continue
+			continue // compile reported any host's claim on it
 		}
 		was, is := !z.names[name].empty(), !n.empty()
 		if was != is {
