@@ -65,6 +65,9 @@ type ConsulCluster struct {
 	Servers []*ConsulNode
 	Agent   *ConsulNode
 	HTTP    string // the client agent's published HTTP address
+
+	mu      sync.Mutex
+	clients map[string]*api.Client // by address and token, see NodeClient
 }
 
 // StartConsulCluster starts the servers and the client agent on net, and
@@ -153,8 +156,17 @@ func (c *ConsulCluster) refreshPort(n *ConsulNode) {
 // Client is an API client of the cluster's client agent.
 func (c *ConsulCluster) Client() *api.Client { return c.NodeClient(c.Agent, "") }
 
-// NodeClient is an API client of one agent, with token if not empty.
+// NodeClient is an API client of one agent, with token if not empty. It is
+// made once per address and token: every client has a connection pool of
+// its own, so a new one per poll leaves idle connections behind until the
+// agent refuses more from this address (429, 200 by default).
 func (c *ConsulCluster) NodeClient(n *ConsulNode, token string) *api.Client {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	key := n.HTTP + " " + token
+	if cl := c.clients[key]; cl != nil {
+		return cl
+	}
 	cfg := api.DefaultConfig()
 	cfg.Address = n.HTTP
 	cfg.Token = token
@@ -162,6 +174,10 @@ func (c *ConsulCluster) NodeClient(n *ConsulNode, token string) *api.Client {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	if c.clients == nil {
+		c.clients = map[string]*api.Client{}
+	}
+	c.clients[key] = cl
 	return cl
 }
 

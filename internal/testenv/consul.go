@@ -57,6 +57,10 @@ type Consul struct {
 	exited  chan struct{} // closed when cmd has exited
 	out     LockedBuffer
 	mu      sync.Mutex
+
+	clientMu   sync.Mutex
+	client     *api.Client // see Client
+	clientAddr string      // the HTTP address client talks to
 }
 
 // ConsulOptions tune StartConsul.
@@ -204,8 +208,15 @@ func (c *Consul) signal(sig syscall.Signal) {
 	}
 }
 
-// Client returns a Consul API client for the agent.
+// Client returns a Consul API client for the agent, the same one while its
+// address stays: every client has a connection pool of its own, and idle
+// connections left behind count against the agent's limit per address.
 func (c *Consul) Client() *api.Client {
+	c.clientMu.Lock()
+	defer c.clientMu.Unlock()
+	if c.client != nil && c.clientAddr == c.HTTP {
+		return c.client
+	}
 	cfg := api.DefaultConfig()
 	cfg.Address = c.HTTP
 	if c.token != "" {
@@ -215,6 +226,7 @@ func (c *Consul) Client() *api.Client {
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	c.client, c.clientAddr = client, c.HTTP
 	return client
 }
 
