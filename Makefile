@@ -4,7 +4,7 @@ GO    ?= go
 BIN   := $(CURDIR)/bin
 export CGO_ENABLED ?= 0
 
-.PHONY: all build coredns exporter proxy consul test test-faults fuzz bench demo image lint clean
+.PHONY: all build coredns exporter proxy consul deps test test-faults fuzz bench demo image lint clean
 
 all: build
 
@@ -23,12 +23,16 @@ proxy:
 consul:
 	@bash hack/get-consul.sh >/dev/null
 
+# The Debian packages the tests run (BIND, delv, ...), when missing.
+deps:
+	@bash hack/deps.sh
+
 # The whole suite against the real Consul, Docker Engine and CoreDNS: unit,
 # integration and end-to-end tests, the fuzz targets briefly, then the fault
 # scenarios on their own (they time outages and must not share the two cores
 # with the other packages), with the load scenario cut to a minute. Tests
 # that need a missing part fail under CI.
-test: build consul
+test: build consul deps
 	BERTH_CONSUL="$$(bash hack/get-consul.sh)" BERTH_COREDNS=$(BIN)/coredns \
 	  $(GO) test -count=1 -timeout 15m ./...
 	bash hack/fuzz.sh
@@ -39,7 +43,7 @@ fuzz:
 
 # The fault scenarios, with the five-minute load scenario.
 FAULT_LOAD ?= 5m
-test-faults: build consul
+test-faults: build consul deps
 	BERTH_CONSUL="$$(bash hack/get-consul.sh)" BERTH_COREDNS=$(BIN)/coredns \
 	BERTH_FAULT_LOAD_DURATION=$(FAULT_LOAD) \
 	  $(GO) test -count=1 -timeout 30m -run 'Fault' -v ./faults/...

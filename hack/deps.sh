@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests use when they are missing, once per
+# machine: a clean CI machine has none of them. Each line names a command the
+# tests run and the package that brings it.
+set -euo pipefail
+
+declare -A packages=(
+  # BIND 9 as a secondary, and delv to validate DNSSEC answers.
+  [named]=bind9
+  [named-checkconf]=bind9-utils
+  [dnssec-keygen]=bind9-utils
+  [delv]=bind9-dnsutils
+  [dig]=bind9-dnsutils
+)
+
+missing=()
+for cmd in "${!packages[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || missing+=("${packages[$cmd]}")
+done
+((${#missing[@]})) || exit 0
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+echo "installing ${missing[*]} (Debian packages the tests use)" >&2
+sudo=""; [[ $(id -u) == 0 ]] || sudo=sudo
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq >/dev/null
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
