@@ -20,10 +20,6 @@ import (
 	"github.com/berthdns/berth/record"
 )
 
-// TestLabel marks every container the tests create, so that a leftover can
-// be traced and removed (docker rm -f $(docker ps -aq -f label=berth.test=exporter)).
-const TestLabel = "berth.test"
-
 var loopback = netip.MustParseAddr("127.0.0.1")
 
 // rig is one test's world: a Consul agent, the Docker engine, and a run
@@ -101,7 +97,7 @@ type runOpts struct {
 // test ends.
 func (r *rig) runContainer(o runOpts) string {
 	r.t.Helper()
-	labels := map[string]string{TestLabel: "exporter", "berth.test.run": r.run}
+	labels := testenv.Labels("exporter", map[string]string{"berth.test.run": r.run})
 	for k, v := range o.labels {
 		labels[k] = v
 	}

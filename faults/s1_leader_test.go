@@ -111,7 +111,10 @@ func (c *churner) step(i int) {
 
 // plan decides change i, counting changes still in flight: a container to
 // stop, taken out of the running set at once so that no other change picks
-// it too, or nil for a start, counted in starting.
+// it too, or nil for a start, counted in starting. With nothing running to
+// stop (a slow engine still starting the containers planned so far) it
+// starts one more: the churn slows with the engine, it never draws from an
+// empty set.
 func (c *churner) plan(i int) *ctr {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -123,7 +126,7 @@ func (c *churner) plan(i int) *ctr {
 			victims = append(victims, x)
 		}
 	}
-	if n := len(victims) + c.starting; n < 2 || (n < 6 && i%2 == 0) {
+	if n := len(victims) + c.starting; len(victims) == 0 || n < 2 || (n < 6 && i%2 == 0) {
 		c.starting++
 		return nil
 	}

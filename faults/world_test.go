@@ -28,8 +28,7 @@ import (
 
 // The label every container and network of this suite carries.
 const (
-	testLabel      = "berth.test"
-	testLabelValue = "faults"
+	testLabelValue = "faults" // berth.test=faults
 	runLabel       = "berth.test.run"
 )
 
@@ -110,10 +109,8 @@ func newWorld(t *testing.T) *world {
 }
 
 func (w *world) labels(extra map[string]string) map[string]string {
-	l := map[string]string{testLabel: testLabelValue, runLabel: w.run}
-	for k, v := range extra {
-		l[k] = v
-	}
+	l := testenv.Labels(testLabelValue, extra)
+	l[runLabel] = w.run
 	return l
 }
 

@@ -15,6 +15,8 @@ import (
 	"github.com/coredns/coredns/plugin/pkg/fall"
 	clog "github.com/coredns/coredns/plugin/pkg/log"
 	"github.com/coredns/coredns/request"
+
+	"github.com/berthdns/berth/record"
 	"github.com/miekg/dns"
 )
 
@@ -89,27 +91,9 @@ func (b *Berth) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) 
 func (b *Berth) match(qname string) string {
 	best := ""
 	for _, o := range b.names {
-		if len(o) > len(best) && inZone(qname, o) {
+		if len(o) > len(best) && record.InZone(qname, o) {
 			best = o
 		}
 	}
 	return best
-}
-
-// inZone reports whether name is origin or below it. A name that ends in
-// origin is below it only where a label boundary precedes the suffix: an
-// unescaped dot, so that "a\.c.example.org." is not under "c.example.org.".
-func inZone(name, origin string) bool {
-	if origin == "." || name == origin {
-		return true
-	}
-	cut := len(name) - len(origin)
-	if cut < 2 || name[cut-1] != '.' || name[cut:] != origin {
-		return false
-	}
-	escapes := 0
-	for i := cut - 2; i >= 0 && name[i] == '\\'; i-- {
-		escapes++
-	}
-	return escapes%2 == 0
 }

@@ -197,7 +197,7 @@ func startWebContainer(t *testing.T, cli *client.Client, image, name string) web
 			ExposedPorts: network.PortSet{port: {}},
 			// berth.enable=false: exporters under test elsewhere must not
 			// publish these; this test writes their records itself.
-			Labels: map[string]string{"berth.test": "proxy-e2e", "berth.enable": "false"},
+			Labels: testenv.Labels("proxy-e2e", map[string]string{"berth.enable": "false"}),
 		},
 		HostConfig: &container.HostConfig{
 			// Loopback only, with a random host port: the test's traffic

@@ -129,3 +129,24 @@ func HostFromContainerKey(prefix, key string) (host, id string, ok bool) {
 	}
 	return host, id, true
 }
+
+// InZone reports whether name is origin or below it; both are lower case
+// and fully qualified. It is the one answer to "is this name in the zone"
+// for the plugin, the resolver and the proxy. A name that ends in origin is
+// below it only where a label boundary precedes the suffix: an unescaped
+// dot, so that "a\.c.example.org." is not under "c.example.org.". It
+// allocates nothing: the plugin calls it for every query.
+func InZone(name, origin string) bool {
+	if origin == "." || name == origin {
+		return true
+	}
+	cut := len(name) - len(origin)
+	if cut < 2 || name[cut-1] != '.' || name[cut:] != origin {
+		return false
+	}
+	escapes := 0
+	for i := cut - 2; i >= 0 && name[i] == '\\'; i-- {
+		escapes++
+	}
+	return escapes%2 == 0
+}

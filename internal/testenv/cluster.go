@@ -97,7 +97,7 @@ func StartConsulCluster(t testing.TB, cli *client.Client, net *Network, opts Clu
 		defer cancel()
 		res, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{
 			Name: name,
-			Config: &container.Config{Image: image, Cmd: args, Labels: opts.Labels,
+			Config: &container.Config{Image: image, Cmd: args, Labels: withOwner(opts.Labels),
 				ExposedPorts: network.PortSet{network.MustParsePort("8500/tcp"): {}}},
 			HostConfig: &container.HostConfig{PortBindings: network.PortMap{
 				network.MustParsePort("8500/tcp"): {{HostIP: netip.MustParseAddr("127.0.0.1")}}}},

@@ -19,10 +19,11 @@ import (
 )
 
 // Docker connects to the local Docker Engine (DOCKER_HOST and friends
-// honoured), or skips/fails the test through Unavailable.
+// honoured), or skips/fails the test through Unavailable. The first call in
+// a test binary removes what killed test processes left behind (reap.go).
 func Docker(t testing.TB) *client.Client {
 	t.Helper()
-	cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	cli, err := client.New(client.FromEnv)
 	if err != nil {
 		Unavailable(t, "docker client: %v", err)
 	}
@@ -31,6 +32,7 @@ func Docker(t testing.TB) *client.Client {
 	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
 		Unavailable(t, "docker engine: %v", err)
 	}
+	reapOrphans(cli)
 	t.Cleanup(func() { cli.Close() })
 	return cli
 }

@@ -42,11 +42,13 @@ func (n *Network) Addr(i byte) netip.Addr {
 	return netip.AddrFrom4(a)
 }
 
-// CreateNetwork creates a bridge network named name with labels, on a free
+// CreateNetwork creates a bridge network named name with labels (and this
+// process's OwnerLabel), on a free
 // 10.x.y.0/24, and removes it (after the test's containers, which are
 // cleaned up first because they were registered later) when the test ends.
 func CreateNetwork(t testing.TB, cli *client.Client, name string, labels map[string]string) *Network {
 	t.Helper()
+	labels = withOwner(labels)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var lastErr error
