@@ -11,6 +11,8 @@ declare -A packages=(
   [dnssec-keygen]=bind9-utils
   [delv]=bind9-dnsutils
   [dig]=bind9-dnsutils
+  # Headless Chromium fetches through berth-proxy's PAC file.
+  [chromium]=chromium
 )
 
 missing=()
