@@ -1,10 +1,28 @@
 // Package exporter owns berth-exporter, the per-Docker-host half of Berth: it
 // maps the running containers of one Docker Engine to the record documents of
-// namespace v1 (docker.go), and keeps that host's subtree of Consul KV equal
-// to them (publish.go) under a Consul session of its own (session.go), driven
-// by Docker events and a periodic full resync (reconcile.go). It also serves
-// Prometheus metrics and /healthz (metrics.go) and parses the binary's flags
-// (config.go).
+// namespace v1, and keeps that host's subtree of Consul KV equal to them under
+// a Consul session of its own, driven by Docker events and a periodic full
+// resync.
+//
+// Files, one role each:
+//   - exporter.go: the Exporter, New, Run, Once, Deregister and the worker
+//     loop that reconciles whenever woken and retries after a failure.
+//   - advertise.go: detection of the advertise addresses (the source
+//     address towards Consul and its twin of the other family).
+//   - queue.go: the dirty queue events and resyncs feed the worker.
+//   - reconcile.go: one reconcile: refresh the desired state from Docker,
+//     then hand it to the Publisher.
+//   - events.go: the Docker event stream, reopened after it breaks.
+//   - dryrun.go: the --dry-run table.
+//   - health.go: the Docker and Consul pings behind /healthz.
+//   - backoff.go: the retry backoff of the worker and the event stream.
+//   - docker.go: the Mapper, from Docker's inspect result to a document.
+//   - publish.go: the Publisher: diffing, transaction splitting, rev bumps.
+//   - session.go: the Consul session that holds every key of the host.
+//   - acl.go: the Consul ACL policies of an exporter and of the plugin.
+//   - metrics.go: the Prometheus metrics and the /metrics and /healthz
+//     handler.
+//   - config.go: the flags and BERTH_* variables, and the logger.
 //
 // The Publisher is usable without Docker: anything that can compute a host's
 // desired documents can publish them with the same diffing, transaction

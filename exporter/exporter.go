@@ -1,0 +1,187 @@
+package exporter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/moby/moby/client"
+
+	"github.com/berthdns/berth/record"
+)
+
+// Timeouts for one Docker or Consul round, so that a frozen peer delays the
+// worker instead of stopping it.
+const (
+	dockerTimeout = 15 * time.Second
+	consulTimeout = 10 * time.Second
+)
+
+// Exporter keeps one Docker host's containers published in Consul KV. Events
+// and the periodic resync only mark containers dirty; a single worker
+// goroutine re-inspects them, recomputes the desired state and hands it to
+// the Publisher, so a quick stop-start can never be applied out of order.
+type Exporter struct {
+	cfg     Config
+	docker  *client.Client
+	consul  *api.Client
+	log     *slog.Logger
+	metrics *Metrics
+	mapper  Mapper
+	host    string
+	pub     *Publisher
+	sess    *Session
+
+	mu    sync.Mutex
+	dirty map[string]time.Time // id -> time of the earliest unapplied event (zero: none)
+	full  bool                 // a full listing is due
+	wake  chan struct{}
+
+	// Worker-only state.
+	desired map[string]*record.Container
+	skipped map[string]string    // id -> reason last logged, so each is logged once
+	pending map[string]time.Time // id -> event time, until a publish reflects it
+}
+
+// New prepares an exporter: it resolves the node name (from Docker unless
+// configured) and the advertise addresses (from the route to Consul unless
+// configured). consulCfg is the Consul client's configuration (normally
+// api.DefaultConfig(), which reads CONSUL_HTTP_ADDR and friends); the Consul
+// address only matters for a dry run, which writes nothing.
+func New(ctx context.Context, cfg Config, docker *client.Client, consulCfg *api.Config, log *slog.Logger) (*Exporter, error) {
+	consul, err := api.NewClient(consulCfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	e := &Exporter{cfg: cfg, docker: docker, consul: consul, log: log, metrics: NewMetrics(),
+		dirty: map[string]time.Time{}, wake: make(chan struct{}, 1),
+		desired: map[string]*record.Container{}, skipped: map[string]string{}, pending: map[string]time.Time{}}
+	node := cfg.Node
+	if node == "" {
+		ictx, cancel := context.WithTimeout(ctx, dockerTimeout)
+		info, err := docker.Info(ictx, client.InfoOptions{})
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("docker info (for the node name; or set --node): %w", err)
+		}
+		node = info.Info.Name
+	}
+	if e.host = record.Label(node); e.host == "" {
+		return nil, fmt.Errorf("node name %q sanitizes to nothing; set --node", node)
+	} else if e.host != node {
+		log.Info("node name sanitized", "node", node, "host", e.host)
+	}
+	e.mapper = Mapper{Explicit: cfg.Explicit, Addrs: cfg.AdvertiseAddrs}
+	if len(e.mapper.Addrs) == 0 {
+		addrs, err := DetectAdvertiseAddrs(consulCfg.Address)
+		if err != nil {
+			return nil, fmt.Errorf("advertise address (or set --advertise-addr): %w", err)
+		}
+		e.mapper.Addrs = addrs
+	}
+	if e.pub, err = NewPublisher(consul, cfg.Prefix, e.host); err != nil {
+		return nil, err
+	}
+	e.sess = NewSession(consul, cfg.Prefix, e.host, cfg.SessionTTL, log)
+	if len(e.mapper.Addrs) > 0 {
+		e.sess.NodeAddress = e.mapper.Addrs[0].String()
+	}
+	return e, nil
+}
+
+// Host is the sanitized host name the exporter publishes under.
+func (e *Exporter) Host() string { return e.host }
+
+// Addrs are the host's advertise addresses.
+func (e *Exporter) Addrs() []netip.Addr { return e.mapper.Addrs }
+
+// Metrics are the exporter's metrics.
+func (e *Exporter) Metrics() *Metrics { return e.metrics }
+
+// Run publishes until ctx ends. It then leaves the records to expire with
+// the session, or removes them with DeregisterOnExit.
+func (e *Exporter) Run(ctx context.Context) error {
+	e.log.Info("exporter starting", "host", e.host, "addrs", e.mapper.Addrs, "prefix", e.cfg.Prefix,
+		"explicit", e.cfg.Explicit, "session_ttl", e.cfg.SessionTTL)
+	var wg sync.WaitGroup
+	wg.Go(func() { e.watchEvents(ctx) })
+	wg.Go(func() {
+		e.sess.RunRenewals(ctx, func() { e.markAll() }, func(error) { e.metrics.ConsulErrors.Inc() })
+	})
+	wg.Go(func() {
+		t := time.NewTicker(e.cfg.Resync)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				e.markAll()
+			}
+		}
+	})
+	e.work(ctx)
+	wg.Wait()
+	if e.cfg.DeregisterOnExit {
+		return e.Deregister(context.Background())
+	}
+	e.log.Info("exporter stopped; records stay until the session expires", "session", e.sess.Current())
+	return nil
+}
+
+// Deregister removes the host's records and ends its session.
+func (e *Exporter) Deregister(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, consulTimeout)
+	defer cancel()
+	err := e.pub.Deregister(ctx)
+	if serr := e.sess.Destroy(ctx); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	if err == nil {
+		e.log.Info("deregistered: this host's records are removed")
+	}
+	return err
+}
+
+// Once reconciles everything once and returns.
+func (e *Exporter) Once(ctx context.Context) error {
+	e.markAll()
+	return e.step(ctx)
+}
+
+// work is the single worker: it reconciles whenever woken, and retries with
+// backoff after a failure, keeping the desired state meanwhile.
+func (e *Exporter) work(ctx context.Context) {
+	bo := backoff{max: 5 * time.Second}
+	var retry <-chan time.Time
+	for {
+		// While a retry is pending, events only queue work: waking up for
+		// each would hammer a Consul that is down and inflate the backoff.
+		wake := e.wake
+		if retry != nil {
+			wake = nil
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-wake:
+		case <-retry:
+		}
+		retry = nil
+		if err := e.step(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d := bo.next()
+			e.log.Warn("reconcile failed; retrying", "err", err, "in", d.Round(time.Millisecond))
+			retry = time.After(d)
+		} else {
+			bo.reset()
+		}
+	}
+}
