@@ -7,14 +7,16 @@ import (
 	"strings"
 
 	"github.com/miekg/dns"
+
+	"github.com/berthdns/berth/record"
 )
 
 // Policy decides which destinations the proxy may connect to: names in the
 // served zones (resolved through SRV), names under an allowed suffix, and
 // literal IP addresses inside an allowed CIDR. Everything else is refused.
 type Policy struct {
-	zones    []string // lower case, no trailing dot
-	suffixes []string // lower case, no leading or trailing dot
+	zones    []string // lower case, fully qualified
+	suffixes []string // lower case, fully qualified
 	prefixes []netip.Prefix
 }
 
@@ -68,6 +70,8 @@ func NewPolicy(zones, allow []string) (*Policy, error) {
 	return p, nil
 }
 
+// domain returns s lower case and fully qualified, the form record.InZone
+// compares; "" for an empty s or the root.
 func domain(s string) (string, error) {
 	s = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(s), "."))
 	if s == "" {
@@ -76,7 +80,7 @@ func domain(s string) (string, error) {
 	if _, ok := dns.IsDomainName(s); !ok || strings.ContainsAny(s, " /\\") {
 		return "", errors.New("not a domain name")
 	}
-	return s, nil
+	return s + ".", nil
 }
 
 // Check returns nil if host (a name or an IP literal, without port) may be
@@ -103,15 +107,17 @@ func (p *Policy) Check(host string) error {
 
 // InZones reports whether host is at or under a served zone.
 func (p *Policy) InZones(host string) bool {
-	return under(strings.ToLower(strings.TrimSuffix(host, ".")), p.zones)
+	return under(dns.CanonicalName(host), p.zones)
 }
 
-// Zones are the served zones.
+// Zones are the served zones, lower case and fully qualified.
 func (p *Policy) Zones() []string { return p.zones }
 
-func under(name string, suffixes []string) bool {
-	for _, s := range suffixes {
-		if name == s || strings.HasSuffix(name, "."+s) {
+// under reports whether name (lower case, fully qualified) is at or below
+// one of origins, by the one in-zone test the plugin and resolver use too.
+func under(name string, origins []string) bool {
+	for _, o := range origins {
+		if record.InZone(name, o) {
 			return true
 		}
 	}

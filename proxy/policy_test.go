@@ -51,3 +51,26 @@ func TestPolicyRefusesToAllowNothing(t *testing.T) {
 		}
 	}
 }
+
+// The zones and allowed suffixes are matched by record.InZone, the test the
+// plugin uses: at a label boundary, whatever the case or trailing dot.
+func TestPolicyZoneBoundaries(t *testing.T) {
+	p, err := NewPolicy([]string{"C.Example.Org"}, []string{"internal.test."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Zones(); len(got) != 1 || got[0] != "c.example.org." {
+		t.Errorf("Zones() = %q, want the canonical [c.example.org.]", got)
+	}
+	for host, in := range map[string]bool{
+		"c.example.org": true, "X.C.EXAMPLE.ORG.": true, "evilc.example.org": false,
+		"c.example.org.evil": false, "example.org": false,
+	} {
+		if p.InZones(host) != in {
+			t.Errorf("InZones(%q) = %v, want %v", host, !in, in)
+		}
+	}
+	if p.Check("db.internal.test") != nil || p.Check("xinternal.test") == nil {
+		t.Error("allowed suffix internal.test must admit db.internal.test and refuse xinternal.test")
+	}
+}

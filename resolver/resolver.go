@@ -350,7 +350,7 @@ func (r *Resolver) inZones(host string) bool {
 	}
 	name := dns.CanonicalName(host)
 	for _, z := range r.zones {
-		if dns.IsSubDomain(z, name) {
+		if record.InZone(name, z) {
 			return true
 		}
 	}

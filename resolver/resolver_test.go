@@ -362,3 +362,20 @@ func TestBadAddresses(t *testing.T) {
 		}
 	}
 }
+
+// A name is in a zone only at a label boundary: "evilz" is not under "z.",
+// nor is "a\.z", whose last dot is part of a label. Both are dialled as
+// given, without an SRV lookup; case does not matter for names in the zone.
+func TestZonesAreMatchedAtLabelBoundaries(t *testing.T) {
+	dnsServer := testenv.StartDNSServer(t, soa, "_80._tcp.web.z. 60 IN SRV 10 10 8080 h.z.")
+	r := newTestResolver(t, dnsServer.Addr, Options{Zones: []string{"Z."}})
+	for name, inZone := range map[string]bool{"Web.Z": true, "z": true, "evilz": false, `a\.z`: false} {
+		plan, err := r.Resolve(t.Context(), "tcp", name+":80")
+		if err != nil {
+			t.Fatalf("Resolve(%s): %v", name, err)
+		}
+		if asked := dnsServer.Queries("_80._tcp."+dns.CanonicalName(name), dns.TypeSRV) > 0; asked != inZone {
+			t.Errorf("%s: SRV asked = %v, want %v (plan %+v)", name, asked, inZone, plan)
+		}
+	}
+}
