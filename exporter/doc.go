@@ -15,7 +15,6 @@
 //   - events.go: the Docker event stream, reopened after it breaks.
 //   - dryrun.go: the --dry-run table.
 //   - health.go: the Docker and Consul pings behind /healthz.
-//   - backoff.go: the retry backoff of the worker and the event stream.
 //   - docker.go: the Mapper, from Docker's inspect result to a document.
 //   - publish.go: the Publisher: diffing, transaction splitting, rev bumps.
 //   - session.go: the Consul session that holds every key of the host.

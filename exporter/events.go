@@ -7,6 +7,8 @@ import (
 
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
+
+	"github.com/berthdns/berth/internal/backoff"
 )
 
 // eventActions are the Docker events that can change a container's document.
@@ -22,7 +24,7 @@ var eventActions = []string{"start", "die", "stop", "kill", "destroy", "pause", 
 func (e *Exporter) watchEvents(ctx context.Context) {
 	f := make(client.Filters).Add("type", string(events.ContainerEventType), string(events.NetworkEventType)).
 		Add("event", eventActions...)
-	bo := backoff{max: 10 * time.Second}
+	bo := backoff.Backoff{Policy: backoff.Policy{Min: 250 * time.Millisecond, Max: 10 * time.Second}}
 	for ctx.Err() == nil {
 		sctx, cancel := context.WithCancel(ctx)
 		// Events returns once the engine answered the subscription (or
@@ -46,10 +48,10 @@ func (e *Exporter) watchEvents(ctx context.Context) {
 			return
 		}
 		if time.Since(since) > time.Minute {
-			bo.reset() // the stream had been healthy
+			bo.Reset() // the stream had been healthy
 		}
 		e.metrics.DockerErrors.Inc()
-		d := bo.next()
+		d := bo.Next()
 		e.log.Warn("docker event stream broken; reconnecting", "err", err, "in", d.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():

@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/consul/api"
 	"github.com/moby/moby/client"
 
+	"github.com/berthdns/berth/internal/backoff"
 	"github.com/berthdns/berth/record"
 )
 
@@ -157,7 +158,9 @@ func (e *Exporter) Once(ctx context.Context) error {
 // work is the single worker: it reconciles whenever woken, and retries with
 // backoff after a failure, keeping the desired state meanwhile.
 func (e *Exporter) work(ctx context.Context) {
-	bo := backoff{max: 5 * time.Second}
+	// A Consul or Docker that comes back is used again within 5 s, while a
+	// long outage costs one attempt per 2.5 to 5 s.
+	bo := backoff.Backoff{Policy: backoff.Policy{Min: 250 * time.Millisecond, Max: 5 * time.Second}}
 	var retry <-chan time.Time
 	for {
 		// While a retry is pending, events only queue work: waking up for
@@ -177,11 +180,11 @@ func (e *Exporter) work(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			d := bo.next()
+			d := bo.Next()
 			e.log.Warn("reconcile failed; retrying", "err", err, "in", d.Round(time.Millisecond))
 			retry = time.After(d)
 		} else {
-			bo.reset()
+			bo.Reset()
 		}
 	}
 }
