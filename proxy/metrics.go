@@ -1,6 +1,15 @@
 package proxy
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Version is berth-proxy's version, shown by --version and in
+// berth_proxy_build_info; the build may set it with
+// -ldflags "-X github.com/berthdns/berth/proxy.Version=...".
+var Version = "0.1.0"
 
 // Metrics are berth-proxy's Prometheus metrics. Listener labels are "socks"
 // and "http".
@@ -10,6 +19,7 @@ type Metrics struct {
 	Rejected     *prometheus.CounterVec // requests refused before any dial, by reason
 	Bytes        *prometheus.CounterVec // bytes relayed, upstream (to the target) and downstream
 	DialFailures *prometheus.CounterVec // failed connections to targets, by reason
+	BuildInfo    *prometheus.GaugeVec   // 1, labelled with the version and Go version
 }
 
 // Reasons for Rejected.
@@ -21,30 +31,42 @@ const (
 	rejectUnsupported = "unsupported" // a command or address type not supported
 )
 
+const (
+	namespace = "berth"
+	subsystem = "proxy"
+)
+
 // NewMetrics creates the metrics and registers them with reg (if not nil).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Connections: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "berth_proxy_connections_total", Help: "Client connections accepted, by listener.",
+			Namespace: namespace, Subsystem: subsystem, Name: "connections_total",
+			Help: "Client connections accepted, by listener.",
 		}, []string{"listener"}),
 		Active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "berth_proxy_connections_active", Help: "Client connections open now, by listener.",
+			Namespace: namespace, Subsystem: subsystem, Name: "connections_active",
+			Help: "Client connections open now, by listener.",
 		}, []string{"listener"}),
 		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "berth_proxy_requests_rejected_total",
+			Namespace: namespace, Subsystem: subsystem, Name: "requests_rejected_total",
 			Help: "Connections or requests refused before dialling, by listener and reason (limit, not_allowed, auth, bad_request, unsupported).",
 		}, []string{"listener", "reason"}),
 		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "berth_proxy_bytes_total",
+			Namespace: namespace, Subsystem: subsystem, Name: "bytes_total",
 			Help: "Bytes relayed, by listener and direction (upstream: client to target; downstream: target to client).",
 		}, []string{"listener", "direction"}),
 		DialFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "berth_proxy_dial_failures_total",
+			Namespace: namespace, Subsystem: subsystem, Name: "dial_failures_total",
 			Help: "Failed connections to destinations, by listener and reason (refused, timeout, no_such_host, network_unreachable, host_unreachable, dns, other).",
 		}, []string{"listener", "reason"}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "build_info",
+			Help: "Always 1; its labels are berth-proxy's version and the Go version it was built with.",
+		}, []string{"version", "goversion"}),
 	}
+	m.BuildInfo.WithLabelValues(Version, runtime.Version()).Set(1)
 	if reg != nil {
-		reg.MustRegister(m.Connections, m.Active, m.Rejected, m.Bytes, m.DialFailures)
+		reg.MustRegister(m.Connections, m.Active, m.Rejected, m.Bytes, m.DialFailures, m.BuildInfo)
 	}
 	return m
 }
