@@ -62,7 +62,7 @@ func benchBerth(tb testing.TB, hosts, perHost int) *Berth {
 	tb.Helper()
 	z := NewZone(benchZone, 5, nil, nil)
 	for _, d := range benchData(tb, hosts, perHost) {
-		z.Update(d.Host.Name, d)
+		z.put(d.Host.Name, d)
 	}
 	z.MarkLoaded()
 	return &Berth{zones: map[string]*Zone{z.Origin(): z}, names: plugin.Zones{z.Origin()}}
@@ -202,7 +202,7 @@ func BenchmarkZoneLoad(b *testing.B) {
 			for b.Loop() {
 				z := NewZone(benchZone, 5, nil, nil)
 				for _, d := range data {
-					z.Update(d.Host.Name, d)
+					z.put(d.Host.Name, d)
 				}
 			}
 		})
@@ -218,7 +218,7 @@ func BenchmarkZoneUpdate(b *testing.B) {
 			data := benchData(b, hosts, 30)
 			z := NewZone(benchZone, 5, nil, nil)
 			for _, d := range data {
-				z.Update(d.Host.Name, d)
+				z.put(d.Host.Name, d)
 			}
 			h := data[hosts/2]
 			b.ReportAllocs()
@@ -229,7 +229,7 @@ func BenchmarkZoneUpdate(b *testing.B) {
 				c.Ports = []record.Port{c.Ports[0]}
 				c.Ports[0].HostPort = 30000 + port%1000
 				next := &hostData{Host: h.Host, Containers: append([]*record.Container{&c}, h.Containers[1:]...)}
-				z.Update(h.Host.Name, next)
+				z.put(h.Host.Name, next)
 			}
 		})
 	}

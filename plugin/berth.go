@@ -52,6 +52,18 @@ func (b *Berth) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) 
 	if origin == "" || state.QClass() != dns.ClassINET {
 		return plugin.NextOrFailure(b.Name(), b.Next, ctx, w, r)
 	}
+	if r.Opcode != dns.OpcodeQuery {
+		// The zone's data comes from Consul alone: a NOTIFY has nothing to
+		// make us fetch and an UPDATE nothing we could apply. REFUSED tells
+		// a misdirected NOTIFY's sender at once, where silence (the file
+		// plugin's answer for a zone it is primary for) costs it retries.
+		rcode := dns.RcodeRefused
+		if r.Opcode != dns.OpcodeNotify {
+			rcode = dns.RcodeNotImplemented
+		}
+		nonQueries.WithLabelValues(origin, dns.OpcodeToString[r.Opcode]).Inc()
+		return rcode, nil
+	}
 	if qt := state.QType(); qt == dns.TypeAXFR || qt == dns.TypeIXFR {
 		// Transfers are the transfer plugin's, which sits before us when
 		// it is configured; one that reaches us is not allowed.

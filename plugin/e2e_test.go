@@ -160,12 +160,16 @@ func TestE2ETruncation(t *testing.T) {
 func TestE2EProductionCorefile(t *testing.T) {
 	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
 	seed(t, consul.Client().KV())
-	ports := testenv.FreePorts(t, 3)
+	ports := testenv.FreePorts(t, 4)
 	metrics := "127.0.0.1:" + strconv.Itoa(ports[0])
 	health := "127.0.0.1:" + strconv.Itoa(ports[1])
 	ready := "127.0.0.1:" + strconv.Itoa(ports[2])
+	// The secondaries become this machine (127.0.0.1, NOTIFY to a port
+	// where nothing listens), so the test may transfer; 127.0.0.2 may not.
+	secondary := "127.0.0.1:" + strconv.Itoa(ports[3])
 	corefile := example(t, "production.Corefile",
-		"127.0.0.1:9153", metrics, "127.0.0.1:8080", health, "127.0.0.1:8181", ready)
+		"127.0.0.1:9153", metrics, "127.0.0.1:8080", health, "127.0.0.1:8181", ready,
+		"to 192.0.2.63 192.0.2.64", "to "+secondary)
 	dnsd := testenv.StartCoreDNS(t, corefile, "CONSUL_HTTP_ADDR="+consul.HTTP)
 	waitLoaded(t, dnsd.Addr, e2eZone)
 
@@ -177,10 +181,31 @@ func TestE2EProductionCorefile(t *testing.T) {
 		t.Errorf("NS: want 2 NS records with 2 glue records, got %v", r)
 	}
 
-	tr := &dns.Transfer{}
+	// A transfer from an address that is not a secondary is refused.
+	other, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 2 * time.Second}).Dial("tcp", dnsd.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := &dns.Transfer{Conn: &dns.Conn{Conn: other}}
 	m := new(dns.Msg)
 	m.SetAxfr(e2eZone)
-	env, err := tr.In(m, dnsd.Addr)
+	env, err := refused.In(m, dnsd.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refusal error
+	for e := range env {
+		if e.Error == nil || len(e.RR) > 0 {
+			t.Errorf("AXFR from 127.0.0.2, not a secondary: %v records, error %v; want it refused", len(e.RR), e.Error)
+		}
+		refusal = e.Error
+	}
+	if refusal == nil || !strings.Contains(refusal.Error(), "bad xfr rcode: 5") {
+		t.Errorf("AXFR from 127.0.0.2: %v, want REFUSED (rcode 5)", refusal)
+	}
+
+	tr := &dns.Transfer{}
+	env, err = tr.In(m, dnsd.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}

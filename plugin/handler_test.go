@@ -58,7 +58,7 @@ func newTestBerth(t testing.TB) *Berth {
 	var log skipLog
 	z := newTestZone(log.fn)
 	for name, d := range fixtureHosts() {
-		z.Update(name, d)
+		z.put(name, d)
 	}
 	z.MarkLoaded()
 	if got := log.all(); len(got) > 0 {
@@ -346,7 +346,7 @@ func TestServeDNSFallthrough(t *testing.T) {
 func TestServeDNSNotLoaded(t *testing.T) {
 	t.Parallel()
 	z := newTestZone(nil)
-	z.Update("h1", fixtureHosts()["h1"])
+	z.put("h1", fixtureHosts()["h1"])
 	probe := &nextProbe{}
 	b := &Berth{Next: probe, zones: map[string]*Zone{testOrigin: z}, names: plugin.Zones{testOrigin}, Fall: fall.Root}
 	if b.Ready() {
@@ -386,7 +386,7 @@ func TestServeDNSLongServiceTXT(t *testing.T) {
 	}
 	var log skipLog
 	z := newTestZone(log.fn)
-	z.Update("h1", mkData(mkHost("h1", "192.0.2.10"), mkCtr("a1", "long", svc, "none", mkPort(80, "tcp", "http", "192.0.2.10", 80))))
+	z.put("h1", mkData(mkHost("h1", "192.0.2.10"), mkCtr("a1", "long", svc, "none", mkPort(80, "tcp", "http", "192.0.2.10", 80))))
 	z.MarkLoaded()
 	b := &Berth{Next: test.NextHandler(dns.RcodeRefused, nil), zones: map[string]*Zone{testOrigin: z}, names: plugin.Zones{testOrigin}}
 	if !log.has("too_long", svc+"."+testOrigin) {
@@ -429,7 +429,7 @@ func TestServeDNSMultipleZones(t *testing.T) {
 	outer := newTestZone(nil)
 	outer.MarkLoaded()
 	inner := NewZone("sub.c.example.org.", 10, nil, nil)
-	inner.Update("h1", shopHost("h1", "192.0.2.99", "a1", "w", "web", 99))
+	inner.put("h1", shopHost("h1", "192.0.2.99", "a1", "w", "web", 99))
 	inner.MarkLoaded()
 	b := &Berth{Next: test.NextHandler(dns.RcodeRefused, nil),
 		zones: map[string]*Zone{testOrigin: outer, "sub.c.example.org.": inner},
@@ -465,6 +465,48 @@ func TestServeDNSRefusesTransfer(t *testing.T) {
 		}
 		if rec.Msg != nil && len(rec.Msg.Answer) > 0 {
 			t.Errorf("%s: zone data written: %v", dns.TypeToString[qtype], rec.Msg)
+		}
+	}
+}
+
+// TestServeDNSNonQueryOpcodes proves a NOTIFY for a berth zone is refused
+// (the zone has no primary to fetch from) and an UPDATE not implemented:
+// neither is answered as a query, with zone data, nor passed on. A NOTIFY
+// for a name outside the zones goes to the next plugin.
+func TestServeDNSNonQueryOpcodes(t *testing.T) {
+	t.Parallel()
+	b := newTestBerth(t)
+	for _, c := range []struct {
+		opcode int
+		qname  string
+		rcode  int
+		next   bool
+	}{
+		{dns.OpcodeNotify, testOrigin, dns.RcodeRefused, false},
+		{dns.OpcodeNotify, "web.shop." + testOrigin, dns.RcodeRefused, false},
+		{dns.OpcodeUpdate, testOrigin, dns.RcodeNotImplemented, false},
+		{dns.OpcodeNotify, "example.net.", dns.RcodeRefused, true},
+	} {
+		probe := &nextProbe{}
+		bb := *b
+		bb.Next = probe
+		rec := dnstest.NewRecorder(&test.ResponseWriter{})
+		m := new(dns.Msg)
+		m.SetQuestion(c.qname, dns.TypeSOA)
+		m.Opcode = c.opcode
+		rcode, err := bb.ServeDNS(context.Background(), rec, m)
+		op := dns.OpcodeToString[c.opcode] + " " + c.qname
+		if probe.called.Load() != c.next {
+			t.Errorf("%s: next plugin called %v, want %v", op, probe.called.Load(), c.next)
+		}
+		if c.next {
+			continue
+		}
+		if err != nil || rcode != c.rcode {
+			t.Errorf("%s: rcode %s err %v, want %s", op, dns.RcodeToString[rcode], err, dns.RcodeToString[c.rcode])
+		}
+		if rec.Msg != nil {
+			t.Errorf("%s: answered as a query: %v", op, rec.Msg)
 		}
 	}
 }

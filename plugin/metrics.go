@@ -39,6 +39,22 @@ var (
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "stale",
 		Help: "1 while Consul is unreachable and answers come from the last good data.",
 	})
+	zoneSerial = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: "berth", Name: "soa_serial",
+		Help: "The zone's SOA serial: Consul's index of the data served (every server on one Consul serves the same).",
+	}, []string{"zone"})
+	transfers = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: "berth", Name: "transfers_total",
+		Help: "Zone transfers served, by kind: ixfr (differences from the journal or only the SOA) or axfr (the whole zone).",
+	}, []string{"zone", "kind"})
+	notifies = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: "berth", Name: "notifies_total",
+		Help: "NOTIFY rounds sent to the transfer plugin's secondaries, by result: ok or failed (some secondary did not accept).",
+	}, []string{"zone", "result"})
+	nonQueries = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: "berth", Name: "non_queries_total",
+		Help: "Requests with an opcode other than QUERY, refused (NOTIFY) or not implemented (the rest), by opcode.",
+	}, []string{"zone", "opcode"})
 	consulBytes = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "consul_received_bytes_total",
 		Help: "Response bytes read from Consul, by request: watch (host list), host (one host's containers), full (safety-net reload).",
@@ -49,6 +65,7 @@ func updateGauges(zones []*Zone, hosts int) {
 	hostsIndexed.Set(float64(hosts))
 	for _, z := range zones {
 		recordsIndexed.WithLabelValues(z.Origin()).Set(float64(z.Records()))
+		zoneSerial.WithLabelValues(z.Origin()).Set(float64(z.SOA().Serial))
 	}
 }
 

@@ -3,6 +3,7 @@ package berth
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"github.com/coredns/caddy"
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/plugin"
+	"github.com/coredns/coredns/plugin/transfer"
 	"github.com/hashicorp/consul/api"
 	"github.com/miekg/dns"
 )
@@ -25,6 +27,7 @@ type config struct {
 	prefix  string
 	ttl     uint32
 	ns      []NSRecord
+	timers  soaTimers
 	resync  time.Duration
 	fall    []string
 	fallSet bool
@@ -51,6 +54,7 @@ func setup(c *caddy.Controller) error {
 	zones := make([]*Zone, 0, len(cfg.zones))
 	for _, origin := range cfg.zones {
 		z := NewZone(origin, cfg.ttl, cfg.ns, skip)
+		z.setTimers(cfg.timers)
 		b.zones[z.Origin()] = z
 		b.names = append(b.names, z.Origin()) // match compares lower-case FQDNs
 		zones = append(zones, z)
@@ -60,10 +64,18 @@ func setup(c *caddy.Controller) error {
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
+	notify := newNotifier(zones)
 	w := newWatcher(consul.KV(), cfg.prefix, zones, cfg.resync, func() {
-		log.Infof("first load from Consul done: %d records", zones[0].Records())
-	})
+		log.Infof("first load from Consul done: %d records, serial %d", zones[0].Records(), zones[0].SOA().Serial)
+		notify.changed()
+	}, notify.changed)
 	c.OnStartup(func() error {
+		// As the file plugin does: the transfer plugin, when configured,
+		// sends our NOTIFYs to its `to` hosts.
+		if t, ok := dnsserver.GetConfig(c).Handler("transfer").(*transfer.Transfer); ok && t != nil {
+			notify.xfer = t
+			go notify.run(ctx)
+		}
 		go w.run(ctx)
 		return nil
 	})
@@ -84,6 +96,7 @@ func parse(c *caddy.Controller) (*config, error) {
 		consul: api.DefaultConfig(), // CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ... apply
 		prefix: "berth",
 		ttl:    5,
+		timers: defaultTimers,
 		resync: 5 * time.Minute,
 	}
 	i := 0
@@ -153,6 +166,22 @@ func parse(c *caddy.Controller) (*config, error) {
 					ns.Addrs = append(ns.Addrs, addr.Unmap())
 				}
 				cfg.ns = append(cfg.ns, ns)
+			case "refresh", "retry", "expire":
+				if len(args) != 1 {
+					return nil, c.ArgErr()
+				}
+				d, err := parseSeconds(args[0])
+				if err != nil {
+					return nil, c.Errf("%s: %v", property, err)
+				}
+				switch property {
+				case "refresh":
+					cfg.timers.refresh = d
+				case "retry":
+					cfg.timers.retry = d
+				default:
+					cfg.timers.expire = d
+				}
 			case "resync":
 				if len(args) != 1 {
 					return nil, c.ArgErr()
@@ -169,6 +198,9 @@ func parse(c *caddy.Controller) (*config, error) {
 			}
 		}
 	}
+	if t := cfg.timers; t.expire <= t.refresh || t.expire <= t.retry {
+		return nil, fmt.Errorf("expire (%ds) must be longer than refresh (%ds) and retry (%ds), or secondaries drop the zone before they retry", t.expire, t.refresh, t.retry)
+	}
 	for _, ns := range cfg.ns {
 		if _, ok := dns.IsDomainName(ns.Name); !ok {
 			return nil, fmt.Errorf("ns %q is not a domain name", ns.Name)
@@ -180,6 +212,33 @@ func parse(c *caddy.Controller) (*config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// parseSeconds reads an SOA timer: a number of seconds, a Go duration
+// ("5m", "1h30m") or a number of days or weeks as zone files write them
+// ("1d", "2w"), from 1 s to 2^31-1 s (RFC 1035's limit for these fields).
+func parseSeconds(arg string) (uint32, error) {
+	var secs uint64
+	if d, err := time.ParseDuration(arg); err == nil {
+		secs = uint64(max(d, 0) / time.Second)
+	} else {
+		unit := uint64(1)
+		switch {
+		case strings.HasSuffix(arg, "d"):
+			unit = 24 * 3600
+		case strings.HasSuffix(arg, "w"):
+			unit = 7 * 24 * 3600
+		}
+		n, err := strconv.ParseUint(strings.TrimRight(arg, "dw"), 10, 32)
+		if err != nil {
+			return 0, fmt.Errorf("%q is neither a duration nor a number of seconds, days (d) or weeks (w)", arg)
+		}
+		secs = n * unit // at most 2^32 weeks: no overflow
+	}
+	if secs < 1 || secs > math.MaxInt32 {
+		return 0, fmt.Errorf("%q must be from 1s to %ds", arg, math.MaxInt32)
+	}
+	return uint32(secs), nil
 }
 
 // newConsulClient builds the Consul client with a timeout just above the

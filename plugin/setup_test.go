@@ -35,6 +35,9 @@ func TestParse(t *testing.T) {
 		ns NS1.c.example.org 192.0.2.53 2001:db8::53 ::ffff:192.0.2.54
 		ns ns2.example.net.
 		resync 90s
+		refresh 1h
+		retry 600
+		expire 2w
 		fallthrough in-addr.arpa
 	}`)
 	cfg, err := parse(c)
@@ -74,6 +77,9 @@ func TestParse(t *testing.T) {
 	if cfg.resync != 90*time.Second {
 		t.Errorf("resync %v", cfg.resync)
 	}
+	if want := (soaTimers{refresh: 3600, retry: 600, expire: 336 * 3600}); cfg.timers != want {
+		t.Errorf("SOA timers %+v, want %+v", cfg.timers, want)
+	}
 	if !cfg.fallSet || !slices.Equal(cfg.fall, []string{"in-addr.arpa"}) {
 		t.Errorf("fallthrough %v set=%v", cfg.fall, cfg.fallSet)
 	}
@@ -99,6 +105,9 @@ func TestParseDefaults(t *testing.T) {
 	}
 	if !slices.Equal(cfg.zones, []string{"c.example.org."}) {
 		t.Errorf("zones %v, want the server block's c.example.org.", cfg.zones)
+	}
+	if cfg.timers != defaultTimers || defaultTimers.refresh != 300 || defaultTimers.expire != 1209600 {
+		t.Errorf("SOA timers %+v, want the defaults 300/60/1209600", cfg.timers)
 	}
 	if cfg.prefix != "berth" || cfg.ttl != 5 || cfg.resync != 5*time.Minute || cfg.fallSet || len(cfg.ns) != 0 {
 		t.Errorf("defaults: prefix %q ttl %d resync %v fallthrough %v ns %v", cfg.prefix, cfg.ttl, cfg.resync, cfg.fallSet, cfg.ns)
@@ -167,6 +176,12 @@ func TestParseErrors(t *testing.T) {
 		{"resync under a second", "berth c.example.org {\n resync 500ms\n}", "resync must be"},
 		{"resync not a duration", "berth c.example.org {\n resync 5\n}", "resync must be"},
 		{"resync without value", "berth c.example.org {\n resync\n}", "Wrong argument count"},
+		{"refresh without value", "berth c.example.org {\n refresh\n}", "Wrong argument count"},
+		{"refresh not a duration", "berth c.example.org {\n refresh soon\n}", "neither a duration nor a number"},
+		{"refresh in weeks and days", "berth c.example.org {\n refresh 1w2d\n}", "neither a duration nor a number"},
+		{"retry of zero", "berth c.example.org {\n retry 0\n}", "must be from 1s"},
+		{"expire over 2^31 s", "berth c.example.org {\n expire 2147483648\n}", "must be from 1s"},
+		{"expire before refresh", "berth c.example.org {\n refresh 2h\n expire 1h\n}", "expire (3600s) must be longer than refresh (7200s)"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -35,8 +35,9 @@ type watcher struct {
 	prefix string
 	zones  []*Zone
 	resync time.Duration // safety-net full reload
-	limit  *rate.Limiter // re-fetch rate
-	loaded func()        // called once after the first full load
+	limit   *rate.Limiter // re-fetch rate
+	loaded  func()        // called once after the first full load
+	changed func()        // called after a round that changed a zone's serial
 
 	hosts     map[string]*hostState
 	reported  map[string]uint64 // invalid key -> ModifyIndex already logged
@@ -51,9 +52,9 @@ type hostState struct {
 	docs       map[string]*record.Container // by key: the last valid version of each
 }
 
-func newWatcher(kv *api.KV, prefix string, zones []*Zone, resync time.Duration, loaded func()) *watcher {
+func newWatcher(kv *api.KV, prefix string, zones []*Zone, resync time.Duration, loaded, changed func()) *watcher {
 	return &watcher{
-		kv: kv, prefix: prefix, zones: zones, resync: resync, loaded: loaded,
+		kv: kv, prefix: prefix, zones: zones, resync: resync, loaded: loaded, changed: changed,
 		limit:    rate.NewLimiter(rate.Every(50*time.Millisecond), 10),
 		hosts:    map[string]*hostState{},
 		reported: map[string]uint64{},
@@ -150,7 +151,7 @@ func (w *watcher) watchOnce(ctx context.Context, index uint64) (uint64, error) {
 		w.add(b, name, hosts[name], fetched[name], reset)
 	}
 	w.addGone(b, hosts)
-	w.apply(b)
+	w.apply(b, meta.LastIndex)
 	return max(next, 1), nil
 }
 
@@ -180,7 +181,7 @@ func (w *watcher) fullLoad(ctx context.Context) (uint64, error) {
 		w.add(b, name, h, byHost[name], reset)
 	}
 	w.addGone(b, hosts)
-	w.apply(b)
+	w.apply(b, meta.LastIndex)
 	return max(meta.LastIndex, 1), nil
 }
 
@@ -294,15 +295,23 @@ func (w *watcher) addGone(b batch, listed map[string]hostDoc) {
 	}
 }
 
-// apply installs a batch in every zone.
-func (w *watcher) apply(b batch) {
-	if len(b) == 0 {
+// apply installs a batch, read from Consul's state at index (the host
+// list's), in every zone. The batch may be empty: the serial follows the
+// index all the same (see Zone.nextSerial).
+func (w *watcher) apply(b batch, index uint64) {
+	changed := false
+	for _, z := range w.zones {
+		if z.update(b, index) {
+			changed = true
+		}
+	}
+	if !changed {
 		return
 	}
-	for _, z := range w.zones {
-		z.UpdateHosts(b)
-	}
 	updateGauges(w.zones, len(w.hosts))
+	if w.changed != nil {
+		w.changed()
+	}
 }
 
 // invalid logs and counts a bad document once per version of it.

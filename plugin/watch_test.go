@@ -1,6 +1,7 @@
 package berth
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -125,7 +126,7 @@ func startWatcher(t *testing.T, kv *api.KV, resync time.Duration) *watched {
 	w := &watched{zone: z, loaded: make(chan struct{}),
 		berth: &Berth{Next: test.NextHandler(dns.RcodeRefused, nil), zones: map[string]*Zone{testOrigin: z}, names: plugin.Zones{testOrigin}}}
 	var once sync.Once
-	wt := newWatcher(kv, kvPrefix, []*Zone{z}, resync, func() { once.Do(func() { close(w.loaded) }) })
+	wt := newWatcher(kv, kvPrefix, []*Zone{z}, resync, func() { once.Do(func() { close(w.loaded) }) }, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -668,4 +669,67 @@ func TestWatchIndexResetSameModifyIndex(t *testing.T) {
 	eventually(t, 5*time.Second, fmt.Sprintf("B's h1 (ModifyIndex %d, as A's)", same), w.has("web.c.example.org.", dns.TypeSRV,
 		"web.c.example.org. 30 IN SRV 10 10 1009 h1.hosts.c.example.org."))
 	w.check(t, "h1.hosts.c.example.org.", dns.TypeA, "h1.hosts.c.example.org. 30 IN A 192.0.2.11")
+}
+
+// TestWatchSerialSnapshotRestore proves the serial is Consul's index of the
+// data and never goes back, through a real snapshot restore: the restored
+// KV's index is older than the served serial, so a running server keeps
+// its serial (one more, as the records changed); a server started after
+// the restore serves the restored index; and Consul's next write under the
+// prefix, whose index is above every index before the restore, brings every
+// server to one serial again.
+func TestWatchSerialSnapshotRestore(t *testing.T) {
+	c := testenv.StartConsul(t, testenv.ConsulOptions{})
+	client := c.Client()
+	kv := client.KV()
+	serialIs := func(w *watched, want uint32) func() error {
+		return func() error {
+			if got := w.zone.SOA().Serial; got != want {
+				return fmt.Errorf("serial %d, want %d", got, want)
+			}
+			return nil
+		}
+	}
+	h1 := mkHost("h1", "192.0.2.10")
+	web := func(port int) kvOp {
+		return ctrOp(t, "h1", mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", port)))
+	}
+	i1 := publish(t, kv, h1, web(1001))
+	running := startWatcher(t, kv, time.Hour)
+	eventually(t, 5*time.Second, "serial of the first state", serialIs(running, uint32(i1)))
+
+	snap, _, err := client.Snapshot().Save(nil)
+	if err != nil {
+		t.Fatalf("snapshot save: %v", err)
+	}
+	saved, err := io.ReadAll(snap)
+	snap.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	i2 := publish(t, kv, h1, web(1002))
+	eventually(t, 5*time.Second, "serial after a change", serialIs(running, uint32(i2)))
+	i3 := publish(t, kv, mkHost("h2", "192.0.2.20"), ctrOp(t, "h2", mkCtr("b1", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.20", 2001))))
+	eventually(t, 5*time.Second, "serial after a second change", serialIs(running, uint32(i3)))
+
+	if err := client.Snapshot().Restore(nil, bytes.NewReader(saved)); err != nil {
+		t.Fatalf("snapshot restore: %v", err)
+	}
+	// The restored data is served (h2 gone, the first port back) at a
+	// serial one above the last: the index went back to i1.
+	eventually(t, 20*time.Second, "restored data", running.has("api.c.example.org.", dns.TypeA))
+	eventually(t, 5*time.Second, "restored port", running.has("web.c.example.org.", dns.TypeSRV, "web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org."))
+	eventually(t, 5*time.Second, "serial after the restore", serialIs(running, uint32(i3)+1))
+
+	// A server started now knows only the restored index.
+	started := startWatcher(t, kv, time.Hour)
+	eventually(t, 5*time.Second, "serial of a server started after the restore", serialIs(started, uint32(i1)))
+
+	// The next write under the prefix overtakes every earlier index.
+	i4 := publish(t, kv, h1, web(1004))
+	if i4 <= i3+1 {
+		t.Fatalf("the first write after the restore has index %d, not above %d", i4, i3+1)
+	}
+	eventually(t, 5*time.Second, "running server at the new index", serialIs(running, uint32(i4)))
+	eventually(t, 5*time.Second, "started server at the new index", serialIs(started, uint32(i4)))
 }

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/berthdns/berth/record"
 	"github.com/miekg/dns"
@@ -106,10 +105,15 @@ type Zone struct {
 	ttl    uint32
 	ns     *node // the apex: NS records and their glue
 
-	mu     sync.RWMutex
-	names  map[string]*node
-	soa    []dns.RR // the SOA alone: the authority section of every negative answer, shared, never modified
-	loaded bool
+	mu      sync.RWMutex
+	names   map[string]*node
+	soa     []dns.RR // the SOA alone: the authority section of every negative answer, shared, never modified
+	loaded  bool
+	journal journal // the differences behind the last serials, for IXFR
+
+	timers    soaTimers // set before the first load
+	serial    uint32    // the serial of the installed state
+	hasSerial bool      // false until the first update
 
 	records atomic.Int64 // resource records indexed, kept by install
 
@@ -137,8 +141,8 @@ type NSRecord struct {
 	Addrs []netip.Addr
 }
 
-// NewZone returns an empty zone for origin; it answers SERVFAIL until the
-// first Update marks it loaded.
+// NewZone returns an empty zone for origin; it answers SERVFAIL until
+// MarkLoaded, after the first update.
 func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason, name, why string)) *Zone {
 	origin = strings.ToLower(dns.Fqdn(origin))
 	if skip == nil {
@@ -184,8 +188,24 @@ func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason
 			z.names[name] = entNode
 		}
 	}
-	z.soa = []dns.RR{z.newSOA(uint32(time.Now().Unix()))}
+	z.timers = defaultTimers
+	z.soa = []dns.RR{z.newSOA(0)}
 	return z
+}
+
+// soaTimers are the SOA's refresh, retry and expire, in seconds.
+type soaTimers struct{ refresh, retry, expire uint32 }
+
+// defaultTimers suit secondaries that hear of changes by NOTIFY: refresh
+// is only the safety net for a lost NOTIFY (and BIND will not poll more
+// often than every 300 s anyway), and a hidden primary that is down for a
+// while must not make its secondaries give up the zone (two weeks).
+var defaultTimers = soaTimers{refresh: 300, retry: 60, expire: 14 * 24 * 3600}
+
+// setTimers sets the SOA timers; only before the first update.
+func (z *Zone) setTimers(t soaTimers) {
+	z.timers = t
+	z.soa = []dns.RR{z.newSOA(z.serial)}
 }
 
 func (z *Zone) hdr(name string, rrtype uint16) dns.RR_Header {
@@ -205,7 +225,7 @@ func (z *Zone) newSOA(serial uint32) *dns.SOA {
 		Ns:      z.ns.ns[0].(*dns.NS).Ns,
 		Mbox:    "hostmaster." + z.origin,
 		Serial:  serial,
-		Refresh: 60, Retry: 30, Expire: 604800,
+		Refresh: z.timers.refresh, Retry: z.timers.retry, Expire: z.timers.expire,
 		Minttl: z.ttl,
 	}
 }
@@ -260,18 +280,13 @@ func (z *Zone) Lookup(qname string, qtype uint16) (answer, extra, soa []dns.RR, 
 // Records is the number of resource records indexed.
 func (z *Zone) Records() int64 { return z.records.Load() }
 
-// Update replaces what host contributes to the zone with data (nil removes
-// the host); see UpdateHosts.
-func (z *Zone) Update(host string, data *hostData) {
-	z.UpdateHosts(map[string]*hostData{host: data})
-}
-
-// UpdateHosts replaces what each host contributes to the zone with its data
-// (nil removes the host). Every name shared by several hosts (a service, a
-// DNS-SD list) that the batch touches is merged once, and all changes are
-// installed together under the write lock, with a new SOA serial when any
-// record differs. Only one goroutine may call UpdateHosts and MarkLoaded.
-func (z *Zone) UpdateHosts(updates map[string]*hostData) {
+// update replaces what each host contributes to the zone with its data
+// (nil removes the host), as Consul held it at index. Every name shared by
+// several hosts (a service, a DNS-SD list) that the batch touches is merged
+// once, and all changes are installed together under the write lock with
+// the serial of index (see nextSerial). It reports whether the serial
+// changed. Only one goroutine may call update and MarkLoaded.
+func (z *Zone) update(updates map[string]*hostData, index uint64) bool {
 	changed := map[string]*node{}
 	touched := map[string]bool{}
 	for host, data := range updates {
@@ -315,7 +330,7 @@ func (z *Zone) UpdateHosts(updates map[string]*hostData) {
 			changed[name] = nil
 		}
 	}
-	z.install(changed)
+	return z.install(changed, index)
 }
 
 // reportSkipped reports the names left out of host's records that were not
@@ -346,8 +361,9 @@ func mergeKeys(a, b map[string]*node) map[string]bool {
 }
 
 // install applies changed (name -> node, nil to remove), keeps empty
-// non-terminals in step, and bumps the serial if anything differs.
-func (z *Zone) install(changed map[string]*node) {
+// non-terminals in step, moves the serial to index's, and journals the
+// difference; it reports whether the serial changed.
+func (z *Zone) install(changed map[string]*node, index uint64) bool {
 	final := map[string]*node{}
 	for name, n := range changed {
 		if z.static[name] {
@@ -383,15 +399,23 @@ func (z *Zone) install(changed map[string]*node) {
 			delete(final, name)
 		}
 	}
-	if len(final) == 0 {
-		return
+	serial := z.nextSerial(index, len(final) > 0)
+	if serial == z.serial && z.hasSerial && len(final) == 0 {
+		return false
 	}
-	serial := max(z.soa[0].(*dns.SOA).Serial+1, uint32(time.Now().Unix()))
-	soa := z.newSOA(serial)
-	var delta int64
+	var (
+		delta    int64
+		diff     = zoneDelta{from: z.serial, to: serial}
+		journals = z.loaded // no secondary can hold a state from before the first load
+	)
 	for name, n := range final {
-		delta += int64(n.size() - z.names[name].size())
+		was := z.names[name]
+		delta += int64(n.size() - was.size())
+		if journals {
+			diff.addName(was, n)
+		}
 	}
+	soa := z.newSOA(serial)
 	z.mu.Lock()
 	for name, n := range final {
 		if n == nil {
@@ -401,8 +425,32 @@ func (z *Zone) install(changed map[string]*node) {
 		}
 	}
 	z.soa = []dns.RR{soa}
+	if journals {
+		z.journal.add(diff)
+	}
 	z.mu.Unlock()
+	z.serial, z.hasSerial = serial, true
 	z.records.Add(delta)
+	return true
+}
+
+// nextSerial is the SOA serial of the zone once Consul's state at index is
+// installed. The serial is a property of the data, not of the process:
+// Consul's index of the state, in RFC 1982 arithmetic (modulo 2^32), so
+// every server reading one Consul serves one serial for the same data, and
+// a restarted server starts where it was. An index that is not newer than
+// the serial (it went backwards: a restored snapshot, a stale read) never
+// lowers the serial: it stays, or rises by one when the records changed,
+// until Consul's index overtakes it again.
+func (z *Zone) nextSerial(index uint64, changed bool) uint32 {
+	s := uint32(index)
+	switch {
+	case !z.hasSerial, serialNewer(s, z.serial):
+		return s
+	case changed:
+		return z.serial + 1
+	}
+	return z.serial
 }
 
 // countAncestors adds d to the count of names below each ancestor of name

@@ -85,6 +85,12 @@ func newTestZone(skip func(reason, name, why string)) *Zone {
 	return NewZone(testOrigin, testTTL, testNS, skip)
 }
 
+// put replaces what host contributes to z with data (nil removes it), as
+// the watcher would apply Consul's next state: one index past the serial.
+func (z *Zone) put(host string, data *hostData) {
+	z.update(map[string]*hostData{host: data}, uint64(z.serial)+1)
+}
+
 // exists reports whether name exists in z (with records or as an empty
 // non-terminal).
 func exists(z *Zone, name string) bool {
@@ -126,12 +132,12 @@ func shopHost(name, addr, idHex, ctrName, svc string, hostPort int) *hostData {
 func TestZoneUpdateReplacesHost(t *testing.T) {
 	t.Parallel()
 	z := newTestZone(nil)
-	z.Update("h1", shopHost("h1", "192.0.2.10", "a1", "web-1", "web", 32768))
+	z.put("h1", shopHost("h1", "192.0.2.10", "a1", "web-1", "web", 32768))
 	z.MarkLoaded()
 	if got, want := answerStrings(z, "web.c.example.org.", dns.TypeSRV), rrStrings("web.c.example.org. 30 IN SRV 10 10 32768 h1.hosts.c.example.org."); !slices.Equal(got, want) {
 		t.Fatalf("before: SRV %v, want %v", got, want)
 	}
-	z.Update("h1", shopHost("h1", "192.0.2.10", "a3", "web-3", "web", 40000))
+	z.put("h1", shopHost("h1", "192.0.2.10", "a3", "web-3", "web", 40000))
 	if got, want := answerStrings(z, "web.c.example.org.", dns.TypeSRV), rrStrings("web.c.example.org. 30 IN SRV 10 10 40000 h1.hosts.c.example.org."); !slices.Equal(got, want) {
 		t.Errorf("after: SRV %v, want %v", got, want)
 	}
@@ -153,8 +159,8 @@ func TestZoneRemoveHost(t *testing.T) {
 	t.Parallel()
 	z := newTestZone(nil)
 	base := z.Records()
-	z.Update("h1", shopHost("h1", "192.0.2.10", "a1", "api-1", "api.shop", 1000))
-	z.Update("h2", shopHost("h2", "192.0.2.20", "b2", "web-2", "web.shop", 2000))
+	z.put("h1", shopHost("h1", "192.0.2.10", "a1", "api-1", "api.shop", 1000))
+	z.put("h2", shopHost("h2", "192.0.2.20", "b2", "web-2", "web.shop", 2000))
 	z.MarkLoaded()
 	for _, name := range []string{"shop.c.example.org.", "hosts.c.example.org.", "_tcp.api.shop.c.example.org.", "_tcp.c.example.org.", "_udp.c.example.org."} {
 		if !exists(z, name) {
@@ -162,7 +168,7 @@ func TestZoneRemoveHost(t *testing.T) {
 		}
 	}
 
-	z.Update("h1", nil)
+	z.put("h1", nil)
 	gone := []string{
 		"h1.hosts.c.example.org.", "api-1.h1.hosts.c.example.org.", "api.shop.c.example.org.",
 		"_tcp.api.shop.c.example.org.", "_80._tcp.api.shop.c.example.org.", "_http._tcp.api.shop.c.example.org.",
@@ -183,7 +189,7 @@ func TestZoneRemoveHost(t *testing.T) {
 		t.Errorf("after h1 left, _http._tcp PTR %v, want %v", got, want)
 	}
 
-	z.Update("h2", nil)
+	z.put("h2", nil)
 	for _, name := range []string{"shop.c.example.org.", "hosts.c.example.org.", "_tcp.c.example.org.", "_udp.c.example.org.",
 		"_dns-sd._udp.c.example.org.", "_services._dns-sd._udp.c.example.org.", "web.shop.c.example.org."} {
 		if exists(z, name) {
@@ -200,34 +206,195 @@ func TestZoneRemoveHost(t *testing.T) {
 	}
 }
 
-// TestZoneSerial proves the SOA serial rises on every change and stays put
-// when an update changes nothing.
+// TestZoneSerial proves the serial is Consul's index of the data: it
+// follows the index, changes whenever the records do, and never goes back
+// when the index does (a restored snapshot, a stale read).
 func TestZoneSerial(t *testing.T) {
 	t.Parallel()
 	z := newTestZone(nil)
+	web := func(port int) *hostData { return shopHost("h1", "192.0.2.10", "a1", "web-1", "web", port) }
+	step := func(desc string, data *hostData, index uint64, want uint32) {
+		t.Helper()
+		z.update(map[string]*hostData{"h1": data}, index)
+		if got := z.SOA().Serial; got != want {
+			t.Errorf("%s at index %d: serial %d, want %d", desc, index, got, want)
+		}
+	}
+	step("first load", web(1000), 5000, 5000)
 	z.MarkLoaded()
+	step("a change", web(1001), 5007, 5007)
+	step("the same data at a later index", web(1001), 5009, 5009)
+	step("the same data at the same index", web(1001), 5009, 5009)
+	step("the same data at an older index", web(1001), 4000, 5009)
+	step("a change at an older index", web(1002), 4001, 5010)
+	step("the same data at the next older index", web(1002), 4002, 5010)
+	step("a change at an older index again", web(1003), 4003, 5011)
+	step("the index overtakes the serial", web(1003), 5012, 5012)
+
+	// A restart: a new zone on the same Consul state serves the same serial.
+	again := newTestZone(nil)
+	again.update(map[string]*hostData{"h1": web(1003)}, 5012)
+	if a, b := again.SOA().Serial, z.SOA().Serial; a != b {
+		t.Errorf("a second server on the same data serves serial %d, the first %d", a, b)
+	}
+
+	// RFC 1982: an index past 2^32 wraps, and the wrapped serial is newer.
+	z = newTestZone(nil)
+	step("near the wrap", web(1000), 1<<32-10, 1<<32-10)
+	step("across the wrap", web(1001), 1<<32+3, 3)
+}
+
+// TestZoneIXFR proves an IXFR from a journaled serial gets exactly the
+// records that went and came (RFC 1995's sequence of differences), one
+// from the current serial only the SOA, and one from an unknown serial or
+// a difference bigger than half the zone the whole zone.
+func TestZoneIXFR(t *testing.T) {
+	t.Parallel()
+	z := newTestZone(nil)
+	for i := range 10 { // web-h0 on h0 ... web-h9 on h9, one service
+		h := fmt.Sprintf("h%d", i)
+		z.put(h, shopHost(h, fmt.Sprintf("192.0.2.%d", 10+i), fmt.Sprintf("a%d", i), "web-"+h, "web", 1000))
+	}
+	z.MarkLoaded()
+	b := &Berth{zones: map[string]*Zone{testOrigin: z}, names: []string{testOrigin}}
+	collect := func(serial uint32) []dns.RR {
+		t.Helper()
+		ch, err := b.Transfer(testOrigin, serial)
+		if err != nil {
+			t.Fatalf("Transfer: %v", err)
+		}
+		var rrs []dns.RR
+		for batch := range ch {
+			rrs = append(rrs, batch...)
+		}
+		return rrs
+	}
+	_, axfr := z.snapshot()
 	s0 := z.SOA().Serial
-	z.Update("h1", shopHost("h1", "192.0.2.10", "a1", "web-1", "web", 1000))
+
+	// One port of one container changes: its SRV records go and come.
+	z.put("h1", shopHost("h1", "192.0.2.11", "a1", "web-h1", "web", 1234))
 	s1 := z.SOA().Serial
-	if !serialNewer(s1, s0) {
-		t.Errorf("adding a host: serial %d -> %d, want it to rise", s0, s1)
+	ixfr := collect(s0)
+	soas := []int{}
+	for i, rr := range ixfr {
+		if rr.Header().Rrtype == dns.TypeSOA {
+			soas = append(soas, i)
+		}
 	}
-	z.Update("h1", shopHost("h1", "192.0.2.10", "a1", "web-1", "web", 1001))
-	s2 := z.SOA().Serial
-	if !serialNewer(s2, s1) {
-		t.Errorf("changing a port: serial %d -> %d, want it to rise", s1, s2)
+	if len(soas) != 4 || soas[0] != 0 || soas[3] != len(ixfr)-1 {
+		t.Fatalf("IXFR %d -> %d: want SOA, SOA(old), deleted, SOA(new), added, SOA; got %v", s0, s1, ixfr)
 	}
-	z.Update("h9", nil) // a host that never was
-	if s := z.SOA().Serial; s != s2 {
-		t.Errorf("removing an unknown host: serial %d -> %d, want no change", s2, s)
+	serialAt := func(i int) uint32 { return ixfr[i].(*dns.SOA).Serial }
+	if serialAt(0) != s1 || serialAt(soas[1]) != s0 || serialAt(soas[2]) != s1 || serialAt(soas[3]) != s1 {
+		t.Errorf("IXFR serials %d %d %d %d, want %d %d %d %d", serialAt(0), serialAt(soas[1]), serialAt(soas[2]), serialAt(soas[3]), s1, s0, s1, s1)
 	}
-	z.Update("h1", shopHost("h1", "192.0.2.10", "a1", "web-1", "web", 1001)) // same data again
-	if s := z.SOA().Serial; s != s2 {
-		t.Errorf("re-applying identical data: serial %d -> %d, want no change (nothing changed)", s2, s)
+	deleted, added := ixfr[soas[1]+1:soas[2]], ixfr[soas[2]+1:soas[3]]
+	if len(deleted) == 0 || len(deleted) != len(added) {
+		t.Fatalf("IXFR deleted %v, added %v: want the same number of SRV records each way", deleted, added)
 	}
-	z.Update("h1", nil)
-	if s := z.SOA().Serial; !serialNewer(s, s2) {
-		t.Errorf("removing a host: serial %d -> %d, want it to rise", s2, s)
+	for _, rr := range deleted {
+		if srv, ok := rr.(*dns.SRV); !ok || srv.Port == 1234 {
+			t.Errorf("deleted %v: want only SRV records of the old port", rr)
+		}
+	}
+	for _, rr := range added {
+		if srv, ok := rr.(*dns.SRV); !ok || srv.Port != 1234 {
+			t.Errorf("added %v: want only SRV records of port 1234", rr)
+		}
+	}
+	// Applied to the old zone, the difference gives the new one.
+	want := map[string]int{}
+	for _, rr := range axfr {
+		want[rr.String()]++
+	}
+	for _, rr := range deleted {
+		want[rr.String()]--
+	}
+	for _, rr := range added {
+		want[rr.String()]++
+	}
+	_, now := z.snapshot()
+	got := map[string]int{}
+	for _, rr := range now {
+		got[rr.String()]++
+	}
+	for k, n := range want {
+		if n == 0 {
+			delete(want, k)
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("old zone + IXFR differences != new zone (%d records vs %d)", len(want), len(got))
+	}
+
+	// Two more changes: from s0 the IXFR has three differences in order.
+	z.put("h1", shopHost("h1", "192.0.2.11", "a1", "web-h1", "web", 1235))
+	z.put("h1", shopHost("h1", "192.0.2.11", "a1", "web-h1", "web", 1236))
+	if n := countSOA(collect(s0)); n != 2+2*3 {
+		t.Errorf("IXFR over three changes has %d SOA records, want 8", n)
+	}
+	if n := countSOA(collect(s1)); n != 2+2*2 {
+		t.Errorf("IXFR over two changes has %d SOA records, want 6", n)
+	}
+	if rrs := collect(z.SOA().Serial); len(rrs) != 1 {
+		t.Errorf("IXFR from the current serial gave %d records, want the SOA", len(rrs))
+	}
+	if rrs := collect(z.SOA().Serial + 5); len(rrs) != 1 {
+		t.Errorf("IXFR from a newer serial gave %d records, want the SOA", len(rrs))
+	}
+	if rrs := collect(s0 - 1); countSOA(rrs) != 2 || len(rrs) != int(z.Records())+2 {
+		t.Errorf("IXFR from an unknown serial gave %d records (%d SOA), want the AXFR's %d", len(rrs), countSOA(rrs), z.Records()+2)
+	}
+	// Most hosts leaving: the whole zone is smaller than the differences.
+	for _, h := range []string{"h0", "h2", "h3", "h4", "h5", "h6", "h7", "h8"} {
+		z.put(h, nil)
+	}
+	if rrs := collect(s0); countSOA(rrs) != 2 {
+		t.Errorf("IXFR bigger than half the zone: %d SOA records, want an AXFR (2)", countSOA(rrs))
+	}
+}
+
+func countSOA(rrs []dns.RR) int {
+	n := 0
+	for _, rr := range rrs {
+		if rr.Header().Rrtype == dns.TypeSOA {
+			n++
+		}
+	}
+	return n
+}
+
+// TestJournalBounds proves the journal keeps the newest differences within
+// its bounds, always chained from one serial to the next.
+func TestJournalBounds(t *testing.T) {
+	t.Parallel()
+	var j journal
+	rr := &dns.TXT{Hdr: dns.RR_Header{Name: "x.", Rrtype: dns.TypeTXT, Class: dns.ClassINET}, Txt: []string{"x"}}
+	for i := range uint32(journalMaxDeltas + 10) {
+		j.add(zoneDelta{from: i, to: i + 1, add: []dns.RR{rr}})
+	}
+	if len(j.deltas) != journalMaxDeltas || j.deltas[0].from != 10 {
+		t.Fatalf("journal holds %d deltas from %d, want %d from 10", len(j.deltas), j.deltas[0].from, journalMaxDeltas)
+	}
+	if _, ok := j.since(9); ok {
+		t.Error("a dropped serial is still in the journal")
+	}
+	if ds, ok := j.since(100); !ok || ds[0].from != 100 || ds[len(ds)-1].to != journalMaxDeltas+10 {
+		t.Error("since(100) does not run from 100 to the current serial")
+	}
+	big := make([]dns.RR, journalMaxRecords-5)
+	for i := range big {
+		big[i] = rr
+	}
+	last := uint32(journalMaxDeltas + 10)
+	j.add(zoneDelta{from: last, to: last + 1, del: big})
+	if j.records > journalMaxRecords || j.deltas[len(j.deltas)-1].to != last+1 {
+		t.Errorf("journal holds %d records in %d deltas, over its bound of %d", j.records, len(j.deltas), journalMaxRecords)
+	}
+	j.add(zoneDelta{from: 7, to: 8}) // a gap: start over
+	if len(j.deltas) != 1 || j.deltas[0].from != 7 {
+		t.Errorf("after a gap the journal holds %d deltas", len(j.deltas))
 	}
 }
 
@@ -236,13 +403,13 @@ func TestZoneSerial(t *testing.T) {
 func TestZoneSharedService(t *testing.T) {
 	t.Parallel()
 	z := newTestZone(nil)
-	z.Update("h1", shopHost("h1", "192.0.2.10", "a1", "web-1", "web", 1000))
-	z.Update("h2", shopHost("h2", "192.0.2.20", "b2", "web-2", "web", 2000))
+	z.put("h1", shopHost("h1", "192.0.2.10", "a1", "web-1", "web", 1000))
+	z.put("h2", shopHost("h2", "192.0.2.20", "b2", "web-2", "web", 2000))
 	z.MarkLoaded()
 	if got := answerStrings(z, "web.c.example.org.", dns.TypeA); !slices.Equal(got, rrStrings("web.c.example.org. 30 IN A 192.0.2.10", "web.c.example.org. 30 IN A 192.0.2.20")) {
 		t.Fatalf("both hosts: A %v", got)
 	}
-	z.Update("h1", nil)
+	z.put("h1", nil)
 	checks := []struct {
 		name  string
 		qtype uint16
@@ -366,7 +533,7 @@ func TestZoneSkipsNames(t *testing.T) {
 			t.Parallel()
 			var log skipLog
 			z := newTestZone(log.fn)
-			z.Update("h", tc.data)
+			z.put("h", tc.data)
 			z.MarkLoaded()
 			got := log.all()
 			switch {
@@ -405,7 +572,7 @@ func TestZoneSkipsLongContainerName(t *testing.T) {
 	z := NewZone(origin, testTTL, nil, log.fn)
 	host := strings.Repeat("h", 63) // h.hosts.<origin>: 63+1+5+1+150 = 220 octets
 	ctr := strings.Repeat("c", 40)  // 261 octets
-	z.Update(host, mkData(mkHost(host, "192.0.2.10"), mkCtr("a1", ctr, "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 80))))
+	z.put(host, mkData(mkHost(host, "192.0.2.10"), mkCtr("a1", ctr, "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 80))))
 	z.MarkLoaded()
 	ctrName := ctr + "." + host + ".hosts." + origin
 	if !log.has("too_long", ctrName) {
@@ -425,7 +592,7 @@ func TestZoneDuplicateContainerName(t *testing.T) {
 	t.Parallel()
 	var log skipLog
 	z := newTestZone(log.fn)
-	z.Update("h1", mkData(mkHost("h1", "192.0.2.10"),
+	z.put("h1", mkData(mkHost("h1", "192.0.2.10"),
 		mkCtr("b1", "web", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002)),
 		mkCtr("a1", "web", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
 	z.MarkLoaded()
@@ -454,7 +621,7 @@ func TestZoneNSConflict(t *testing.T) {
 	if got := answerStrings(z, "ns1.c.example.org.", dns.TypeA); !slices.Equal(got, wantA) {
 		t.Fatalf("ns1 A %v, want %v", got, wantA)
 	}
-	z.Update("h1", mkData(mkHost("h1", "192.0.2.10"), mkCtr("a1", "c", "ns1", "none", mkPort(53, "udp", "domain", "198.51.100.1", 53))))
+	z.put("h1", mkData(mkHost("h1", "192.0.2.10"), mkCtr("a1", "c", "ns1", "none", mkPort(53, "udp", "domain", "198.51.100.1", 53))))
 	if !log.has("conflict", "ns1.c.example.org.") {
 		t.Errorf("reported %v, want conflict ns1.c.example.org.", log.all())
 	}
@@ -467,7 +634,7 @@ func TestZoneNSConflict(t *testing.T) {
 	if got := answerStrings(z, "ns1.c.example.org.", dns.TypeSRV); len(got) != 0 {
 		t.Errorf("with the service: ns1 SRV %v, want none", got)
 	}
-	z.Update("h1", nil)
+	z.put("h1", nil)
 	if got := answerStrings(z, "ns1.c.example.org.", dns.TypeA); !slices.Equal(got, wantA) {
 		t.Errorf("after the service left: ns1 A %v, want %v", got, wantA)
 	}
@@ -517,20 +684,20 @@ func TestZoneRecords(t *testing.T) {
 		t.Errorf("empty zone: Records() = %d, want 4 (2 NS, ns1 A and AAAA)", z.Records())
 	}
 	check("empty zone")
-	z.Update("h1", shopHost("h1", "192.0.2.10", "a1", "web-1", "web", 1000))
+	z.put("h1", shopHost("h1", "192.0.2.10", "a1", "web-1", "web", 1000))
 	// h1 A; web-1 A, SRV, TXT; web A, SRV; _80._tcp.web SRV; _http._tcp.web
 	// SRV; _services PTR; _http._tcp PTR; instance SRV, TXT.
 	if z.Records() != 4+12 {
 		t.Errorf("one host: Records() = %d, want 16", z.Records())
 	}
 	check("one host")
-	z.Update("h2", shopHost("h2", "192.0.2.20", "b2", "web-2", "web", 2000))
+	z.put("h2", shopHost("h2", "192.0.2.20", "b2", "web-2", "web", 2000))
 	check("two hosts")
-	z.Update("h1", shopHost("h1", "192.0.2.10", "a1", "web-1", "api", 1000))
+	z.put("h1", shopHost("h1", "192.0.2.10", "a1", "web-1", "api", 1000))
 	check("h1 changed service")
-	z.Update("h2", nil)
+	z.put("h2", nil)
 	check("h2 left")
-	z.Update("h1", nil)
+	z.put("h1", nil)
 	check("h1 left")
 	if z.Records() != 4 {
 		t.Errorf("all left: Records() = %d, want 4", z.Records())
@@ -544,7 +711,7 @@ func TestZoneLookupAtomic(t *testing.T) {
 	z := newTestZone(nil)
 	v1 := mkData(mkHost("h1", "192.0.2.10"), mkCtr("a1", "w", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001), mkPort(81, "tcp", "", "192.0.2.10", 1002)))
 	v2 := mkData(mkHost("h1", "192.0.2.10"), mkCtr("a1", "w", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 2001), mkPort(81, "tcp", "", "192.0.2.10", 2002)))
-	z.Update("h1", v1)
+	z.put("h1", v1)
 	z.MarkLoaded()
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -571,9 +738,9 @@ func TestZoneLookupAtomic(t *testing.T) {
 	}
 	for i := range 500 {
 		if i%2 == 0 {
-			z.Update("h1", v2)
+			z.put("h1", v2)
 		} else {
-			z.Update("h1", v1)
+			z.put("h1", v1)
 		}
 	}
 	cancel()
@@ -713,7 +880,7 @@ func TestZoneReportsSkipOnce(t *testing.T) {
 	}
 	tooLong := "_80._tcp." + long + "." + testOrigin
 	for i := range 3 { // the host changes three times; the bad names stay
-		z.Update("h1", withPort(1000+i, long))
+		z.put("h1", withPort(1000+i, long))
 	}
 	if n := count("too_long", tooLong); n != 1 {
 		t.Errorf("too_long %s reported %d times over three updates, want once; all: %v", tooLong, n, log.all())
@@ -721,13 +888,13 @@ func TestZoneReportsSkipOnce(t *testing.T) {
 	if n := count("conflict", "ns1."+testOrigin); n != 1 {
 		t.Errorf("conflict ns1 reported %d times over three updates, want once", n)
 	}
-	z.Update("h1", withPort(1003, "fine"))
-	z.Update("h1", withPort(1004, long))
+	z.put("h1", withPort(1003, "fine"))
+	z.put("h1", withPort(1004, long))
 	if n := count("too_long", tooLong); n != 2 {
 		t.Errorf("too_long %s reported %d times after it was fixed and broken again, want twice", tooLong, n)
 	}
-	z.Update("h1", nil)
-	z.Update("h1", withPort(1005, long))
+	z.put("h1", nil)
+	z.put("h1", withPort(1005, long))
 	if n := count("conflict", "ns1."+testOrigin); n != 2 {
 		t.Errorf("conflict ns1 reported %d times after the host left and came back, want twice", n)
 	}
@@ -761,7 +928,7 @@ func TestZoneLazyJoin(t *testing.T) {
 			want[fmt.Sprintf(`w%02d\.h%02d.%s`, c, h, svcType)] = true
 		}
 	}
-	z.UpdateHosts(batch)
+	z.update(batch, uint64(z.serial)+1)
 	z.MarkLoaded()
 	ptrs := func() map[string]bool {
 		ans, _, _, _, _ := z.Lookup(svcType, dns.TypePTR)
@@ -784,14 +951,14 @@ func TestZoneLazyJoin(t *testing.T) {
 		t.Fatalf("PTR: %d records, want %d", len(got), len(want))
 	}
 	serial := z.SOA().Serial
-	z.Update("h03", hostDoc(3, 10000)) // compiled anew, same records
+	z.update(map[string]*hostData{"h03": hostDoc(3, 10000)}, uint64(serial)) // compiled anew, same records, same index
 	if s := z.SOA().Serial; s != serial {
 		t.Errorf("serial %d -> %d for a recompile that changed nothing", serial, s)
 	}
 	// h03 loses a container: its instance leaves the list, the others stay.
 	less := hostDoc(3, 10000)
 	less.Containers = less.Containers[1:]
-	z.Update("h03", less)
+	z.put("h03", less)
 	delete(want, fmt.Sprintf(`w00\.h03.%s`, svcType))
 	// Concurrent first uses join once; each sees the whole list.
 	var wg sync.WaitGroup

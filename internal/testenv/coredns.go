@@ -50,7 +50,11 @@ func CoreDNSBinary(t testing.TB) string {
 type CoreDNS struct {
 	Addr string // 127.0.0.1:port, UDP and TCP
 	Port int
+	bin  string
+	args []string
+	env  []string
 	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has exited
 	out  LockedBuffer
 }
 
@@ -60,36 +64,64 @@ type CoreDNS struct {
 // the server answers queries.
 func StartCoreDNS(t testing.TB, corefile string, env ...string) *CoreDNS {
 	t.Helper()
-	bin := CoreDNSBinary(t)
 	path := filepath.Join(t.TempDir(), "Corefile")
 	if err := os.WriteFile(path, []byte(corefile), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c := &CoreDNS{Port: FreePort(t)}
+	c := &CoreDNS{Port: FreePort(t), bin: CoreDNSBinary(t), env: env}
 	c.Addr = "127.0.0.1:" + strconv.Itoa(c.Port)
-	c.cmd = exec.Command(bin, "-conf", path, "-dns.port", strconv.Itoa(c.Port))
-	c.cmd.Env = append(os.Environ(), env...)
+	c.args = []string{"-conf", path, "-dns.port", strconv.Itoa(c.Port)}
+	t.Cleanup(func() {
+		c.kill()
+		if t.Failed() {
+			t.Logf("coredns output:\n%s", c.out.String())
+		}
+	})
+	c.start(t)
+	return c
+}
+
+// Restart kills the server and starts it again on the same port and
+// Corefile, as a crash and a supervisor's restart would; it returns once the
+// new process answers queries.
+func (c *CoreDNS) Restart(t testing.TB) {
+	t.Helper()
+	c.kill()
+	c.start(t)
+}
+
+func (c *CoreDNS) kill() {
+	if c.cmd != nil && c.cmd.Process != nil {
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+func (c *CoreDNS) start(t testing.TB) {
+	t.Helper()
+	c.cmd = exec.Command(c.bin, c.args...)
+	c.cmd.Env = append(os.Environ(), c.env...)
 	c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = c.cmd.Process.Kill()
-		_ = c.cmd.Wait()
-		if t.Failed() {
-			t.Logf("coredns output:\n%s", c.out.String())
-		}
-	})
+	c.done = make(chan struct{})
+	go func() { _ = c.cmd.Wait(); close(c.done) }()
 	deadline := time.Now().Add(20 * time.Second)
 	client := &dns.Client{Timeout: 200 * time.Millisecond}
 	for {
 		m := new(dns.Msg)
 		m.SetQuestion("berth-probe.invalid.", dns.TypeA)
 		if _, _, err := client.Exchange(m, c.Addr); err == nil {
-			return c
+			return
 		}
-		if time.Now().After(deadline) || c.cmd.ProcessState != nil {
+		select {
+		case <-c.done:
+			t.Fatalf("coredns exited:\n%s", c.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
 			t.Fatalf("coredns did not answer within 20s:\n%s", c.out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
