@@ -31,10 +31,10 @@ const fetchParallel = 8
 // that host's container documents (namespace v1, section 3). It alone
 // updates the zones.
 type watcher struct {
-	kv     *api.KV
-	prefix string
-	zones  []*Zone
-	resync time.Duration // safety-net full reload
+	kv      *api.KV
+	prefix  string
+	zones   []*Zone
+	resync  time.Duration // safety-net full reload
 	limit   *rate.Limiter // re-fetch rate
 	loaded  func()        // called once after the first full load
 	changed func()        // called after a round that changed a zone's serial
