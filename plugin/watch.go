@@ -3,13 +3,13 @@ package berth
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/berthdns/berth/internal/backoff"
 	"github.com/berthdns/berth/record"
 	"github.com/hashicorp/consul/api"
 	"golang.org/x/time/rate"
@@ -99,7 +99,7 @@ func (w *watcher) run(ctx context.Context) {
 			}
 			index = 0
 			watchRestarts.Inc()
-			sleep(ctx, backoff(failures))
+			sleep(ctx, watchBackoff.Delay(failures))
 			continue
 		}
 		if failures > 0 {
@@ -346,14 +346,11 @@ func signature(pairs api.KVPairs) string {
 	return b.String()
 }
 
-// backoff is exponential from 250ms to 8s, of which a random half is
-// jitter, so that many CoreDNS servers do not return to a recovering Consul
-// in step. The cap bounds how long answers stay stale once Consul is back;
-// a query to a Consul that is down costs it nothing.
-func backoff(failures int) time.Duration {
-	d := 250 * time.Millisecond << min(failures-1, 5)
-	return d/2 + rand.N(d/2+1)
-}
+// watchBackoff spaces the watcher's retries: from 250ms to 8s, a random half
+// of each wait jitter, so that many CoreDNS servers do not return to a
+// recovering Consul in step. The cap bounds how long answers stay stale
+// once Consul is back; a query to a Consul that is down costs it nothing.
+var watchBackoff = backoff.Policy{Min: 250 * time.Millisecond, Max: 8 * time.Second}
 
 func sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
