@@ -3,10 +3,12 @@ package berth_test
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -275,4 +277,83 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() error)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestNotifyCoalesced proves berth notifies its secondaries at start-up and
+// after changes, and that a burst of changes is coalesced: far fewer
+// NOTIFYs than changes (at most one per 250 ms round and one more), yet the
+// last change is notified: a NOTIFY arrives after it at whose time berth
+// serves the final serial. The secondary is a DNS server of the test's own
+// that counts NOTIFYs.
+func TestNotifyCoalesced(t *testing.T) {
+	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
+	kv := consul.Client().KV()
+	seed(t, kv)
+	var (
+		mu       sync.Mutex
+		notifies []time.Time
+	)
+	sec := &dns.Server{Addr: "127.0.0.1:0", Net: "udp", Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		if r.Opcode == dns.OpcodeNotify {
+			mu.Lock()
+			notifies = append(notifies, time.Now())
+			mu.Unlock()
+		}
+		m := new(dns.Msg)
+		m.SetReply(r)
+		w.WriteMsg(m)
+	})}
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec.PacketConn = pc
+	go sec.ActivateAndServe()
+	t.Cleanup(func() { sec.Shutdown() })
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(notifies) }
+
+	corefile := example(t, "hidden-primary.Corefile", "to 192.0.2.63 192.0.2.64", "to "+pc.LocalAddr().String(),
+		"prometheus 127.0.0.1:9153", "", "ready 127.0.0.1:8181", "")
+	primary := testenv.StartCoreDNS(t, corefile, "CONSUL_HTTP_ADDR="+consul.HTTP)
+	waitLoaded(t, primary.Addr, e2eZone)
+	waitFor(t, 5*time.Second, "a NOTIFY at start-up", func() error {
+		if count() == 0 {
+			return fmt.Errorf("none")
+		}
+		return nil
+	})
+
+	const changes = 200
+	before := count()
+	start := time.Now()
+	for i := range changes {
+		addWeb(t, kv, 200+i, 35000+i)
+	}
+	last := time.Now()
+	final := func() uint32 {
+		_, meta, err := kv.List(record.HostsPrefix("berth"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return uint32(meta.LastIndex)
+	}()
+	waitFor(t, 10*time.Second, "a NOTIFY after the last change, at the final serial", func() error {
+		mu.Lock()
+		n := len(notifies)
+		at := notifies[n-1]
+		mu.Unlock()
+		if !at.After(last) {
+			return fmt.Errorf("the last NOTIFY came before the last change")
+		}
+		if s := serialOf(t, primary.Addr); s != final {
+			return fmt.Errorf("berth at serial %d, Consul at %d", s, final)
+		}
+		return nil
+	})
+	sent := count() - before
+	rounds := int(time.Since(start)/(250*time.Millisecond)) + 2
+	if sent >= changes || sent > rounds {
+		t.Errorf("%d changes sent %d NOTIFYs in %v; want them coalesced to at most one per 250 ms (%d)", changes, sent, time.Since(start), rounds)
+	}
+	t.Logf("%d changes in %v: %d NOTIFYs", changes, last.Sub(start).Round(time.Millisecond), sent)
 }
