@@ -86,10 +86,17 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 	for _, p := range ctr.Ports {
 		ctrNode.addOnce(z.addrRR(ctrName, p.Addr), seen)
 	}
-	// A service name too long for the zone is not published (fits notes
-	// it), but the container still is, under its host.
+	// A service name too long for the zone, or that the ownership policy
+	// does not give this host, is not published (and noted), but the
+	// container still is, under its host: that name is the host's own.
 	svcName := ctr.Service + "." + z.origin
 	svcOK := b.fits("service", svcName)
+	prio, weight, err := z.policy.Claim(ctr.Service, host, ctr.Priority, ctr.Weight)
+	if err != nil {
+		b.skip("refused", svcName, err.Error())
+		svcOK = false
+		prio, weight = ctr.Priority, ctr.Weight
+	}
 	txt := []string{"id=" + ctr.ShortID(), "image=" + ctr.Image, "health=" + ctr.Health}
 	if svc := "service=" + ctr.Service; len(svc) <= maxTXTString {
 		// Only a service name that could never be published is too long
@@ -108,8 +115,8 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 		if !hostAddrs[p.Addr] {
 			target, tnode = ctrName, ctrNode
 		}
-		n.addOnce(&dns.SRV{Hdr: z.hdr(owner, dns.TypeSRV), Priority: uint16(ctr.Priority),
-			Weight: uint16(ctr.Weight), Port: uint16(p.HostPort), Target: target}, seen)
+		n.addOnce(&dns.SRV{Hdr: z.hdr(owner, dns.TypeSRV), Priority: uint16(prio),
+			Weight: uint16(weight), Port: uint16(p.HostPort), Target: target}, seen)
 		for _, rr := range tnode.a {
 			n.glueOnce(rr, seen)
 		}

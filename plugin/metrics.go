@@ -33,7 +33,7 @@ var (
 	})
 	invalidRecords = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "invalid_records_total",
-		Help: "KV documents or names skipped, by reason: invalid, version, too_long, duplicate, conflict.",
+		Help: "KV documents or names skipped, by reason: invalid, version, too_long, duplicate, conflict, refused (the ownership policy).",
 	}, []string{"reason"})
 	stale = promauto.NewGauge(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "stale",

@@ -49,7 +49,7 @@ func setup(c *caddy.Controller) error {
 	}
 	skip := func(reason, name, why string) {
 		invalidRecords.WithLabelValues(reason).Inc()
-		log.Warningf("not publishing %s: %s", name, why)
+		dataLog.warningf("not publishing %s: %s", name, why)
 	}
 	zones := make([]*Zone, 0, len(cfg.zones))
 	for _, origin := range cfg.zones {

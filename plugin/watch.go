@@ -40,8 +40,14 @@ type watcher struct {
 	changed func()        // called after a round that changed a zone's serial
 
 	hosts     map[string]*hostState
-	reported  map[string]uint64 // invalid key -> ModifyIndex already logged
-	lastIndex uint64            // the highest Consul index seen, to notice one going backwards
+	reports   *reporter
+	lastIndex uint64 // the host list's last Consul index, to notice one going backwards
+
+	policy   policyUpdate      // the ownership policy the zones have
+	policyCh chan *policyUpdate // from watchPolicy: a newer policy to apply
+
+	wakeMu     sync.Mutex
+	cancelRead context.CancelFunc // ends the blocking read of the host list in flight
 }
 
 // hostState is what the watcher last applied for one host.
@@ -57,9 +63,17 @@ func newWatcher(kv *api.KV, prefix string, zones []*Zone, resync time.Duration, 
 		kv: kv, prefix: prefix, zones: zones, resync: resync, loaded: loaded, changed: changed,
 		limit:    rate.NewLimiter(rate.Every(50*time.Millisecond), 10),
 		hosts:    map[string]*hostState{},
-		reported: map[string]uint64{},
+		reports:  newReporter(),
+		policy:   policyUpdate{policy: record.OpenPolicy},
+		policyCh: make(chan *policyUpdate, 1),
 	}
 }
+
+// Buckets of the reporter for documents that belong to no one host.
+const (
+	hostDocsReports = "/hosts"
+	policyReports   = "/policy"
+)
 
 // run watches until ctx ends. Errors back off with jitter and restart the
 // watch; the zones keep answering from the last good data meanwhile.
@@ -71,9 +85,15 @@ func (w *watcher) run(ctx context.Context) {
 		loaded   bool
 	)
 	for ctx.Err() == nil {
+		select {
+		case u := <-w.policyCh:
+			w.applyPolicy(u)
+		default:
+		}
 		var err error
 		if time.Since(lastFull) >= w.resync {
-			index, err = w.fullLoad(ctx)
+			var policyIndex uint64
+			index, policyIndex, err = w.fullLoad(ctx)
 			if err == nil {
 				lastFull = time.Now()
 				if !loaded {
@@ -82,6 +102,11 @@ func (w *watcher) run(ctx context.Context) {
 						z.MarkLoaded()
 					}
 					w.loaded()
+					if w.policy.policy == record.OpenPolicy {
+						log.Warningf("no ownership policy at %s: any host may publish any service name (README: Security)", record.PolicyKey(w.prefix))
+					}
+					last := w.policy
+					go w.watchPolicy(ctx, policyIndex, &last)
 				}
 			}
 		} else {
@@ -115,10 +140,24 @@ func (w *watcher) run(ctx context.Context) {
 }
 
 // watchOnce holds one blocking query on the host list and applies what
-// changed; it returns the index for the next query.
+// changed; it returns the index for the next query. A newer ownership
+// policy (wake) ends the query early, without an error.
 func (w *watcher) watchOnce(ctx context.Context, index uint64) (uint64, error) {
-	q := (&api.QueryOptions{WaitIndex: index, WaitTime: watchWait, AllowStale: true}).WithContext(ctx)
+	readCtx, cancel := context.WithCancel(ctx)
+	w.wakeMu.Lock()
+	w.cancelRead = cancel
+	w.wakeMu.Unlock()
+	defer func() {
+		w.wakeMu.Lock()
+		w.cancelRead = nil
+		w.wakeMu.Unlock()
+		cancel()
+	}()
+	q := (&api.QueryOptions{WaitIndex: index, WaitTime: watchWait, AllowStale: true}).WithContext(readCtx)
 	pairs, meta, err := w.kv.List(record.HostsPrefix(w.prefix), q)
+	if woken(ctx, readCtx, err) {
+		return index, nil
+	}
 	if err != nil {
 		return 0, err
 	}
@@ -155,17 +194,26 @@ func (w *watcher) watchOnce(ctx context.Context, index uint64) (uint64, error) {
 	return max(next, 1), nil
 }
 
-// fullLoad reads the host list and every container document at once, and
-// applies every host whose data differ from what was applied. It is the
-// first load and the safety net for producers that forget to bump rev.
-func (w *watcher) fullLoad(ctx context.Context) (uint64, error) {
+// fullLoad reads the ownership policy, the host list and every container
+// document at once, and applies every host whose data differ from what was
+// applied. It is the first load and the safety net for producers that
+// forget to bump rev. It returns the host list's index and the policy
+// read's, for the blocking queries that follow.
+func (w *watcher) fullLoad(ctx context.Context) (index, policyIndex uint64, err error) {
+	policyIndex, u, err := w.readPolicy(ctx, 0, &w.policy, w.reports)
+	if err != nil {
+		return 0, 0, err
+	}
+	if u != nil {
+		w.setPolicy(u)
+	}
 	pairs, meta, err := w.kv.List(record.HostsPrefix(w.prefix), (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	all, _, err := w.kv.List(record.AllContainersPrefix(w.prefix), (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	byHost := map[string]api.KVPairs{}
 	for _, p := range all {
@@ -178,11 +226,11 @@ func (w *watcher) fullLoad(ctx context.Context) (uint64, error) {
 	w.lastIndex = meta.LastIndex
 	b := batch{}
 	for name, h := range hosts {
-		w.add(b, name, h, byHost[name], reset)
+		w.add(b, name, h, byHost[name], reset || u != nil)
 	}
 	w.addGone(b, hosts)
 	w.apply(b, meta.LastIndex)
-	return max(meta.LastIndex, 1), nil
+	return max(meta.LastIndex, 1), policyIndex, nil
 }
 
 type hostDoc struct {
@@ -193,6 +241,7 @@ type hostDoc struct {
 // decodeHosts validates the host documents; an invalid one is skipped.
 func (w *watcher) decodeHosts(pairs api.KVPairs) map[string]hostDoc {
 	hosts := make(map[string]hostDoc, len(pairs))
+	bad := map[string]bool{}
 	for _, p := range pairs {
 		name := strings.TrimPrefix(p.Key, record.HostsPrefix(w.prefix))
 		h, err := record.DecodeHost(p.Key, p.Value)
@@ -200,7 +249,8 @@ func (w *watcher) decodeHosts(pairs api.KVPairs) map[string]hostDoc {
 			err = errors.New("host document " + p.Key + ": name " + h.Name + " does not match its key")
 		}
 		if err != nil {
-			w.invalid(p, err)
+			w.reports.invalid(hostDocsReports, p, err)
+			bad[p.Key] = true
 			if st := w.hosts[name]; st != nil {
 				// Garbage over a good document loses nothing: keep serving
 				// the last valid version until a valid one replaces it.
@@ -210,6 +260,7 @@ func (w *watcher) decodeHosts(pairs api.KVPairs) map[string]hostDoc {
 		}
 		hosts[name] = hostDoc{doc: h, index: p.ModifyIndex}
 	}
+	w.reports.keep(hostDocsReports, bad)
 	return hosts
 }
 
@@ -254,6 +305,7 @@ func (w *watcher) add(b batch, name string, h hostDoc, pairs api.KVPairs, force 
 			delete(w.hosts, name)
 			b[name] = nil
 		}
+		w.reports.keep(name, nil)
 		return
 	}
 	sig := signature(pairs)
@@ -264,6 +316,7 @@ func (w *watcher) add(b batch, name string, h hostDoc, pairs api.KVPairs, force 
 	st := &hostState{doc: h.doc, docIndex: h.index, containers: sig, docs: map[string]*record.Container{}}
 	w.hosts[name] = st
 	data := &hostData{Host: h.doc}
+	bad := map[string]bool{}
 	for _, p := range pairs {
 		_, id, ok := record.HostFromContainerKey(w.prefix, p.Key)
 		if !ok {
@@ -274,7 +327,8 @@ func (w *watcher) add(b batch, name string, h hostDoc, pairs api.KVPairs, force 
 			err = errors.New("container document " + p.Key + ": id " + c.ID + " does not match its key")
 		}
 		if err != nil {
-			w.invalid(p, err)
+			w.reports.invalid(name, p, err)
+			bad[p.Key] = true
 			if c = prev.lastValid(p.Key); c == nil {
 				continue
 			}
@@ -283,6 +337,7 @@ func (w *watcher) add(b batch, name string, h hostDoc, pairs api.KVPairs, force 
 		data.Containers = append(data.Containers, c)
 	}
 	sort.Slice(data.Containers, func(i, j int) bool { return data.Containers[i].ID < data.Containers[j].ID })
+	w.reports.keep(name, bad)
 	b[name] = data
 }
 
@@ -297,8 +352,10 @@ func (w *watcher) addGone(b batch, listed map[string]hostDoc) {
 
 // apply installs a batch, read from Consul's state at index (the host
 // list's), in every zone. The batch may be empty: the serial follows the
-// index all the same (see Zone.nextSerial).
+// index all the same (see Zone.nextSerial). The ownership policy is part of
+// the data: its document's index counts too.
 func (w *watcher) apply(b batch, index uint64) {
+	index = max(index, w.policy.index)
 	changed := false
 	for _, z := range w.zones {
 		if z.update(b, index) {
@@ -314,25 +371,22 @@ func (w *watcher) apply(b batch, index uint64) {
 	}
 }
 
-// invalid logs and counts a bad document once per version of it.
-func (w *watcher) invalid(p *api.KVPair, err error) {
-	if w.reported[p.Key] == p.ModifyIndex {
-		return
-	}
-	w.reported[p.Key] = p.ModifyIndex
-	reason := "invalid"
-	if errors.Is(err, record.ErrUnsupportedVersion) {
-		reason = "version"
-	}
-	invalidRecords.WithLabelValues(reason).Inc()
-	log.Warningf("skipping %v", err)
-}
-
 func (st *hostState) lastValid(key string) *record.Container {
 	if st == nil {
 		return nil
 	}
 	return st.docs[key]
+}
+
+// data is the host's documents as last applied, to compile them again
+// (under a new ownership policy) without reading Consul.
+func (st *hostState) data() *hostData {
+	d := &hostData{Host: st.doc, Containers: make([]*record.Container, 0, len(st.docs))}
+	for _, c := range st.docs {
+		d.Containers = append(d.Containers, c)
+	}
+	sort.Slice(d.Containers, func(i, j int) bool { return d.Containers[i].ID < d.Containers[j].ID })
+	return d
 }
 
 func signature(pairs api.KVPairs) string {

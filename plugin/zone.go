@@ -122,6 +122,7 @@ type Zone struct {
 	shared map[string]map[string]*node    // shared name -> host -> its part
 	below  map[string]int                 // name -> number of names with records strictly below it
 	static map[string]bool                // names set by the Corefile, never overridden
+	policy *record.Policy                 // who may publish which service names
 	skip   func(reason, name, why string) // reports a name that cannot be published
 	// What has been reported through skip and still holds, so that a name
 	// is reported once, not on every update of its host.
@@ -157,6 +158,7 @@ func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason
 		static:  map[string]bool{},
 		skip:    skip,
 		skipped: map[string]map[skipKey]string{},
+		policy:  record.OpenPolicy,
 	}
 	if len(nameservers) == 0 {
 		nameservers = []NSRecord{{Name: "ns.dns." + origin}}

@@ -1,0 +1,126 @@
+package berth
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/berthdns/berth/record"
+	"github.com/hashicorp/consul/api"
+	"golang.org/x/time/rate"
+)
+
+// policyUpdate is one state of the ownership policy document
+// (<prefix>/policy): the policy to apply and the document's ModifyIndex
+// (0 without a document), which counts in the zone's serial.
+type policyUpdate struct {
+	policy *record.Policy
+	index  uint64
+}
+
+// readPolicy reads the policy document at or after waitIndex (0: now),
+// reporting a bad one through reports (each goroutine has its own). It
+// returns Consul's index for the next blocking read and, when the document
+// changed since last (nil: never read), the update to apply. A document
+// that does not validate is reported once and changes nothing: the last
+// valid policy stays, or the open policy when there never was one, so bad
+// input loses no answer.
+func (w *watcher) readPolicy(ctx context.Context, waitIndex uint64, last *policyUpdate, reports *reporter) (uint64, *policyUpdate, error) {
+	q := (&api.QueryOptions{WaitIndex: waitIndex, WaitTime: watchWait, AllowStale: true}).WithContext(ctx)
+	pair, meta, err := w.kv.Get(record.PolicyKey(w.prefix), q)
+	if err != nil {
+		return 0, nil, err
+	}
+	var u *policyUpdate
+	switch {
+	case pair == nil:
+		u = &policyUpdate{policy: record.OpenPolicy}
+	case last != nil && pair.ModifyIndex == last.index:
+		return meta.LastIndex, nil, nil
+	default:
+		p, err := record.DecodePolicy(pair.Key, pair.Value)
+		if err != nil {
+			reports.invalid(policyReports, pair, err)
+			return meta.LastIndex, nil, nil
+		}
+		u = &policyUpdate{policy: p, index: pair.ModifyIndex}
+	}
+	if last != nil && last.index == u.index && last.policy == u.policy {
+		return meta.LastIndex, nil, nil
+	}
+	return meta.LastIndex, u, nil
+}
+
+// watchPolicy follows the policy document with blocking reads (at most one
+// a second: reads of a missing key return at every KV write) and hands
+// each change to the main loop, waking it from its own blocking read. Its
+// errors are the main loop's to report: both talk to the same Consul.
+func (w *watcher) watchPolicy(ctx context.Context, index uint64, last *policyUpdate) {
+	limit := rate.NewLimiter(rate.Every(time.Second), 1)
+	reports := newReporter()
+	failures := 0
+	for limit.Wait(ctx) == nil {
+		next, u, err := w.readPolicy(ctx, index, last, reports)
+		if err != nil {
+			failures++
+			index = 0
+			sleep(ctx, watchBackoff.Delay(failures))
+			continue
+		}
+		failures = 0
+		if next < index {
+			next = 0 // the index went backwards: read anew (see watchOnce)
+		}
+		index = next
+		if u != nil {
+			last = u
+			select { // the newest policy replaces one not yet applied
+			case <-w.policyCh:
+			default:
+			}
+			w.policyCh <- u
+			w.wake()
+		}
+	}
+}
+
+// setPolicy gives the zones an ownership policy; their hosts need
+// compiling again (applyPolicy) for it to take effect.
+func (w *watcher) setPolicy(u *policyUpdate) {
+	switch {
+	case u.policy == record.OpenPolicy && w.policy.policy != record.OpenPolicy:
+		log.Warningf("ownership policy %s is gone: any host may publish any service name (README: Security)", record.PolicyKey(w.prefix))
+	case u.policy != record.OpenPolicy:
+		log.Infof("ownership policy %s (index %d): %d rules, default %s", record.PolicyKey(w.prefix), u.index, len(u.policy.Rules), u.policy.Default)
+	}
+	w.policy = *u
+	for _, z := range w.zones {
+		z.policy = u.policy
+	}
+}
+
+// applyPolicy installs a new ownership policy and compiles every host again
+// under it.
+func (w *watcher) applyPolicy(u *policyUpdate) {
+	w.setPolicy(u)
+	b := batch{}
+	for name, st := range w.hosts {
+		b[name] = st.data()
+	}
+	w.apply(b, w.lastIndex)
+}
+
+// wake ends the main loop's blocking read of the host list early, so that a
+// policy change is applied at once rather than at the read's timeout.
+func (w *watcher) wake() {
+	w.wakeMu.Lock()
+	defer w.wakeMu.Unlock()
+	if w.cancelRead != nil {
+		w.cancelRead()
+	}
+}
+
+// woken reports whether err ended a read that wake cut short.
+func woken(ctx, readCtx context.Context, err error) bool {
+	return err != nil && ctx.Err() == nil && errors.Is(readCtx.Err(), context.Canceled)
+}

@@ -1,0 +1,138 @@
+package berth
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/berthdns/berth/internal/testenv"
+	"github.com/berthdns/berth/record"
+	"github.com/hashicorp/consul/api"
+	"github.com/miekg/dns"
+)
+
+// TestZoneOwnership proves the ownership policy decides which host's claim
+// on a service name is served: an impostor's claim (even at priority 0) is
+// left out and reported once while the owner's records stay; the
+// impostor's container is still served under its own host; a label's
+// priority and weight are held within the rule's bounds.
+func TestZoneOwnership(t *testing.T) {
+	t.Parallel()
+	var log skipLog
+	z := newTestZone(log.fn)
+	minPrio, maxWeight := 10, 20
+	z.policy = &record.Policy{V: 1, Default: record.PolicyAllow, Rules: []record.PolicyRule{
+		{Service: "web.shop", Hosts: []string{"h1"}, MinPriority: &minPrio, MaxWeight: &maxWeight},
+	}}
+	owner := shopHost("h1", "192.0.2.10", "a1", "web-1", "web.shop", 8080)
+	owner.Containers[0].Weight = 100 // over the rule's bound
+	impostor := shopHost("h9", "192.0.2.99", "f9", "evil", "web.shop", 6666)
+	impostor.Containers[0].Priority = 0
+	z.put("h1", owner)
+	z.put("h9", impostor)
+	z.MarkLoaded()
+
+	svc := "web.shop." + testOrigin
+	if got, want := answerStrings(z, svc, dns.TypeSRV), rrStrings(svc+" 30 IN SRV 10 20 8080 h1.hosts.c.example.org."); !slices.Equal(got, want) {
+		t.Errorf("SRV of the owned service %v, want only the owner's, weight held at 20: %v", got, want)
+	}
+	if got := answerStrings(z, "_http._tcp."+testOrigin, dns.TypePTR); len(got) != 1 {
+		t.Errorf("DNS-SD list %v: the impostor's instance must not be browsable", got)
+	}
+	if got := answerStrings(z, "evil.h9.hosts."+testOrigin, dns.TypeSRV); len(got) != 1 {
+		t.Errorf("the impostor's container under its own host: %v, want its SRV (that name is its host's)", got)
+	}
+	if !log.has("refused", svc) {
+		t.Errorf("the refused claim was not reported: %v", log.all())
+	}
+	z.put("h9", impostor) // again: no second report while it holds
+	if n := slices.Index(log.all(), "refused "+svc); n < 0 || slices.Index(log.all()[n+1:], "refused "+svc) >= 0 {
+		t.Errorf("the refused claim was reported more than once: %v", log.all())
+	}
+	// A policy with the default deny refuses names no rule covers.
+	z.policy = &record.Policy{V: 1, Default: record.PolicyDeny}
+	z.put("h1", owner)
+	if got := answerStrings(z, svc, dns.TypeSRV); len(got) != 0 {
+		t.Errorf("default deny: SRV %v, want none", got)
+	}
+}
+
+// TestWatchOwnershipPolicy proves the watcher follows the policy document
+// in Consul: with none every claim is served; a policy written later takes
+// the impostor out within a blocking read, with the serial at the policy's
+// index; a policy that does not validate changes nothing; the policy gone,
+// every claim is served again.
+func TestWatchOwnershipPolicy(t *testing.T) {
+	c := testenv.StartConsul(t, testenv.ConsulOptions{})
+	kv := c.Client().KV()
+	publish(t, kv, mkHost("h1", "192.0.2.10"), ctrOp(t, "h1", mkCtr("a1", "web-1", "web.shop", "none", mkPort(80, "tcp", "http", "192.0.2.10", 8080))))
+	evil := mkCtr("f9", "evil", "web.shop", "none", mkPort(80, "tcp", "http", "192.0.2.99", 6666))
+	evil.Priority = 0
+	publish(t, kv, mkHost("h9", "192.0.2.99"), ctrOp(t, "h9", evil))
+	w := startWatcher(t, kv, time.Hour)
+	both := w.has("web.shop.c.example.org.", dns.TypeSRV,
+		"web.shop.c.example.org. 30 IN SRV 10 10 8080 h1.hosts.c.example.org.",
+		"web.shop.c.example.org. 30 IN SRV 0 10 6666 h9.hosts.c.example.org.")
+	owner := w.has("web.shop.c.example.org.", dns.TypeSRV, "web.shop.c.example.org. 30 IN SRV 10 10 8080 h1.hosts.c.example.org.")
+	eventually(t, 5*time.Second, "no policy: every claim", both)
+
+	putPolicy := func(doc string) uint64 {
+		t.Helper()
+		if _, err := kv.Put(&api.KVPair{Key: record.PolicyKey(kvPrefix), Value: []byte(doc)}, nil); err != nil {
+			t.Fatal(err)
+		}
+		p, _, err := kv.Get(record.PolicyKey(kvPrefix), nil)
+		if err != nil || p == nil {
+			t.Fatalf("policy not written: %v", err)
+		}
+		return p.ModifyIndex
+	}
+	index := putPolicy(`{"v": 1, "default": "allow", "rules": [{"service": "web.shop", "hosts": ["h1"]}]}`)
+	eventually(t, 10*time.Second, "the policy takes the impostor out", owner)
+	eventually(t, 5*time.Second, "the serial is the policy's index", func() error {
+		if s := w.zone.SOA().Serial; s != uint32(index) {
+			return fmt.Errorf("serial %d, want %d", s, index)
+		}
+		return nil
+	})
+
+	before := metricValue(invalidRecords.WithLabelValues("invalid"))
+	putPolicy(`{"v": 1, "default": "sometimes"}`)
+	eventually(t, 10*time.Second, "the bad policy reported", func() error {
+		if metricValue(invalidRecords.WithLabelValues("invalid")) <= before {
+			return fmt.Errorf("not counted")
+		}
+		return nil
+	})
+	w.check(t, "web.shop.c.example.org.", dns.TypeSRV, "web.shop.c.example.org. 30 IN SRV 10 10 8080 h1.hosts.c.example.org.")
+
+	if _, err := kv.Delete(record.PolicyKey(kvPrefix), nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the policy gone: every claim again", both)
+}
+
+// TestWatchPolicyBeforeFirstLoad proves a zone is never served without its
+// policy: the first load applies the policy already in Consul.
+func TestWatchPolicyBeforeFirstLoad(t *testing.T) {
+	c := testenv.StartConsul(t, testenv.ConsulOptions{})
+	kv := c.Client().KV()
+	doc, _ := json.Marshal(record.Policy{V: 1, Default: record.PolicyDeny, Rules: []record.PolicyRule{{Service: "web", Hosts: []string{"h1"}}}})
+	if _, err := kv.Put(&api.KVPair{Key: record.PolicyKey(kvPrefix), Value: doc}, nil); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, kv, mkHost("h9", "192.0.2.99"), ctrOp(t, "h9", mkCtr("f9", "evil", "web", "none", mkPort(80, "tcp", "http", "192.0.2.99", 6666))))
+	z := newTestZone(nil)
+	wt := newWatcher(kv, kvPrefix, []*Zone{z}, time.Hour, func() {}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, _, err := wt.fullLoad(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ans, _, _, _, _ := z.Lookup("web."+testOrigin, dns.TypeSRV); len(ans) != 0 {
+		t.Errorf("first load served %v, which the policy refuses", ans)
+	}
+}
