@@ -43,7 +43,7 @@ type watcher struct {
 	reports   *reporter
 	lastIndex uint64 // the host list's last Consul index, to notice one going backwards
 
-	policy   policyUpdate      // the ownership policy the zones have
+	policy   policyUpdate       // the ownership policy the zones have
 	policyCh chan *policyUpdate // from watchPolicy: a newer policy to apply
 
 	wakeMu     sync.Mutex
