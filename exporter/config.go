@@ -38,7 +38,7 @@ type Config struct {
 // DefaultConfig is the configuration without any flag or variable.
 func DefaultConfig() Config {
 	return Config{Prefix: "berth", SessionTTL: 10 * time.Second, Resync: 30 * time.Second,
-		Listen: ":9753", LogLevel: "info", LogFormat: "text"}
+		Listen: "127.0.0.1:9753", LogLevel: "info", LogFormat: "text"}
 }
 
 // ParseFlags parses args (without the program name). Every flag can also be
@@ -57,7 +57,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	fs.DurationVar(&cfg.SessionTTL, "session-ttl", cfg.SessionTTL, "Consul session TTL (at least 10s)")
 	fs.DurationVar(&cfg.Resync, "resync", cfg.Resync, "full reconcile interval")
 	fs.BoolVar(&cfg.Explicit, "explicit", false, "publish only containers labelled berth.enable=true or berth.service=...")
-	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address for /metrics and /healthz (empty: none)")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "address for /metrics and /healthz (empty: none; :9753 for every interface)")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
 	fs.BoolVar(&cfg.DryRun, "dry-run", false, "print the documents it would write, as a table, and exit")

@@ -24,7 +24,7 @@ func TestParseFlags(t *testing.T) {
 		wantErr string // a part of the error; "" for none
 	}{
 		{desc: "defaults", check: func(c Config) bool {
-			return c.Listen == ":9753" && c.Prefix == "berth" && c.SessionTTL == 10*time.Second && c.Resync == 30*time.Second && !c.Explicit
+			return c.Listen == "127.0.0.1:9753" && c.Prefix == "berth" && c.SessionTTL == 10*time.Second && c.Resync == 30*time.Second && !c.Explicit
 		}},
 		{desc: "flags", args: []string{"--node", "dh1", "--prefix", "p/q", "--session-ttl", "15s", "--resync", "1m", "--explicit",
 			"--listen", "127.0.0.1:9", "--advertise-addr", "192.0.2.1, 2001:db8::1"},

@@ -14,13 +14,13 @@
 //     then hand it to the Publisher.
 //   - events.go: the Docker event stream, reopened after it breaks.
 //   - dryrun.go: the --dry-run table.
-//   - health.go: the Docker and Consul pings behind /healthz.
+//   - health.go: /healthz, and the cache of its Docker and Consul pings.
 //   - docker.go: the Mapper, from Docker's inspect result to a document.
 //   - publish.go: the Publisher: diffing, transaction splitting, rev bumps.
 //   - session.go: the Consul session that holds every key of the host.
 //   - acl.go: the Consul ACL policies of an exporter and of the plugin.
-//   - metrics.go: the Prometheus metrics and the /metrics and /healthz
-//     handler.
+//   - metrics.go: the Prometheus metrics, /metrics, and the handler that
+//     serves both.
 //   - config.go: the flags and BERTH_* variables, and the logger.
 //
 // The Publisher is usable without Docker: anything that can compute a host's

@@ -37,6 +37,7 @@ type Exporter struct {
 	host    string
 	pub     *Publisher
 	sess    *Session
+	health  *healthCache
 
 	mu    sync.Mutex
 	dirty map[string]time.Time // id -> time of the earliest unapplied event (zero: none)
@@ -62,6 +63,7 @@ func New(ctx context.Context, cfg Config, docker *client.Client, consulCfg *api.
 	e := &Exporter{cfg: cfg, docker: docker, consul: consul, log: log, metrics: NewMetrics(),
 		dirty: map[string]time.Time{}, wake: make(chan struct{}, 1),
 		desired: map[string]*record.Container{}, skipped: map[string]string{}, pending: map[string]time.Time{}}
+	e.health = newHealthCache(e.checkHealth)
 	node := cfg.Node
 	if node == "" {
 		ictx, cancel := context.WithTimeout(ctx, dockerTimeout)

@@ -1,9 +1,7 @@
 package exporter
 
 import (
-	"context"
 	"net/http"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -62,28 +60,10 @@ func NewMetrics() *Metrics {
 	return m
 }
 
-// Handler serves /metrics and /healthz; /healthz answers 200 when both
-// Docker and Consul answer within two seconds, else 503 saying which did
-// not.
+// Handler serves /metrics and /healthz (health.go).
 func (e *Exporter) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(e.metrics.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		msg, code := "ok\n", http.StatusOK
-		if err := e.pingDocker(ctx); err != nil {
-			msg, code = "docker: "+err.Error()+"\n", http.StatusServiceUnavailable
-		}
-		if err := e.pingConsul(ctx); err != nil {
-			if code == http.StatusOK {
-				msg = ""
-			}
-			msg, code = msg+"consul: "+err.Error()+"\n", http.StatusServiceUnavailable
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		w.WriteHeader(code)
-		_, _ = w.Write([]byte(msg))
-	})
+	mux.HandleFunc("/healthz", e.serveHealth)
 	return mux
 }

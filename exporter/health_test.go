@@ -1,0 +1,48 @@
+package exporter
+
+import (
+	"context"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/berthdns/berth/internal/testenv"
+)
+
+// TestHealthzCache proves /healthz reuses its ping result: with Consul
+// frozen (SIGSTOP) the cached "ok" is still served, since no request pinged
+// again; once the result is stale, the next request pings, and says that
+// Consul did not answer while Docker did.
+func TestHealthzCache(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, testenv.ConsulOptions{})
+	e, err := New(context.Background(), r.config(), r.docker, r.consulConfig(), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.health.mu.Lock()
+	e.health.ttl = time.Hour // the test decides when the result is stale
+	e.health.mu.Unlock()
+	srv := httptest.NewServer(e.Handler())
+	defer srv.Close()
+
+	if body := get(t, srv.URL+"/healthz", 200); body != "ok\n" {
+		t.Fatalf("/healthz with both up: %q", body)
+	}
+	r.consul.Pause()
+	t.Cleanup(r.consul.Resume) // before the agent's own cleanup stops it
+	for range 3 {
+		if body := get(t, srv.URL+"/healthz", 200); body != "ok\n" {
+			t.Fatalf("/healthz within the cache's lifetime pinged again: %q", body)
+		}
+	}
+
+	e.health.mu.Lock()
+	e.health.ttl = 0
+	e.health.mu.Unlock()
+	body := get(t, srv.URL+"/healthz", 503)
+	if !strings.HasPrefix(body, "consul: ") || strings.Contains(body, "docker") {
+		t.Errorf("/healthz with Consul frozen: %q, want only a consul line", body)
+	}
+}
