@@ -1,10 +1,6 @@
 package berth
 
 import (
-	"io"
-	"net/http"
-	"strings"
-
 	"github.com/coredns/coredns/plugin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -33,7 +29,7 @@ var (
 	})
 	invalidRecords = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "invalid_records_total",
-		Help: "KV documents or names skipped, by reason: invalid, version, too_long, duplicate, conflict, refused (the ownership policy).",
+		Help: "KV documents or names skipped, by reason: invalid, version, too_long, duplicate, conflict, refused (the ownership policy), oversize (a host's documents over the read bound).",
 	}, []string{"reason"})
 	stale = promauto.NewGauge(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "stale",
@@ -55,9 +51,13 @@ var (
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "non_queries_total",
 		Help: "Requests with an opcode other than QUERY, refused (NOTIFY) or not implemented (the rest), by opcode.",
 	}, []string{"zone", "opcode"})
+	hostFetchesDeferred = promauto.NewCounter(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: "berth", Name: "host_fetches_deferred_total",
+		Help: "Times a host changed faster than its fetch rate and had its changes coalesced.",
+	})
 	consulBytes = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "consul_received_bytes_total",
-		Help: "Response bytes read from Consul, by request: watch (host list), host (one host's containers), full (safety-net reload).",
+		Help: "Response bytes read from Consul, by request: watch (the host list), host (one host's containers), policy (the ownership policy).",
 	}, []string{"request"})
 )
 
@@ -67,35 +67,4 @@ func updateGauges(zones []*Zone, hosts int) {
 		recordsIndexed.WithLabelValues(z.Origin()).Set(float64(z.Records()))
 		zoneSerial.WithLabelValues(z.Origin()).Set(float64(z.SOA().Serial))
 	}
-}
-
-// countingTransport counts the bytes of every Consul response, so that the
-// cost of a change can be read off coredns_berth_consul_received_bytes_total.
-type countingTransport struct{ next http.RoundTripper }
-
-func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.next.RoundTrip(req)
-	if err != nil {
-		return nil, err
-	}
-	kind := "host"
-	switch {
-	case strings.HasSuffix(req.URL.Path, "/hosts/"):
-		kind = "watch"
-	case strings.HasSuffix(req.URL.Path, "/containers/"):
-		kind = "full"
-	}
-	resp.Body = &countingBody{ReadCloser: resp.Body, counter: consulBytes.WithLabelValues(kind)}
-	return resp, nil
-}
-
-type countingBody struct {
-	io.ReadCloser
-	counter prometheus.Counter
-}
-
-func (b *countingBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	b.counter.Add(float64(n))
-	return n, err
 }

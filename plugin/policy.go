@@ -26,6 +26,7 @@ type policyUpdate struct {
 // valid policy stays, or the open policy when there never was one, so bad
 // input loses no answer.
 func (w *watcher) readPolicy(ctx context.Context, waitIndex uint64, last *policyUpdate, reports *reporter) (uint64, *policyUpdate, error) {
+	ctx = withRequest(ctx, &consulRequest{kind: requestPolicy})
 	q := (&api.QueryOptions{WaitIndex: waitIndex, WaitTime: watchWait, AllowStale: true}).WithContext(ctx)
 	pair, meta, err := w.kv.Get(record.PolicyKey(w.prefix), q)
 	if err != nil {

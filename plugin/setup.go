@@ -240,20 +240,3 @@ func parseSeconds(arg string) (uint32, error) {
 	}
 	return uint32(secs), nil
 }
-
-// newConsulClient builds the Consul client with a timeout just above the
-// blocking query's wait, and counts response bytes.
-func newConsulClient(cfg *api.Config) (*api.Client, error) {
-	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
-	if err != nil {
-		return nil, fmt.Errorf("consul client: %w", err)
-	}
-	hc.Transport = countingTransport{next: hc.Transport}
-	hc.Timeout = watchWait + watchWait/16 + 3*time.Second // Consul adds up to wait/16 of jitter
-	cfg.HttpClient = hc
-	client, err := api.NewClient(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("consul client: %w", err)
-	}
-	return client, nil
-}

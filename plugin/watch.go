@@ -26,6 +26,21 @@ const watchWait = 15 * time.Second
 // the host list.
 const fetchParallel = 8
 
+// maxHostBytes bounds one host's container documents as read from Consul
+// (some 15,000 containers): a host whose subtree is larger is hostile or
+// broken; its read is cut off there, and the host keeps what was served
+// for it.
+const maxHostBytes = 16 << 20
+
+// hostByteRate is what a host's documents may cost in reads from Consul, on
+// average, with a burst of two full-size reads: far above what a host of
+// hundreds of containers changing many times a second costs, so that only
+// a hostile or broken one (a large subtree and a flapping rev) is held to
+// it. Its changes are then coalesced into the latest, fetched when its
+// allowance is back, so it costs bounded work and cannot slow other hosts'
+// answers.
+const hostByteRate = 2 << 20
+
 // watcher keeps the zones equal to Consul KV: one blocking query on the
 // small host list, and for every host whose document changed one fetch of
 // that host's container documents (namespace v1, section 3). It alone
@@ -39,9 +54,15 @@ type watcher struct {
 	loaded  func()        // called once after the first full load
 	changed func()        // called after a round that changed a zone's serial
 
-	hosts     map[string]*hostState
-	reports   *reporter
-	lastIndex uint64 // the host list's last Consul index, to notice one going backwards
+	hosts    map[string]*hostState
+	reports  *reporter
+	fetches  map[string]*rate.Limiter // per host, bytes: see hostByteRate
+	deferred map[string]bool          // hosts changed but not fetched yet: over their rate
+	oversize map[string]uint64        // host -> the document index at which its subtree was over maxHostBytes
+
+	// maxHostBytes and hostByteRate, which tests lower.
+	hostBytes, hostRate int64
+	lastIndex           uint64 // the host list's last Consul index, to notice one going backwards
 
 	policy   policyUpdate       // the ownership policy the zones have
 	policyCh chan *policyUpdate // from watchPolicy: a newer policy to apply
@@ -61,9 +82,12 @@ type hostState struct {
 func newWatcher(kv *api.KV, prefix string, zones []*Zone, resync time.Duration, loaded, changed func()) *watcher {
 	return &watcher{
 		kv: kv, prefix: prefix, zones: zones, resync: resync, loaded: loaded, changed: changed,
-		limit:    rate.NewLimiter(rate.Every(50*time.Millisecond), 10),
-		hosts:    map[string]*hostState{},
-		reports:  newReporter(),
+		limit:     rate.NewLimiter(rate.Every(50*time.Millisecond), 10),
+		hosts:     map[string]*hostState{},
+		reports:   newReporter(),
+		fetches:   map[string]*rate.Limiter{},
+		oversize:  map[string]uint64{},
+		hostBytes: maxHostBytes, hostRate: hostByteRate,
 		policy:   policyUpdate{policy: record.OpenPolicy},
 		policyCh: make(chan *policyUpdate, 1),
 	}
@@ -153,7 +177,7 @@ func (w *watcher) watchOnce(ctx context.Context, index uint64) (uint64, error) {
 		w.wakeMu.Unlock()
 		cancel()
 	}()
-	q := (&api.QueryOptions{WaitIndex: index, WaitTime: watchWait, AllowStale: true}).WithContext(readCtx)
+	q := (&api.QueryOptions{WaitIndex: index, WaitTime: w.waitTime(), AllowStale: true}).WithContext(readCtx)
 	pairs, meta, err := w.kv.List(record.HostsPrefix(w.prefix), q)
 	if woken(ctx, readCtx, err) {
 		return index, nil
@@ -175,23 +199,89 @@ func (w *watcher) watchOnce(ctx context.Context, index uint64) (uint64, error) {
 	w.lastIndex = meta.LastIndex
 	hosts := w.decodeHosts(pairs)
 	var changed []string
+	deferred := map[string]bool{}
 	for name, h := range hosts {
-		if st := w.hosts[name]; reset || st == nil || st.docIndex != h.index {
-			changed = append(changed, name)
+		st := w.hosts[name]
+		if !reset && st != nil && st.docIndex == h.index || w.oversize[name] == h.index && !reset {
+			continue
+		}
+		if !reset && !w.fetchAllowed(name) {
+			deferred[name] = true
+			continue
+		}
+		changed = append(changed, name)
+	}
+	for name := range deferred {
+		if !w.deferred[name] {
+			hostFetchesDeferred.Inc()
+			dataLog.warningf("host %s changes faster than its documents may be read (%d KiB/s): fetching its latest state at that rate", name, w.hostRate>>10)
 		}
 	}
+	w.deferred = deferred
 	sort.Strings(changed)
-	fetched, err := w.fetchHosts(ctx, changed)
+	b, err := w.fetchInto(ctx, hosts, changed, reset)
 	if err != nil {
 		return 0, err
-	}
-	b := batch{}
-	for _, name := range changed {
-		w.add(b, name, hosts[name], fetched[name], reset)
 	}
 	w.addGone(b, hosts)
 	w.apply(b, meta.LastIndex)
 	return max(next, 1), nil
+}
+
+// fetchAllowed reports whether host's documents may be fetched now: its
+// byte allowance (see hostByteRate) is not spent.
+func (w *watcher) fetchAllowed(host string) bool {
+	l := w.fetches[host]
+	return l == nil || l.TokensAt(time.Now()) > 0
+}
+
+// fetched charges a read of n bytes to host's allowance.
+func (w *watcher) fetched(host string, n int64) {
+	l := w.fetches[host]
+	if l == nil {
+		l = rate.NewLimiter(rate.Limit(w.hostRate), int(2*w.hostBytes))
+		w.fetches[host] = l
+	}
+	l.ReserveN(time.Now(), int(min(n, 2*w.hostBytes)))
+}
+
+// waitTime is how long the next blocking read of the host list may wait:
+// watchWait, or less when a deferred host may be fetched sooner.
+func (w *watcher) waitTime() time.Duration {
+	wait := watchWait
+	now := time.Now()
+	for host := range w.deferred {
+		if l := w.fetches[host]; l != nil {
+			d := time.Duration(-l.TokensAt(now) / float64(w.hostRate) * float64(time.Second))
+			wait = min(wait, max(d, 10*time.Millisecond))
+		}
+	}
+	return wait
+}
+
+// fetchInto fetches the container documents of hosts and adds them to a new
+// batch. A host whose subtree is over maxHostBytes keeps what it has (it is
+// reported once, and fetched again when its document changes).
+func (w *watcher) fetchInto(ctx context.Context, listed map[string]hostDoc, hosts []string, force bool) (batch, error) {
+	fetched, oversize, err := w.fetchHosts(ctx, hosts)
+	if err != nil {
+		return nil, err
+	}
+	b := batch{}
+	for _, name := range hosts {
+		h := listed[name]
+		if oversize[name] {
+			if _, seen := w.oversize[name]; !seen {
+				invalidRecords.WithLabelValues("oversize").Inc()
+				dataLog.warningf("host %s: its container documents are over %d KiB; keeping what was served for it", name, w.hostBytes>>10)
+			}
+			w.oversize[name] = h.index
+			continue
+		}
+		delete(w.oversize, name)
+		w.add(b, name, h, fetched[name], force)
+	}
+	return b, nil
 }
 
 // fullLoad reads the ownership policy, the host list and every container
@@ -211,22 +301,20 @@ func (w *watcher) fullLoad(ctx context.Context) (index, policyIndex uint64, err 
 	if err != nil {
 		return 0, 0, err
 	}
-	all, _, err := w.kv.List(record.AllContainersPrefix(w.prefix), (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return 0, 0, err
-	}
-	byHost := map[string]api.KVPairs{}
-	for _, p := range all {
-		if host, _, ok := record.HostFromContainerKey(w.prefix, p.Key); ok {
-			byHost[host] = append(byHost[host], p)
-		}
-	}
 	hosts := w.decodeHosts(pairs)
 	reset := meta.LastIndex < w.lastIndex
 	w.lastIndex = meta.LastIndex
-	b := batch{}
-	for name, h := range hosts {
-		w.add(b, name, h, byHost[name], reset || u != nil)
+	names := make([]string, 0, len(hosts))
+	for name := range hosts {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	// One bounded read per host rather than one of the whole prefix: a
+	// hostile host's subtree is cut off at maxHostBytes instead of passing
+	// through memory whole.
+	b, err := w.fetchInto(ctx, hosts, names, reset || u != nil)
+	if err != nil {
+		return 0, 0, err
 	}
 	w.addGone(b, hosts)
 	w.apply(b, meta.LastIndex)
@@ -264,33 +352,42 @@ func (w *watcher) decodeHosts(pairs api.KVPairs) map[string]hostDoc {
 	return hosts
 }
 
-// fetchHosts reads the container documents of each host, a few at a time.
-// These reads are consistent (not stale), so they are never older than the
-// host document that announced them.
-func (w *watcher) fetchHosts(ctx context.Context, hosts []string) (map[string]api.KVPairs, error) {
-	out := make(map[string]api.KVPairs, len(hosts))
+// fetchHosts reads the container documents of each host, a few at a time,
+// each read cut off at w.hostBytes (oversize). These reads are consistent
+// (not stale), so they are never older than the host document that
+// announced them.
+func (w *watcher) fetchHosts(ctx context.Context, hosts []string) (out map[string]api.KVPairs, oversize map[string]bool, err error) {
+	out = make(map[string]api.KVPairs, len(hosts))
+	oversize = map[string]bool{}
 	var (
-		mu       sync.Mutex
-		wg       sync.WaitGroup
-		firstErr error
-		sem      = make(chan struct{}, fetchParallel)
+		mu  sync.Mutex
+		wg  sync.WaitGroup
+		sem = make(chan struct{}, fetchParallel)
 	)
 	for _, h := range hosts {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			pairs, _, err := w.kv.List(record.ContainersPrefix(w.prefix, h), (&api.QueryOptions{}).WithContext(ctx))
+			req := &consulRequest{kind: requestHost, maxBytes: w.hostBytes}
+			pairs, _, ferr := w.kv.List(record.ContainersPrefix(w.prefix, h), (&api.QueryOptions{}).WithContext(withRequest(ctx, req)))
 			mu.Lock()
 			defer mu.Unlock()
-			if err != nil && firstErr == nil {
-				firstErr = err
+			w.fetched(h, req.read)
+			switch {
+			case ferr != nil && req.exceeded:
+				oversize[h] = true
+			case ferr != nil:
+				if err == nil {
+					err = ferr
+				}
+			default:
+				out[h] = pairs
 			}
-			out[h] = pairs
 		}()
 	}
 	wg.Wait()
-	return out, firstErr
+	return out, oversize, err
 }
 
 // batch collects the hosts that one round of the watcher changes, so that
@@ -306,6 +403,8 @@ func (w *watcher) add(b batch, name string, h hostDoc, pairs api.KVPairs, force 
 			b[name] = nil
 		}
 		w.reports.keep(name, nil)
+		delete(w.fetches, name)
+		delete(w.oversize, name)
 		return
 	}
 	sig := signature(pairs)

@@ -1,0 +1,203 @@
+package berth
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/berthdns/berth/internal/testenv"
+	"github.com/berthdns/berth/record"
+	"github.com/hashicorp/consul/api"
+	"github.com/miekg/dns"
+	"golang.org/x/time/rate"
+)
+
+// startBoundedWatcher is startWatcher with the per-host read bound and byte
+// rate lowered, so that a test can pass them with little data.
+func startBoundedWatcher(t *testing.T, c *testenv.Consul, hostBytes, hostRate int64) *watched {
+	t.Helper()
+	// The bounds live in the plugin's own Consul client (its transport).
+	cfg := api.DefaultConfig()
+	cfg.Address, cfg.Token = c.HTTP, ""
+	client, err := newConsulClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := client.KV()
+	z := newTestZone(nil)
+	w := &watched{zone: z, loaded: make(chan struct{})}
+	var once sync.Once
+	wt := newWatcher(kv, kvPrefix, []*Zone{z}, time.Hour, func() { once.Do(func() { close(w.loaded) }) }, nil)
+	wt.hostBytes, wt.hostRate = hostBytes, hostRate
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); wt.run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-w.loaded:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no first load from Consul within 15s")
+	}
+	return w
+}
+
+// TestWatchOversizeHost proves a host whose container documents are over
+// the read bound is cut off while they are read: it keeps what was served
+// for it, is reported once, and every other host goes on changing.
+func TestWatchOversizeHost(t *testing.T) {
+	c := testenv.StartConsul(t, testenv.ConsulOptions{})
+	kv := c.Client().KV()
+	good := mkHost("good", "192.0.2.10")
+	publish(t, kv, good, ctrOp(t, "good", mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
+	bad := mkHost("bad", "192.0.2.66")
+	publish(t, kv, bad, ctrOp(t, "bad", mkCtr("b1", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.66", 6001))))
+	w := startBoundedWatcher(t, c, 256<<10, 1<<30)
+	eventually(t, 5*time.Second, "the bad host's first state", w.has("api.c.example.org.", dns.TypeA, "api.c.example.org. 30 IN A 192.0.2.66"))
+
+	before := metricValue(invalidRecords.WithLabelValues("oversize"))
+	// 8 documents of 60 KiB: each under the document limit, together over
+	// the host's 256 KiB (one at a time: a transaction holds 512 KiB).
+	for i := range 8 {
+		op := rawOp("bad", fmt.Sprintf("%064x", i+1), `{"v":1,"pad":"`+strings.Repeat("x", 60<<10)+`"}`)
+		if _, err := kv.Put(&api.KVPair{Key: op.key, Value: op.value}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(t, kv, bad)
+	eventually(t, 5*time.Second, "the oversize host reported", func() error {
+		if metricValue(invalidRecords.WithLabelValues("oversize")) != before+1 {
+			return fmt.Errorf("oversize counted %v times, want 1", metricValue(invalidRecords.WithLabelValues("oversize"))-before)
+		}
+		return nil
+	})
+	w.check(t, "api.c.example.org.", dns.TypeA, "api.c.example.org. 30 IN A 192.0.2.66")
+
+	publish(t, kv, good, ctrOp(t, "good", mkCtr("a2", "web-2", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))))
+	eventually(t, 5*time.Second, "the good host changes", w.has("web-2.good.hosts.c.example.org.", dns.TypeA, "web-2.good.hosts.c.example.org. 30 IN A 192.0.2.10"))
+	publish(t, kv, bad) // the same oversize subtree at a new rev: read again, not reported again
+	publish(t, kv, good, ctrOp(t, "good", mkCtr("a3", "web-3", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1003))))
+	eventually(t, 5*time.Second, "the good host changes again", w.has("web-3.good.hosts.c.example.org.", dns.TypeA, "web-3.good.hosts.c.example.org. 30 IN A 192.0.2.10"))
+	if n := metricValue(invalidRecords.WithLabelValues("oversize")) - before; n != 1 {
+		t.Errorf("oversize reported %v times while it lasted, want once", n)
+	}
+	w.check(t, "api.c.example.org.", dns.TypeA, "api.c.example.org. 30 IN A 192.0.2.66")
+}
+
+// TestWatchFlappingHost proves a host that changes faster than its read
+// allowance has its changes coalesced (deferred, counted) while another
+// host's changes are answered meanwhile, and that its last state is served
+// once it stops.
+func TestWatchFlappingHost(t *testing.T) {
+	c := testenv.StartConsul(t, testenv.ConsulOptions{})
+	kv := c.Client().KV()
+	good := mkHost("good", "192.0.2.10")
+	publish(t, kv, good, ctrOp(t, "good", mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
+	flap := mkHost("flap", "192.0.2.77")
+	publish(t, kv, flap, ctrOp(t, "flap", mkCtr("f1", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.77", 7000))))
+	// A few hundred bytes a second, after a burst of 8 KiB: the flapping
+	// host's reads of about a kilobyte each are soon over it.
+	w := startBoundedWatcher(t, c, 4<<10, 512)
+	deferredBefore := metricValue(hostFetchesDeferred)
+
+	ctx, stop := context.WithCancel(context.Background())
+	flapped := make(chan int)
+	ctr := func(port int) []byte {
+		b, _ := json.Marshal(mkCtr("f1", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.77", port)))
+		return b
+	}
+	go func() {
+		port, published := 7000, 7000
+		for ctx.Err() == nil {
+			port++
+			flap.Rev++
+			doc, _ := json.Marshal(flap)
+			ok, _, _, err := kv.Txn(api.KVTxnOps{
+				{Verb: api.KVSet, Key: record.ContainerKey(kvPrefix, "flap", strings.Repeat("f1", 32)), Value: ctr(port)},
+				{Verb: api.KVSet, Key: record.HostKey(kvPrefix, "flap"), Value: doc},
+			}, nil)
+			if err == nil && ok {
+				published = port
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		flapped <- published
+	}()
+	eventually(t, 10*time.Second, "the flapping host deferred", func() error {
+		if metricValue(hostFetchesDeferred) <= deferredBefore {
+			return fmt.Errorf("no deferral counted")
+		}
+		return nil
+	})
+	publish(t, kv, good, ctrOp(t, "good", mkCtr("a2", "web-2", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))))
+	eventually(t, 5*time.Second, "the good host's change while the other flaps", w.has("web-2.good.hosts.c.example.org.", dns.TypeA, "web-2.good.hosts.c.example.org. 30 IN A 192.0.2.10"))
+	stop()
+	last := <-flapped
+	eventually(t, 20*time.Second, "the flapping host's last state", w.has("api-1.flap.hosts.c.example.org.", dns.TypeSRV,
+		fmt.Sprintf("api-1.flap.hosts.c.example.org. 30 IN SRV 10 10 %d flap.hosts.c.example.org.", last)))
+}
+
+// TestReporterForgets proves the report-once state holds only the bad
+// documents in KV now: bad keys that were deleted, or replaced by valid
+// ones, are forgotten.
+func TestReporterForgets(t *testing.T) {
+	c := testenv.StartConsul(t, testenv.ConsulOptions{})
+	kv := c.Client().KV()
+	h := mkHost("h1", "192.0.2.10")
+	var ops, dels []kvOp
+	for i := range 500 {
+		id := fmt.Sprintf("%064x", i+1)
+		ops = append(ops, rawOp("h1", id, "not json"))
+		dels = append(dels, delOp("h1", id))
+	}
+	publish(t, kv, h, ops...)
+	z := newTestZone(nil)
+	wt := newWatcher(kv, kvPrefix, []*Zone{z}, time.Hour, func() {}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, _, err := wt.fullLoad(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := wt.reports.size(); n != 500 {
+		t.Fatalf("reporter remembers %d bad keys, want 500", n)
+	}
+	publish(t, kv, h, dels...)
+	index, _, err := wt.fullLoad(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := wt.reports.size(); n != 0 {
+		t.Errorf("after the bad keys were deleted the reporter remembers %d", n)
+	}
+	publish(t, kv, h, rawOp("h1", fmt.Sprintf("%064x", 1), "still not json"))
+	if _, err := wt.watchOnce(ctx, index-1); err != nil {
+		t.Fatal(err)
+	}
+	if n := wt.reports.size(); n != 1 {
+		t.Errorf("one bad key again: the reporter remembers %d", n)
+	}
+	if _, err := kv.Delete(record.HostKey(kvPrefix, "h1"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := wt.fullLoad(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := wt.reports.size(); n != 0 {
+		t.Errorf("the host gone, the reporter remembers %d of its keys", n)
+	}
+}
+
+// TestLimitedLog proves bad-data warnings are held to the log's rate and
+// what is held back is counted.
+func TestLimitedLog(t *testing.T) {
+	l := &limitedLog{limit: rate.NewLimiter(rate.Every(time.Hour), 5)}
+	for i := range 100 {
+		l.warningf("bad document %d", i)
+	}
+	if l.dropped != 95 {
+		t.Errorf("%d warnings held back of 100 with a burst of 5, want 95", l.dropped)
+	}
+}

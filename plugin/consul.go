@@ -1,0 +1,93 @@
+package berth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// newConsulClient builds the Consul client with a timeout just above the
+// blocking query's wait, whose transport counts response bytes by request
+// kind and enforces a request's byte limit (see withRequest).
+func newConsulClient(cfg *api.Config) (*api.Client, error) {
+	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	hc.Transport = countingTransport{next: hc.Transport}
+	hc.Timeout = watchWait + watchWait/16 + 3*time.Second // Consul adds up to wait/16 of jitter
+	cfg.HttpClient = hc
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul client: %w", err)
+	}
+	return client, nil
+}
+
+// Kinds of Consul request, the label of consulBytes.
+const (
+	requestWatch  = "watch"  // the host list
+	requestHost   = "host"   // one host's container documents
+	requestPolicy = "policy" // the ownership policy
+)
+
+// consulRequest says what a Consul request reads, and bounds its response.
+type consulRequest struct {
+	kind     string
+	maxBytes int64 // 0: no bound
+	read     int64 // bytes of the response read
+	exceeded bool  // set when the response passed maxBytes
+}
+
+type requestKey struct{}
+
+// withRequest tags ctx's Consul requests with r, which the transport counts
+// under r.kind and cuts off after r.maxBytes: a host's subtree is bounded
+// while it is read, not after a hostile one was downloaded whole.
+func withRequest(ctx context.Context, r *consulRequest) context.Context {
+	return context.WithValue(ctx, requestKey{}, r)
+}
+
+// errTooLarge ends a response read past its request's maxBytes.
+var errTooLarge = errors.New("response larger than its bound")
+
+// countingTransport counts the bytes of every Consul response, so that the
+// cost of a change can be read off coredns_berth_consul_received_bytes_total,
+// and enforces the request's byte bound.
+type countingTransport struct{ next http.RoundTripper }
+
+func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	r, _ := req.Context().Value(requestKey{}).(*consulRequest)
+	if r == nil {
+		r = &consulRequest{kind: requestWatch}
+	}
+	resp.Body = &countingBody{ReadCloser: resp.Body, counter: consulBytes.WithLabelValues(r.kind), req: r}
+	return resp, nil
+}
+
+type countingBody struct {
+	io.ReadCloser
+	counter prometheus.Counter
+	req     *consulRequest
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.counter.Add(float64(n))
+	b.req.read += int64(n)
+	if b.req.maxBytes > 0 && b.req.read > b.req.maxBytes {
+		b.req.exceeded = true
+		return n, errTooLarge
+	}
+	return n, err
+}
