@@ -15,12 +15,17 @@
 //  7. Bad input: hostile KV documents, container labels and DNS queries;
 //     fuzz targets with their corpora under testdata/fuzz.
 //  8. Load: DNS at the highest sustained rate while containers churn.
+//  9. Hostile hosts: one claims a service another owns and writes invalid
+//     documents, one holds over 16 MiB of documents, both flap their rev,
+//     for a minute under query load (README: Security).
 //
 // The scenarios are long, so plain `go test ./...` skips them; they run when
 // -run names them (make test-faults runs -run Fault) or BERTH_FAULTS is set.
 // The fuzz targets run everywhere. Every container and network a scenario
 // creates carries the label berth.test=faults and is removed when the test
-// ends, passed or failed; traffic goes only to loopback and to the networks
+// ends, passed or failed (and, should the test process die, by the next test
+// binary that uses Docker: internal/testenv/reap.go); traffic goes only to
+// loopback and to the networks
 // the tests create. The scenarios' helpers live in the _test files of this
 // package and in internal/testenv (cluster.go, network.go, exporter.go).
 package faults

@@ -33,8 +33,33 @@ type prober struct {
 	failures atomic.Int64
 	timeouts atomic.Int64
 
-	mu      sync.Mutex
-	samples []string
+	mu        sync.Mutex
+	samples   []string
+	latencies []latency // every 8th answer's, from workers that ended
+}
+
+// latency is one answer's round trip and when it came.
+type latency struct {
+	at time.Time
+	rt time.Duration
+}
+
+// p99 is the 99th percentile round trip of the sampled answers that came
+// between from and to; run's workers must have ended.
+func (p *prober) p99(from, to time.Time) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var rts []time.Duration
+	for _, l := range p.latencies {
+		if !l.at.Before(from) && l.at.Before(to) {
+			rts = append(rts, l.rt)
+		}
+	}
+	if len(rts) == 0 {
+		return 0
+	}
+	slices.Sort(rts)
+	return rts[len(rts)*99/100]
 }
 
 func newProber(addr string, checks []check) *prober {
@@ -68,6 +93,12 @@ func (p *prober) run(ctx context.Context, workers int, pause time.Duration) (wai
 	for i := range workers {
 		wg.Go(func() {
 			c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
+			var mine []latency
+			defer func() {
+				p.mu.Lock()
+				p.latencies = append(p.latencies, mine...)
+				p.mu.Unlock()
+			}()
 			n := i
 			for ctx.Err() == nil {
 				checks := *p.checks.Load()
@@ -75,11 +106,13 @@ func (p *prober) run(ctx context.Context, workers int, pause time.Duration) (wai
 				n++
 				m := new(dns.Msg)
 				m.SetQuestion(ch.name, ch.qtype)
-				r, _, err := c.Exchange(m, p.addr)
+				r, rt, err := c.Exchange(m, p.addr)
 				if ctx.Err() != nil {
 					return // an answer cut short by the end is not counted
 				}
-				p.queries.Add(1)
+				if p.queries.Add(1)%8 == 0 && err == nil {
+					mine = append(mine, latency{time.Now(), rt})
+				}
 				switch {
 				case err != nil:
 					p.timeouts.Add(1)

@@ -1,0 +1,205 @@
+package faults
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/miekg/dns"
+
+	"github.com/berthdns/berth/internal/testenv"
+	"github.com/berthdns/berth/record"
+)
+
+// Scenario 9. Injects: two hosts turn hostile for BERTH_FAULT_HOSTILE
+// (default 1m) under query load, each writing only under its own keys, as
+// its exporter's ACL token allows: evil-a claims the service another host
+// owns (at SRV priority 0) and writes invalid documents; both flap their
+// rev 20 times a second; evil-b holds container documents of over 16 MiB.
+// Must hold: the owner's answers stay exactly right (no impostor, no
+// failure, no loss); the refused claim, the oversize host and the
+// coalesced fetches are counted; CoreDNS's RSS at the end within its
+// warm-up RSS + 128 MiB, and the p99 of answers during the attack within
+// 10x the p99 before it (or 50 ms); both bounds are printed.
+func TestFault9HostileHost(t *testing.T) {
+	dur := envDuration(t, "BERTH_FAULT_HOSTILE", time.Minute)
+	w := newWorld(t)
+	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
+	w.useConsul(consul.HTTP)
+	kv := w.consul.KV()
+	owned := w.service("owned")
+	policy, _ := json.Marshal(record.Policy{V: record.Version, Default: record.PolicyAllow,
+		Rules: []record.PolicyRule{{Service: owned, Hosts: []string{w.host}}}})
+	if _, err := kv.Put(&api.KVPair{Key: record.PolicyKey(prefix), Value: policy}, nil); err != nil {
+		t.Fatal(err)
+	}
+	w.startCoreDNS("")
+	var legit []*ctr
+	var ports []int
+	for i := range 3 {
+		c := w.runContainer(fmt.Sprintf("owned%d", i), map[string]string{"berth.service": owned})
+		legit = append(legit, c)
+		ports = append(ports, c.HostPort)
+	}
+	w.startExporter("")
+	if _, ok := waitFor(30*time.Second, func() bool { ok, _ := w.dnsMatches(owned, "owned"); return ok }); !ok {
+		t.Fatal("the owner's containers not published within 30s")
+	}
+	checks := []check{
+		{owned + "." + zone, dns.TypeSRV, wantSRV(ports...)},
+		{"_80._tcp." + owned + "." + zone, dns.TypeSRV, wantSRV(ports...)},
+		{w.ctrName(legit[0]), dns.TypeSRV, wantSRV(legit[0].HostPort)},
+		{hostName(w.host), dns.TypeA, wantA(w.net.Gateway.String())},
+		{"nope-" + w.run + "." + zone, dns.TypeA, wantNX},
+	}
+	p := newProber(w.dns.Addr, checks)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopLoad := p.run(ctx, 2*runtime.NumCPU(), 0)
+
+	time.Sleep(5 * time.Second) // warm-up
+	rssStart, err := testenv.RSS(w.dns.PID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseFrom := time.Now()
+	time.Sleep(10 * time.Second)
+	attackFrom := time.Now()
+	before, _ := scrape("http://" + w.promAddr + "/metrics")
+
+	evilA, evilB := "evil-a-"+w.run, "evil-b-"+w.run
+	h := newHostile(t, kv)
+	// evil-b's subtree: 280 documents of 60 KiB, over the 16 MiB a host may
+	// have read, written one at a time (a transaction holds 512 KiB).
+	for i := range 280 {
+		h.put(record.ContainerKey(prefix, evilB, fmt.Sprintf("%064x", i+1)), `{"v":1,"pad":"`+strings.Repeat("x", 60<<10)+`"}`)
+	}
+	for i := range 100 {
+		h.put(record.ContainerKey(prefix, evilA, fmt.Sprintf("%064x", 0xbad000+i)), "{not json")
+	}
+	attack, stopAttack := context.WithTimeout(ctx, dur)
+	defer stopAttack()
+	var wg sync.WaitGroup
+	wg.Go(func() { h.flap(attack, evilA, owned, 20) })
+	wg.Go(func() { h.flap(attack, evilB, "", 20) })
+	rssMax := rssStart
+	for attack.Err() == nil {
+		select {
+		case <-attack.Done():
+		case <-time.After(5 * time.Second):
+		}
+		rss, _ := testenv.RSS(w.dns.PID())
+		rssMax = max(rssMax, rss)
+		if w.dns.Exited() {
+			t.Fatalf("CoreDNS exited under the attack:\n%s", w.dns.Output())
+		}
+	}
+	wg.Wait()
+	attackTo := time.Now()
+	rssEnd, _ := testenv.RSS(w.dns.PID())
+	after, _ := scrape("http://" + w.promAddr + "/metrics")
+	cancel()
+	stopLoad()
+
+	p99Before, p99During := p.p99(baseFrom, attackFrom), p.p99(attackFrom, attackTo)
+	p99Bound := max(10*p99Before, 50*time.Millisecond)
+	rssBound := rssStart + 128<<20
+	if f := p.failures.Load(); f > 0 {
+		t.Errorf("%d failed answers (%d timeouts) of %d; first: %v", f, p.timeouts.Load(), p.queries.Load(), p.Samples())
+	}
+	if h.errs() > 0 {
+		t.Errorf("%d of the hostile writes failed: the attack did not run as written", h.errs())
+	}
+	for _, c := range []struct{ series, what string }{
+		{`coredns_berth_invalid_records_total{reason="refused"}`, "the refused claim"},
+		{`coredns_berth_invalid_records_total{reason="oversize"}`, "the oversize host"},
+		{`coredns_berth_invalid_records_total{reason="invalid"}`, "the invalid documents"},
+		{`coredns_berth_host_fetches_deferred_total`, "the coalesced fetches"},
+	} {
+		if delta(before, after, c.series) < 1 {
+			t.Errorf("%s not counted (%s)", c.what, c.series)
+		}
+	}
+	if rssEnd > rssBound {
+		t.Errorf("CoreDNS RSS %s at the end, over the bound %s", mb(rssEnd), mb(rssBound))
+	}
+	if p99During > p99Bound {
+		t.Errorf("p99 %v during the attack, over the bound %v (p99 before: %v)", p99During, p99Bound, p99Before)
+	}
+	fault(t, 9, "duration_s", int(attackTo.Sub(attackFrom).Seconds()), "queries", p.queries.Load(),
+		"lost", p.timeouts.Load(), "wrong", p.failures.Load()-p.timeouts.Load(), "hostile_writes", h.writes(),
+		"refused", delta(before, after, `coredns_berth_invalid_records_total{reason="refused"}`),
+		"deferred", delta(before, after, "coredns_berth_host_fetches_deferred_total"),
+		"p99_before", p99Before.Round(10*time.Microsecond), "p99_during", p99During.Round(10*time.Microsecond), "p99_bound", p99Bound,
+		"coredns_rss_start", mb(rssStart), "coredns_rss_max", mb(rssMax), "coredns_rss_end", mb(rssEnd), "rss_bound", mb(rssBound))
+}
+
+// hostile writes as a host that turned hostile: only under its own keys.
+type hostile struct {
+	t  *testing.T
+	kv *api.KV
+	mu sync.Mutex
+	n  int // writes
+	e  int // failed writes
+}
+
+func newHostile(t *testing.T, kv *api.KV) *hostile { return &hostile{t: t, kv: kv} }
+
+func (h *hostile) count(err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n++
+	if err != nil {
+		h.e++
+		if h.e == 1 {
+			h.t.Logf("hostile write: %v", err)
+		}
+	}
+}
+
+func (h *hostile) writes() int { h.mu.Lock(); defer h.mu.Unlock(); return h.n }
+func (h *hostile) errs() int   { h.mu.Lock(); defer h.mu.Unlock(); return h.e }
+
+func (h *hostile) put(key, value string) {
+	_, err := h.kv.Put(&api.KVPair{Key: key, Value: []byte(value)}, nil)
+	h.count(err)
+}
+
+// flap rewrites host's document perSecond times a second until ctx ends,
+// with a container claiming service (if any) at SRV priority 0 on a new
+// port each time.
+func (h *hostile) flap(ctx context.Context, host, service string, perSecond int) {
+	tick := time.NewTicker(time.Second / time.Duration(perSecond))
+	defer tick.Stop()
+	addr := netip.MustParseAddr("192.0.2.66")
+	for rev := uint64(1); ; rev++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		doc, _ := json.Marshal(record.Host{V: record.Version, Name: host, Addrs: []netip.Addr{addr}, Rev: rev})
+		ops := api.KVTxnOps{{Verb: api.KVSet, Key: record.HostKey(prefix, host), Value: doc}}
+		if service != "" {
+			id := strings.Repeat("e", 64)
+			c, _ := json.Marshal(record.Container{V: record.Version, ID: id, Name: "impostor", Service: service,
+				Image: "evil", Health: record.HealthNone, Priority: 0, Weight: 65535,
+				Ports: []record.Port{{Port: 80, Proto: "tcp", Name: "http", Addr: addr, HostPort: 40000 + int(rev%20000)}}})
+			ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: record.ContainerKey(prefix, host, id), Value: c})
+		}
+		ok, resp, _, err := h.kv.Txn(ops, nil)
+		if err == nil && !ok {
+			err = fmt.Errorf("transaction refused: %v", resp.Errors)
+		}
+		if ctx.Err() == nil {
+			h.count(err)
+		}
+	}
+}
