@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -30,6 +32,7 @@ type Config struct {
 	DryRun           bool
 	Once             bool
 	DeregisterOnExit bool
+	ShowVersion      bool // --version: print the version and exit
 	// OnlyLabel, "key" or "key=value", restricts the exporter to containers
 	// carrying that label (several exporters sharing one engine, tests).
 	OnlyLabel string
@@ -64,6 +67,8 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	fs.BoolVar(&cfg.Once, "once", false, "reconcile once, then exit (records live until the session expires)")
 	fs.BoolVar(&cfg.DeregisterOnExit, "deregister-on-exit", false, "remove this host's records on SIGTERM")
 	fs.StringVar(&cfg.OnlyLabel, "only-label", "", "KEY or KEY=VALUE: consider only containers with this label")
+	fs.BoolVar(&cfg.ShowVersion, "version", false, "print the version and exit")
+	fs.Usage = func() { usage(fs) }
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -74,7 +79,10 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
-		env := "BERTH_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		env := envName(f.Name)
+		if env == "" {
+			return
+		}
 		v, ok := lookupEnv(env)
 		if !ok || set[f.Name] || v == "" && !isString(f) {
 			return
@@ -101,6 +109,50 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	return cfg, cfg.validate()
 }
 
+// envName is the variable that sets flag name: BERTH_<NAME>, upper case, -
+// as _; "" for --version, which only the command line asks for.
+func envName(name string) string {
+	if name == "version" {
+		return ""
+	}
+	return "BERTH_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// usage prints --help: every flag with its variable, and the variables of
+// the Consul and Docker clients.
+func usage(fs *flag.FlagSet) {
+	w := fs.Output()
+	fmt.Fprintf(w, `Usage: berth-exporter [flags]
+
+Publishes the running containers of this Docker host into Consul KV for
+Berth's CoreDNS plugin (see exporter/README.md). Every flag but --version is
+also the environment variable named beside it; a flag on the command line
+wins over its variable.
+
+`)
+	fs.VisitAll(func(f *flag.Flag) {
+		kind, text := flag.UnquoteUsage(f)
+		fmt.Fprintf(w, "  --%s", f.Name)
+		if kind != "" {
+			fmt.Fprintf(w, " %s", kind)
+		}
+		if env := envName(f.Name); env != "" {
+			fmt.Fprintf(w, "    (%s)", env)
+		}
+		fmt.Fprintf(w, "\n    \t%s", text)
+		if f.DefValue != "" && f.DefValue != "false" {
+			fmt.Fprintf(w, " (default %q)", f.DefValue)
+		}
+		fmt.Fprintln(w)
+	})
+	fmt.Fprintf(w, `
+Consul is configured by its client's variables (CONSUL_HTTP_ADDR,
+CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE, CONSUL_HTTP_SSL, CONSUL_CACERT,
+...), Docker by its own (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH,
+DOCKER_API_VERSION).
+`)
+}
+
 func isString(f *flag.Flag) bool {
 	g, ok := f.Value.(flag.Getter)
 	if !ok {
@@ -121,9 +173,31 @@ func (c *Config) validate() error {
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("--log-format %q: text or json", c.LogFormat)
 	}
+	if err := checkListen(c.Listen); err != nil {
+		return err
+	}
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
+	}
+	return nil
+}
+
+// checkListen refuses a --listen the listener could never bind, such as
+// port 99999, before anything starts.
+func checkListen(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--listen %q: want HOST:PORT, IP:PORT or :PORT: %w", addr, err)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return fmt.Errorf("--listen %q: port %q is not a number from 0 to 65535", addr, port)
+	}
+	if strings.ContainsAny(host, "/ ") {
+		return fmt.Errorf("--listen %q: host %q is not an address or a name", addr, host)
 	}
 	return nil
 }

@@ -49,6 +49,13 @@ func TestParseFlags(t *testing.T) {
 		{desc: "prefix with a trailing slash", args: []string{"--prefix", "berth/"}, wantErr: "--prefix"},
 		{desc: "wildcard advertise address", args: []string{"--advertise-addr", "0.0.0.0"}, wantErr: "not an address clients can dial"},
 		{desc: "advertise address that is not one", args: []string{"--advertise-addr", "host.example"}, wantErr: "--advertise-addr"},
+		{desc: "listen port out of range", args: []string{"--listen", "127.0.0.1:99999"}, wantErr: "0 to 65535"},
+		{desc: "listen port out of range from the variable", env: map[string]string{"BERTH_LISTEN": ":99999"}, wantErr: "--listen"},
+		{desc: "listen without a port", args: []string{"--listen", "127.0.0.1"}, wantErr: "--listen"},
+		{desc: "listen on every interface", args: []string{"--listen", ":9753"}, check: func(c Config) bool { return c.Listen == ":9753" }},
+		{desc: "--version", args: []string{"--version"}, check: func(c Config) bool { return c.ShowVersion }},
+		{desc: "BERTH_VERSION is not --version", env: map[string]string{"BERTH_VERSION": "true"},
+			check: func(c Config) bool { return !c.ShowVersion }},
 		{desc: "log level", args: []string{"--log-level", "loud"}, wantErr: "--log-level"},
 		{desc: "stray argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
 	}

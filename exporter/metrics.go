@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"net/http"
+	"runtime"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -23,6 +24,7 @@ type Metrics struct {
 	DockerErrors        prometheus.Counter
 	Events              *prometheus.CounterVec // by action
 	EventLatency        prometheus.Histogram
+	BuildInfo           prometheus.Gauge // always 1; the labels say which build runs
 }
 
 // NewMetrics creates the metrics on a new registry.
@@ -53,9 +55,13 @@ func NewMetrics() *Metrics {
 		EventLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "event_to_kv_seconds",
 			Help:    "Time from a Docker event's timestamp to the KV transaction that reflects it.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14)}),
+		BuildInfo: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "build_info",
+			Help:        "Always 1: the exporter's version and the Go version it was built with.",
+			ConstLabels: prometheus.Labels{"version": Version, "goversion": runtime.Version()}}),
 	}
+	m.BuildInfo.Set(1)
 	m.Registry.MustRegister(m.ContainersSeen, m.ContainersPublished, m.ContainersSkipped, m.Reconciles,
-		m.ReconcileDuration, m.KVWrites, m.KVTxns, m.ConsulErrors, m.DockerErrors, m.Events, m.EventLatency,
+		m.ReconcileDuration, m.KVWrites, m.KVTxns, m.ConsulErrors, m.DockerErrors, m.Events, m.EventLatency, m.BuildInfo,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

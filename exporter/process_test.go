@@ -2,9 +2,13 @@ package exporter
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -161,14 +165,20 @@ func TestProcessKillRestartExpire(t *testing.T) {
 }
 
 // TestProcessSigterm: a clean stop leaves the records (to expire, or to be
-// adopted by the next start), and --deregister-on-exit removes them.
+// adopted by the next start) and exits 0, and --deregister-on-exit removes
+// them. The binary's /metrics has the build-info series.
 func TestProcessSigterm(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, testenv.ConsulOptions{})
 	c := r.runContainer(runOpts{name: "svc"})
 
-	p := r.startProc()
+	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	p := r.startProc("--listen", listen)
 	r.waitDoc("published", c, 10*time.Second, present)
+	buildInfo := fmt.Sprintf(`berth_exporter_build_info{goversion=%q,version=%q} 1`, runtime.Version(), Version)
+	if m := get(t, "http://"+listen+"/metrics", 200); !strings.Contains(m, buildInfo) {
+		t.Errorf("/metrics of the binary lacks %s", buildInfo)
+	}
 	p.signal(t, syscall.SIGTERM)
 	if p.cmd.ProcessState.ExitCode() != 0 {
 		t.Errorf("exit code %d after SIGTERM", p.cmd.ProcessState.ExitCode())
@@ -227,5 +237,95 @@ func TestProcessDryRunOnce(t *testing.T) {
 	}
 	if d := r.doc(c); d == nil || d.Service != "tbl.shop" {
 		t.Errorf("--once wrote %+v", d)
+	}
+}
+
+// exitCode runs the binary to its end with env added to the test's, and
+// returns its exit code and everything it printed.
+func exitCode(t *testing.T, env []string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(binary(t), args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		t.Fatalf("%v: %v", args, err)
+	}
+	return cmd.ProcessState.ExitCode(), string(out)
+}
+
+// TestProcessExitCodes runs the binary for each way it ends without a
+// signal: --version and --help succeed, a bad flag is a usage error (2), a
+// --listen that cannot be bound and any fatal error at start are failures
+// (1). None of these needs Consul: the node and advertise address are given,
+// so nothing is asked of Docker or Consul before the failure.
+func TestProcessExitCodes(t *testing.T) {
+	t.Parallel()
+	offline := []string{"BERTH_NODE=exit-codes", "BERTH_ADVERTISE_ADDR=192.0.2.10", "CONSUL_HTTP_ADDR=127.0.0.1:1"}
+
+	code, out := exitCode(t, nil, "--version")
+	if code != 0 || out != "berth-exporter "+Version+" "+runtime.Version()+"\n" {
+		t.Errorf("--version: exit %d, %q", code, out)
+	}
+
+	code, out = exitCode(t, nil, "--help")
+	if code != 0 {
+		t.Errorf("--help: exit %d", code)
+	}
+	vars := 0
+	for _, line := range strings.Split(out, "\n") {
+		name, ok := strings.CutPrefix(line, "  --")
+		if !ok {
+			continue
+		}
+		name, _, _ = strings.Cut(name, " ")
+		if name == "version" {
+			continue
+		}
+		if env := "BERTH_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_")); !strings.Contains(line, "("+env+")") {
+			t.Errorf("--help does not name %s beside --%s: %q", env, name, line)
+		}
+		vars++
+	}
+	for _, env := range []string{"BERTH_NODE", "BERTH_ADVERTISE_ADDR", "BERTH_PREFIX", "BERTH_SESSION_TTL", "BERTH_RESYNC",
+		"BERTH_EXPLICIT", "BERTH_LISTEN", "BERTH_LOG_LEVEL", "BERTH_LOG_FORMAT", "BERTH_DRY_RUN", "BERTH_ONCE",
+		"BERTH_DEREGISTER_ON_EXIT", "BERTH_ONLY_LABEL", "CONSUL_HTTP_ADDR", "DOCKER_HOST"} {
+		if !strings.Contains(out, env) {
+			t.Errorf("--help does not name %s", env)
+		}
+	}
+	if vars < 13 {
+		t.Errorf("--help lists %d flags with variables:\n%s", vars, out)
+	}
+
+	for _, tc := range []struct {
+		desc string
+		env  []string
+		args []string
+		code int
+		want string
+	}{
+		{"port out of range", offline, []string{"--listen", "127.0.0.1:99999"}, 2, "0 to 65535"},
+		{"port out of range from the variable", append(offline, "BERTH_LISTEN=:99999"), nil, 2, "--listen"},
+		{"unknown flag", nil, []string{"--no-such-flag"}, 2, "no-such-flag"},
+		{"stray argument", nil, []string{"extra"}, 2, "unexpected arguments"},
+		{"node name that sanitizes to nothing", append(offline, "BERTH_NODE=___"), nil, 1, "sanitizes to nothing"},
+		{"no Docker to ask for the node name", []string{"BERTH_ADVERTISE_ADDR=192.0.2.10", "DOCKER_HOST=unix:///nonexistent/docker.sock"},
+			nil, 1, "--node"},
+	} {
+		if code, out := exitCode(t, tc.env, tc.args...); code != tc.code || !strings.Contains(out, tc.want) {
+			t.Errorf("%s: exit %d, want %d and output mentioning %q:\n%s", tc.desc, code, tc.code, tc.want, out)
+		}
+	}
+
+	// A --listen address another socket holds.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if code, out := exitCode(t, offline, "--listen", ln.Addr().String()); code != 1 || !strings.Contains(out, "--listen") ||
+		!strings.Contains(out, "address already in use") {
+		t.Errorf("--listen %s, taken: exit %d, want 1 and the bind error:\n%s", ln.Addr(), code, out)
 	}
 }

@@ -1,5 +1,9 @@
 // Command berth-exporter publishes the containers of one Docker host into
 // Consul KV for Berth's CoreDNS plugin. See exporter/README.md.
+//
+// Exit status: 0 after SIGTERM or SIGINT, --help, --version, and a
+// successful --once or --dry-run; 2 for a bad flag or variable; 1 for any
+// other failure, such as a --listen address that cannot be bound.
 package main
 
 import (
@@ -8,9 +12,11 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -28,6 +34,10 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "berth-exporter:", err)
 		os.Exit(2)
+	}
+	if cfg.ShowVersion {
+		fmt.Printf("berth-exporter %s %s\n", exporter.Version, runtime.Version())
+		os.Exit(0)
 	}
 	log := cfg.Logger(os.Stderr)
 	if err := run(cfg, log); err != nil {
@@ -59,15 +69,29 @@ func run(cfg exporter.Config, log *slog.Logger) error {
 		return e.Once(ctx)
 	}
 
+	// The listener is bound before anything is published, so that a taken
+	// or forbidden --listen address ends the process at once, non-zero.
+	serveErr := make(chan error, 1)
 	if cfg.Listen != "" {
-		srv := &http.Server{Addr: cfg.Listen, Handler: e.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		ln, err := net.Listen("tcp", cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("--listen: %w", err)
+		}
+		log.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
+		srv := &http.Server{Handler: e.Handler(), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("metrics listener", "err", err)
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("--listen %s: %w", cfg.Listen, err)
 				stop()
 			}
 		}()
 		defer srv.Close()
 	}
-	return e.Run(ctx)
+	err = e.Run(ctx)
+	select {
+	case serr := <-serveErr:
+		return errors.Join(serr, err)
+	default:
+		return err
+	}
 }
