@@ -31,12 +31,12 @@ const benchZone = "c.example.org."
 
 // benchData is hosts x perHost containers, three instances per service on
 // three different hosts (the layout bench/ uses).
-func benchData(tb testing.TB, hosts, perHost int) []*hostData {
+func benchData(tb testing.TB, hosts, perHost int) []*hostDocs {
 	tb.Helper()
-	data := make([]*hostData, hosts)
+	data := make([]*hostDocs, hosts)
 	for h := range data {
 		addr := netip.AddrFrom4([4]byte{127, 1, byte(h / 250), byte(h%250 + 1)})
-		data[h] = &hostData{Host: &record.Host{V: 1, Name: fmt.Sprintf("h%04d", h), Addrs: []netip.Addr{addr}, Rev: 1}}
+		data[h] = &hostDocs{Host: &record.Host{V: 1, Name: fmt.Sprintf("h%04d", h), Addrs: []netip.Addr{addr}, Rev: 1}}
 	}
 	for c := range perHost {
 		for h := range hosts {
@@ -228,7 +228,7 @@ func BenchmarkZoneUpdate(b *testing.B) {
 				c := *h.Containers[0]
 				c.Ports = []record.Port{c.Ports[0]}
 				c.Ports[0].HostPort = 30000 + port%1000
-				next := &hostData{Host: h.Host, Containers: append([]*record.Container{&c}, h.Containers[1:]...)}
+				next := &hostDocs{Host: h.Host, Containers: append([]*record.Container{&c}, h.Containers[1:]...)}
 				z.put(h.Host.Name, next)
 			}
 		})

@@ -1,11 +1,3 @@
-// Package berth is the CoreDNS plugin that serves the Berth container
-// namespace (namespace v1) authoritatively from Consul KV. It owns the
-// Corefile syntax (setup.go), the query handler (this file), the in-memory
-// zone index (zone.go, compile.go), the Consul watcher that keeps the index
-// current (watch.go), zone transfers (xfr.go) and its metrics.
-//
-// Queries never touch Consul: they read the index, which one watcher
-// goroutine updates a host at a time.
 package berth
 
 import (
@@ -69,27 +61,22 @@ func (b *Berth) ServeDNS(ctx context.Context, w dns.ResponseWriter, r *dns.Msg) 
 		// it is configured; one that reaches us is not allowed.
 		return dns.RcodeRefused, nil
 	}
-	z := b.zones[origin]
-	answer, extra, soa, exists, loaded := z.Lookup(qname, state.QType())
-	if !loaded {
+	answer, ns, extra, res := b.zones[origin].Lookup(qname, state.QType())
+	switch {
+	case res == NotLoaded:
 		// Before the first load from Consul we know nothing: say so rather
 		// than deny names that may well exist.
 		return dns.RcodeServerFailure, nil
-	}
-	if !exists && b.Fall.Through(qname) {
+	case res == NameError && b.Fall.Through(qname):
 		return plugin.NextOrFailure(b.Name(), b.Next, ctx, w, r)
 	}
 
 	m := new(dns.Msg)
 	m.SetReply(r)
 	m.Authoritative = true
-	m.Answer, m.Extra = answer, extra
-	switch {
-	case !exists:
+	m.Answer, m.Ns, m.Extra = answer, ns, extra
+	if res == NameError {
 		m.Rcode = dns.RcodeNameError
-		m.Ns = soa
-	case len(answer) == 0:
-		m.Ns = soa
 	}
 	// The server's ScrubWriter truncates an answer too large for the
 	// client's UDP size and sets TC.

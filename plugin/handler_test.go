@@ -32,7 +32,7 @@ import (
 //	          on 192.0.2.20:8080
 //	  cache-1 cache     healthy, 6379/tcp redis on 192.0.2.20:6379 and
 //	          9999/udp (no name) on 192.0.2.20:9999
-func fixtureHosts() map[string]*hostData {
+func fixtureHosts() map[string]*hostDocs {
 	web1 := mkCtr("a1", "web-1", "web.shop", record.HealthHealthy,
 		mkPort(80, "tcp", "http", "192.0.2.10", 32768), mkPort(80, "tcp", "http", "2001:db8::10", 32768))
 	web1.Image, web1.Priority, web1.Weight = "nginx:1.27", 1, 5
@@ -45,7 +45,7 @@ func fixtureHosts() map[string]*hostData {
 	web2.Priority, web2.Weight = 20, 5
 	cache1 := mkCtr("c2", "cache-1", "cache", record.HealthHealthy,
 		mkPort(6379, "tcp", "redis", "192.0.2.20", 6379), mkPort(9999, "udp", "", "192.0.2.20", 9999))
-	return map[string]*hostData{
+	return map[string]*hostDocs{
 		"h1": mkData(mkHost("h1", "192.0.2.10", "2001:db8::10"), web1, db1, sick1, boot1, nap1),
 		"h2": mkData(mkHost("h2", "192.0.2.20"), web2, cache1),
 	}

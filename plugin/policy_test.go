@@ -132,7 +132,7 @@ func TestWatchPolicyBeforeFirstLoad(t *testing.T) {
 	if _, _, err := wt.fullLoad(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if ans, _, _, _, _ := z.Lookup("web."+testOrigin, dns.TypeSRV); len(ans) != 0 {
+	if ans, _, _, _ := z.Lookup("web."+testOrigin, dns.TypeSRV); len(ans) != 0 {
 		t.Errorf("first load served %v, which the policy refuses", ans)
 	}
 }

@@ -54,7 +54,7 @@ type watcher struct {
 	loaded  func()        // called once after the first full load
 	changed func()        // called after a round that changed a zone's serial
 
-	hosts    map[string]*hostState
+	hosts    map[string]*appliedHost
 	reports  *reporter
 	fetches  map[string]*rate.Limiter // per host, bytes: see hostByteRate
 	deferred map[string]bool          // hosts changed but not fetched yet: over their rate
@@ -71,8 +71,8 @@ type watcher struct {
 	cancelRead context.CancelFunc // ends the blocking read of the host list in flight
 }
 
-// hostState is what the watcher last applied for one host.
-type hostState struct {
+// appliedHost is what the watcher last applied for one host.
+type appliedHost struct {
 	doc        *record.Host
 	docIndex   uint64                       // ModifyIndex of the host document
 	containers string                       // signature of the container keys and their ModifyIndex
@@ -83,7 +83,7 @@ func newWatcher(kv *api.KV, prefix string, zones []*Zone, resync time.Duration, 
 	return &watcher{
 		kv: kv, prefix: prefix, zones: zones, resync: resync, loaded: loaded, changed: changed,
 		limit:     rate.NewLimiter(rate.Every(50*time.Millisecond), 10),
-		hosts:     map[string]*hostState{},
+		hosts:     map[string]*appliedHost{},
 		reports:   newReporter(),
 		fetches:   map[string]*rate.Limiter{},
 		oversize:  map[string]uint64{},
@@ -262,7 +262,7 @@ func (w *watcher) waitTime() time.Duration {
 // fetchInto fetches the container documents of hosts and adds them to a new
 // batch. A host whose subtree is over maxHostBytes keeps what it has (it is
 // reported once, and fetched again when its document changes).
-func (w *watcher) fetchInto(ctx context.Context, listed map[string]hostDoc, hosts []string, force bool) (batch, error) {
+func (w *watcher) fetchInto(ctx context.Context, listed map[string]listedHost, hosts []string, force bool) (batch, error) {
 	fetched, oversize, err := w.fetchHosts(ctx, hosts)
 	if err != nil {
 		return nil, err
@@ -321,14 +321,17 @@ func (w *watcher) fullLoad(ctx context.Context) (index, policyIndex uint64, err 
 	return max(meta.LastIndex, 1), policyIndex, nil
 }
 
-type hostDoc struct {
+// listedHost is a host document as the host list gave it: the first stage
+// of a host in the watcher (then hostDocs, decoded with its containers, to
+// compile; then appliedHost, what the zones have).
+type listedHost struct {
 	doc   *record.Host
-	index uint64
+	index uint64 // its ModifyIndex
 }
 
 // decodeHosts validates the host documents; an invalid one is skipped.
-func (w *watcher) decodeHosts(pairs api.KVPairs) map[string]hostDoc {
-	hosts := make(map[string]hostDoc, len(pairs))
+func (w *watcher) decodeHosts(pairs api.KVPairs) map[string]listedHost {
+	hosts := make(map[string]listedHost, len(pairs))
 	bad := map[string]bool{}
 	for _, p := range pairs {
 		name := strings.TrimPrefix(p.Key, record.HostsPrefix(w.prefix))
@@ -342,11 +345,11 @@ func (w *watcher) decodeHosts(pairs api.KVPairs) map[string]hostDoc {
 			if st := w.hosts[name]; st != nil {
 				// Garbage over a good document loses nothing: keep serving
 				// the last valid version until a valid one replaces it.
-				hosts[name] = hostDoc{doc: st.doc, index: st.docIndex}
+				hosts[name] = listedHost{doc: st.doc, index: st.docIndex}
 			}
 			continue
 		}
-		hosts[name] = hostDoc{doc: h, index: p.ModifyIndex}
+		hosts[name] = listedHost{doc: h, index: p.ModifyIndex}
 	}
 	w.reports.keep(hostDocsReports, bad)
 	return hosts
@@ -392,11 +395,11 @@ func (w *watcher) fetchHosts(ctx context.Context, hosts []string) (out map[strin
 
 // batch collects the hosts that one round of the watcher changes, so that
 // the zones merge each shared name once and install the round whole.
-type batch map[string]*hostData
+type batch map[string]*hostDocs
 
 // add decodes one host's documents into the batch (doc nil: the host is
 // gone) unless, short of force, nothing changed since the last time.
-func (w *watcher) add(b batch, name string, h hostDoc, pairs api.KVPairs, force bool) {
+func (w *watcher) add(b batch, name string, h listedHost, pairs api.KVPairs, force bool) {
 	if h.doc == nil {
 		if _, ok := w.hosts[name]; ok {
 			delete(w.hosts, name)
@@ -412,9 +415,9 @@ func (w *watcher) add(b batch, name string, h hostDoc, pairs api.KVPairs, force 
 	if !force && prev != nil && prev.docIndex == h.index && prev.containers == sig {
 		return
 	}
-	st := &hostState{doc: h.doc, docIndex: h.index, containers: sig, docs: map[string]*record.Container{}}
+	st := &appliedHost{doc: h.doc, docIndex: h.index, containers: sig, docs: map[string]*record.Container{}}
 	w.hosts[name] = st
-	data := &hostData{Host: h.doc}
+	data := &hostDocs{Host: h.doc}
 	bad := map[string]bool{}
 	for _, p := range pairs {
 		_, id, ok := record.HostFromContainerKey(w.prefix, p.Key)
@@ -441,10 +444,10 @@ func (w *watcher) add(b batch, name string, h hostDoc, pairs api.KVPairs, force 
 }
 
 // addGone adds to the batch the removal of every host no longer listed.
-func (w *watcher) addGone(b batch, listed map[string]hostDoc) {
+func (w *watcher) addGone(b batch, listed map[string]listedHost) {
 	for name := range w.hosts {
 		if _, ok := listed[name]; !ok {
-			w.add(b, name, hostDoc{}, nil, false)
+			w.add(b, name, listedHost{}, nil, false)
 		}
 	}
 }
@@ -470,7 +473,7 @@ func (w *watcher) apply(b batch, index uint64) {
 	}
 }
 
-func (st *hostState) lastValid(key string) *record.Container {
+func (st *appliedHost) lastValid(key string) *record.Container {
 	if st == nil {
 		return nil
 	}
@@ -479,8 +482,8 @@ func (st *hostState) lastValid(key string) *record.Container {
 
 // data is the host's documents as last applied, to compile them again
 // (under a new ownership policy) without reading Consul.
-func (st *hostState) data() *hostData {
-	d := &hostData{Host: st.doc, Containers: make([]*record.Container, 0, len(st.docs))}
+func (st *appliedHost) data() *hostDocs {
+	d := &hostDocs{Host: st.doc, Containers: make([]*record.Container, 0, len(st.docs))}
 	for _, c := range st.docs {
 		d.Containers = append(d.Containers, c)
 	}

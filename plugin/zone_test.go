@@ -48,10 +48,10 @@ func mkCtr(idHex, name, service, health string, ports ...record.Port) *record.Co
 		Image: "img:" + name, Health: health, Priority: 10, Weight: 10, Ports: ports}
 }
 
-func mkData(h *record.Host, cs ...*record.Container) *hostData {
+func mkData(h *record.Host, cs ...*record.Container) *hostDocs {
 	cs = slices.Clone(cs)
 	slices.SortFunc(cs, func(a, b *record.Container) int { return strings.Compare(a.ID, b.ID) })
-	return &hostData{Host: h, Containers: cs}
+	return &hostDocs{Host: h, Containers: cs}
 }
 
 // skipLog collects what the zone reports through its skip callback.
@@ -87,19 +87,19 @@ func newTestZone(skip func(reason, name, why string)) *Zone {
 
 // put replaces what host contributes to z with data (nil removes it), as
 // the watcher would apply Consul's next state: one index past the serial.
-func (z *Zone) put(host string, data *hostData) {
-	z.update(map[string]*hostData{host: data}, uint64(z.serial)+1)
+func (z *Zone) put(host string, data *hostDocs) {
+	z.update(map[string]*hostDocs{host: data}, uint64(z.serial)+1)
 }
 
 // exists reports whether name exists in z (with records or as an empty
 // non-terminal).
 func exists(z *Zone, name string) bool {
-	_, _, _, ok, _ := z.Lookup(name, dns.TypeA)
-	return ok
+	_, _, _, res := z.Lookup(name, dns.TypeA)
+	return res == Success || res == NoData
 }
 
 func answerStrings(z *Zone, name string, qtype uint16) []string {
-	ans, _, _, _, _ := z.Lookup(name, qtype)
+	ans, _, _, _ := z.Lookup(name, qtype)
 	out := make([]string, 0, len(ans))
 	for _, rr := range ans {
 		out = append(out, rr.String())
@@ -123,7 +123,7 @@ func rrStrings(rrs ...string) []string {
 
 // shopHost is a host with one healthy instance of service svc (its port 80
 // named http) on the host's address addr.
-func shopHost(name, addr, idHex, ctrName, svc string, hostPort int) *hostData {
+func shopHost(name, addr, idHex, ctrName, svc string, hostPort int) *hostDocs {
 	return mkData(mkHost(name, addr), mkCtr(idHex, ctrName, svc, record.HealthHealthy, mkPort(80, "tcp", "http", addr, hostPort)))
 }
 
@@ -206,16 +206,47 @@ func TestZoneRemoveHost(t *testing.T) {
 	}
 }
 
+// TestZoneLookupResults proves Lookup's typed result for each case: before
+// the first load, a name with the type, an empty non-terminal, a name with
+// other types only, and a name that does not exist.
+func TestZoneLookupResults(t *testing.T) {
+	t.Parallel()
+	z := newTestZone(nil)
+	z.put("h1", shopHost("h1", "192.0.2.10", "a1", "web-1", "web.shop", 1000))
+	if _, _, _, res := z.Lookup("web.shop."+testOrigin, dns.TypeSRV); res != NotLoaded {
+		t.Errorf("before the first load: %v, want NotLoaded", res)
+	}
+	z.MarkLoaded()
+	for _, c := range []struct {
+		name  string
+		qtype uint16
+		want  Result
+		ns    bool
+	}{
+		{"web.shop." + testOrigin, dns.TypeSRV, Success, false},
+		{"shop." + testOrigin, dns.TypeA, NoData, true},
+		{"web.shop." + testOrigin, dns.TypeAAAA, NoData, true},
+		{"nope." + testOrigin, dns.TypeA, NameError, true},
+		{testOrigin, dns.TypeSOA, Success, false},
+	} {
+		ans, ns, _, res := z.Lookup(c.name, c.qtype)
+		if res != c.want || (len(ns) == 1) != c.ns || (res == Success) != (len(ans) > 0) {
+			t.Errorf("%s %s: result %v, %d answers, authority %v; want %v with the SOA in authority %v",
+				c.name, dns.TypeToString[c.qtype], res, len(ans), ns, c.want, c.ns)
+		}
+	}
+}
+
 // TestZoneSerial proves the serial is Consul's index of the data: it
 // follows the index, changes whenever the records do, and never goes back
 // when the index does (a restored snapshot, a stale read).
 func TestZoneSerial(t *testing.T) {
 	t.Parallel()
 	z := newTestZone(nil)
-	web := func(port int) *hostData { return shopHost("h1", "192.0.2.10", "a1", "web-1", "web", port) }
-	step := func(desc string, data *hostData, index uint64, want uint32) {
+	web := func(port int) *hostDocs { return shopHost("h1", "192.0.2.10", "a1", "web-1", "web", port) }
+	step := func(desc string, data *hostDocs, index uint64, want uint32) {
 		t.Helper()
-		z.update(map[string]*hostData{"h1": data}, index)
+		z.update(map[string]*hostDocs{"h1": data}, index)
 		if got := z.SOA().Serial; got != want {
 			t.Errorf("%s at index %d: serial %d, want %d", desc, index, got, want)
 		}
@@ -233,7 +264,7 @@ func TestZoneSerial(t *testing.T) {
 
 	// A restart: a new zone on the same Consul state serves the same serial.
 	again := newTestZone(nil)
-	again.update(map[string]*hostData{"h1": web(1003)}, 5012)
+	again.update(map[string]*hostDocs{"h1": web(1003)}, 5012)
 	if a, b := again.SOA().Serial, z.SOA().Serial; a != b {
 		t.Errorf("a second server on the same data serves serial %d, the first %d", a, b)
 	}
@@ -426,7 +457,7 @@ func TestZoneSharedService(t *testing.T) {
 			t.Errorf("after h1 left: %s %s = %v, want %v", c.name, dns.TypeToString[c.qtype], got, c.want)
 		}
 	}
-	_, extra, _, _, _ := z.Lookup("web.c.example.org.", dns.TypeSRV)
+	_, _, extra, _ := z.Lookup("web.c.example.org.", dns.TypeSRV)
 	for _, rr := range extra {
 		if strings.HasPrefix(rr.Header().Name, "h1.") {
 			t.Errorf("after h1 left, web SRV glue still has %v", rr)
@@ -458,7 +489,7 @@ func TestZoneSkipsNames(t *testing.T) {
 	svcOf := func(n int) string { return labelsOf(n-1-len("c.example.org"), 's') }
 	tests := []struct {
 		name      string
-		data      *hostData
+		data      *hostDocs
 		reason    string // "" = published, nothing reported
 		skipped   string // the name reported and absent
 		published []string
@@ -639,7 +670,7 @@ func TestZoneNSConflict(t *testing.T) {
 		t.Errorf("after the service left: ns1 A %v, want %v", got, wantA)
 	}
 	// The apex NS and its glue are untouched.
-	ans, extra, _, _, _ := z.Lookup(testOrigin, dns.TypeNS)
+	ans, _, extra, _ := z.Lookup(testOrigin, dns.TypeNS)
 	if len(ans) != 2 || len(extra) != 2 {
 		t.Errorf("apex NS %v glue %v, want 2 NS and 2 glue records", ans, extra)
 	}
@@ -722,10 +753,10 @@ func TestZoneLookupAtomic(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for ctx.Err() == nil {
-				ans, _, _, ok, _ := z.Lookup("web.c.example.org.", dns.TypeSRV)
+				ans, _, _, res := z.Lookup("web.c.example.org.", dns.TypeSRV)
 				reads.Add(1)
-				if !ok || len(ans) != 2 {
-					bad.Store(fmt.Sprintf("exists=%v answer=%v", ok, ans))
+				if res != Success || len(ans) != 2 {
+					bad.Store(fmt.Sprintf("result=%v answer=%v", res, ans))
 					return
 				}
 				p0, p1 := ans[0].(*dns.SRV).Port/1000, ans[1].(*dns.SRV).Port/1000
@@ -807,7 +838,7 @@ func TestTransfer(t *testing.T) {
 		{"web.shop.c.example.org.", dns.TypeSRV}, {"_http._tcp.web.shop.c.example.org.", dns.TypeSRV},
 		{"_services._dns-sd._udp.c.example.org.", dns.TypePTR}, {`web-2\.h2._http._tcp.c.example.org.`, dns.TypeSRV},
 	} {
-		ans, _, _, _, _ := z.Lookup(q.name, q.qtype)
+		ans, _, _, _ := z.Lookup(q.name, q.qtype)
 		if len(ans) == 0 {
 			t.Errorf("fixture: %s has no %s", q.name, dns.TypeToString[q.qtype])
 		}
@@ -863,7 +894,7 @@ func TestZoneReportsSkipOnce(t *testing.T) {
 	// A service of 232 octets: 246 in the zone, fine; its SRV names are
 	// over 253 (_80._tcp. adds 9 octets).
 	long := labelsOf(232, 's')
-	withPort := func(hostPort int, svc string) *hostData {
+	withPort := func(hostPort int, svc string) *hostDocs {
 		return mkData(mkHost("h1", "192.0.2.10"),
 			mkCtr("a1", "web", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", hostPort)),
 			mkCtr("b1", "odd", svc, "none", mkPort(80, "tcp", "http", "192.0.2.10", 2000)),
@@ -910,7 +941,7 @@ func TestZoneLazyJoin(t *testing.T) {
 	z := newTestZone(nil)
 	const hosts, perHost = 20, 20
 	svcType := "_http._tcp." + testOrigin
-	hostDoc := func(h, firstPort int) *hostData {
+	listedHost := func(h, firstPort int) *hostDocs {
 		name := fmt.Sprintf("h%02d", h)
 		addr := fmt.Sprintf("192.0.2.%d", h+1)
 		var cs []*record.Container
@@ -921,9 +952,9 @@ func TestZoneLazyJoin(t *testing.T) {
 		return mkData(mkHost(name, addr), cs...)
 	}
 	want := map[string]bool{}
-	batch := map[string]*hostData{}
+	batch := map[string]*hostDocs{}
 	for h := range hosts {
-		batch[fmt.Sprintf("h%02d", h)] = hostDoc(h, 10000)
+		batch[fmt.Sprintf("h%02d", h)] = listedHost(h, 10000)
 		for c := range perHost {
 			want[fmt.Sprintf(`w%02d\.h%02d.%s`, c, h, svcType)] = true
 		}
@@ -931,7 +962,7 @@ func TestZoneLazyJoin(t *testing.T) {
 	z.update(batch, uint64(z.serial)+1)
 	z.MarkLoaded()
 	ptrs := func() map[string]bool {
-		ans, _, _, _, _ := z.Lookup(svcType, dns.TypePTR)
+		ans, _, _, _ := z.Lookup(svcType, dns.TypePTR)
 		got := map[string]bool{}
 		for _, rr := range ans {
 			if got[rr.(*dns.PTR).Ptr] {
@@ -951,12 +982,12 @@ func TestZoneLazyJoin(t *testing.T) {
 		t.Fatalf("PTR: %d records, want %d", len(got), len(want))
 	}
 	serial := z.SOA().Serial
-	z.update(map[string]*hostData{"h03": hostDoc(3, 10000)}, uint64(serial)) // compiled anew, same records, same index
+	z.update(map[string]*hostDocs{"h03": listedHost(3, 10000)}, uint64(serial)) // compiled anew, same records, same index
 	if s := z.SOA().Serial; s != serial {
 		t.Errorf("serial %d -> %d for a recompile that changed nothing", serial, s)
 	}
 	// h03 loses a container: its instance leaves the list, the others stay.
-	less := hostDoc(3, 10000)
+	less := listedHost(3, 10000)
 	less.Containers = less.Containers[1:]
 	z.put("h03", less)
 	delete(want, fmt.Sprintf(`w00\.h03.%s`, svcType))
@@ -964,7 +995,7 @@ func TestZoneLazyJoin(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
-			if ans, _, _, _, _ := z.Lookup(svcType, dns.TypePTR); len(ans) != len(want) {
+			if ans, _, _, _ := z.Lookup(svcType, dns.TypePTR); len(ans) != len(want) {
 				t.Errorf("concurrent first use: %d PTRs, want %d", len(ans), len(want))
 			}
 		})
