@@ -60,7 +60,7 @@ func setup(c *caddy.Controller) error {
 		zones = append(zones, z)
 	}
 	if len(cfg.ns) == 0 {
-		log.Warningf("no ns line: the zone's NS record names %s, which has no address; set ns for delegation", zones[0].ns.ns[0].(*dns.NS).Ns)
+		log.Warningf("no ns line: the zone's NS record names %s, which has no address; set ns for delegation", zones[0].SOA().Ns)
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -253,18 +253,18 @@ const lazyJoinMin = 256
 func merge(name string, parts map[string]*node) *node {
 	browse := strings.HasPrefix(name, dnssdServices)
 	hosts := make([]string, 0, len(parts))
-	var size [6]int
+	var size struct{ a, aaaa, srv, ptr, txt, glue int }
 	for h, p := range parts {
 		hosts = append(hosts, h)
-		size[0] += len(p.a)
-		size[1] += len(p.aaaa)
-		size[2] += len(p.srv)
-		size[3] += len(p.ptr)
-		size[4] += len(p.txt)
-		size[5] += len(p.glue)
+		size.a += len(p.a)
+		size.aaaa += len(p.aaaa)
+		size.srv += len(p.srv)
+		size.ptr += len(p.ptr)
+		size.txt += len(p.txt)
+		size.glue += len(p.glue)
 	}
 	sort.Strings(hosts)
-	if count := size[2] + size[3] + size[4]; !browse && size[0]+size[1] == 0 && count >= lazyJoinMin {
+	if count := size.srv + size.ptr + size.txt; !browse && size.a+size.aaaa == 0 && count >= lazyJoinMin {
 		m := &node{parts: make([]*node, len(hosts)), count: count}
 		for i, h := range hosts {
 			m.parts[i] = parts[h]
@@ -272,8 +272,8 @@ func merge(name string, parts map[string]*node) *node {
 		return m
 	}
 	m := &node{
-		a: make([]dns.RR, 0, size[0]), aaaa: make([]dns.RR, 0, size[1]), srv: make([]dns.RR, 0, size[2]),
-		ptr: make([]dns.RR, 0, size[3]), txt: make([]dns.RR, 0, size[4]), glue: make([]dns.RR, 0, size[5]),
+		a: make([]dns.RR, 0, size.a), aaaa: make([]dns.RR, 0, size.aaaa), srv: make([]dns.RR, 0, size.srv),
+		ptr: make([]dns.RR, 0, size.ptr), txt: make([]dns.RR, 0, size.txt), glue: make([]dns.RR, 0, size.glue),
 	}
 	addrs := map[netip.Addr]bool{}
 	ptrs := map[string]bool{}
