@@ -237,7 +237,7 @@ func TestE2EProductionCorefile(t *testing.T) {
 	}
 
 	body := httpBody(t, "http://"+metrics+"/metrics")
-	for _, want := range []string{`coredns_berth_records{zone="c.example.org."}`, "coredns_berth_hosts 2", "coredns_berth_stale 0"} {
+	for _, want := range []string{`coredns_berth_records{zone="c.example.org."}`, `coredns_berth_hosts{zone="c.example.org."} 2`, `coredns_berth_stale{zone="c.example.org."} 0`} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics: missing %q", want)
 		}

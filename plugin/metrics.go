@@ -11,14 +11,14 @@ var (
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "records",
 		Help: "Resource records indexed, per zone.",
 	}, []string{"zone"})
-	hostsIndexed = promauto.NewGauge(prometheus.GaugeOpts{
+	hostsIndexed = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "hosts",
-		Help: "Docker hosts whose documents are indexed.",
-	})
-	lastSync = promauto.NewGauge(prometheus.GaugeOpts{
+		Help: "Docker hosts whose documents are indexed, per zone.",
+	}, []string{"zone"})
+	lastSync = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "last_sync_timestamp_seconds",
-		Help: "When the index last matched Consul.",
-	})
+		Help: "When the zone's index last matched Consul.",
+	}, []string{"zone"})
 	consulErrors = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "consul_errors_total",
 		Help: "Failed Consul requests.",
@@ -31,10 +31,10 @@ var (
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "invalid_records_total",
 		Help: "KV documents or names skipped, by reason: invalid, version, too_long, duplicate, conflict, refused (the ownership policy), oversize (a host's documents over the read bound).",
 	}, []string{"reason"})
-	stale = promauto.NewGauge(prometheus.GaugeOpts{
+	stale = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "stale",
-		Help: "1 while Consul is unreachable and answers come from the last good data.",
-	})
+		Help: "1 while Consul is unreachable and the zone's answers come from the last good data.",
+	}, []string{"zone"})
 	zoneSerial = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "soa_serial",
 		Help: "The zone's SOA serial: Consul's index of the data served (every server on one Consul serves the same).",
@@ -62,9 +62,21 @@ var (
 )
 
 func updateGauges(zones []*Zone, hosts int) {
-	hostsIndexed.Set(float64(hosts))
 	for _, z := range zones {
+		hostsIndexed.WithLabelValues(z.Origin()).Set(float64(hosts))
 		recordsIndexed.WithLabelValues(z.Origin()).Set(float64(z.Records()))
 		zoneSerial.WithLabelValues(z.Origin()).Set(float64(z.SOA().Serial))
+	}
+}
+
+// setStale sets the zones' stale gauge, and their last sync when fresh.
+func setStale(zones []*Zone, isStale bool) {
+	for _, z := range zones {
+		if isStale {
+			stale.WithLabelValues(z.Origin()).Set(1)
+		} else {
+			stale.WithLabelValues(z.Origin()).Set(0)
+			lastSync.WithLabelValues(z.Origin()).SetToCurrentTime()
+		}
 	}
 }

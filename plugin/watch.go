@@ -142,7 +142,7 @@ func (w *watcher) run(ctx context.Context) {
 			}
 			failures++
 			consulErrors.Inc()
-			stale.Set(1)
+			setStale(w.zones, true)
 			if failures == 1 {
 				log.Warningf("consul: %v; serving the last good data until it recovers", err)
 			}
@@ -155,8 +155,7 @@ func (w *watcher) run(ctx context.Context) {
 			log.Infof("consul: recovered after %d failed attempts", failures)
 			failures = 0
 		}
-		stale.Set(0)
-		lastSync.SetToCurrentTime()
+		setStale(w.zones, false)
 		if err := w.limit.Wait(ctx); err != nil {
 			return
 		}

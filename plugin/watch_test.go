@@ -421,7 +421,7 @@ func TestWatchConsulDownAndBack(t *testing.T) {
 	publish(t, kv, h1, ctrOp(t, "h1", mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
 	w := startWatcher(t, consul.Client().KV(), time.Hour)
 	eventually(t, 5*time.Second, "stale 0", func() error {
-		if v := metricValue(stale); v != 0 {
+		if v := metricValue(stale.WithLabelValues(testOrigin)); v != 0 {
 			return fmt.Errorf("stale = %v", v)
 		}
 		return nil
@@ -429,7 +429,7 @@ func TestWatchConsulDownAndBack(t *testing.T) {
 
 	consul.Stop()
 	eventually(t, 10*time.Second, "stale after Consul stopped", func() error {
-		if v := metricValue(stale); v != 1 {
+		if v := metricValue(stale.WithLabelValues(testOrigin)); v != 1 {
 			return fmt.Errorf("stale = %v, want 1", v)
 		}
 		return nil
@@ -454,7 +454,7 @@ func TestWatchConsulDownAndBack(t *testing.T) {
 	eventually(t, 20*time.Second, "change after the restart", w.has("web.c.example.org.", dns.TypeSRV,
 		"web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.", "web.c.example.org. 30 IN SRV 10 10 1002 h1.hosts.c.example.org."))
 	eventually(t, 5*time.Second, "stale back to 0", func() error {
-		if v := metricValue(stale); v != 0 {
+		if v := metricValue(stale.WithLabelValues(testOrigin)); v != 0 {
 			return fmt.Errorf("stale = %v, want 0", v)
 		}
 		return nil
@@ -652,7 +652,7 @@ func TestWatchIndexResetSameModifyIndex(t *testing.T) {
 	// B: the index goes back from A's to B's.
 	proxy.setDown(true)
 	eventually(t, 10*time.Second, "the watcher noticed Consul is gone", func() error {
-		if v := metricValue(stale); v != 1 {
+		if v := metricValue(stale.WithLabelValues(testOrigin)); v != 1 {
 			return fmt.Errorf("stale = %v, want 1", v)
 		}
 		return nil
