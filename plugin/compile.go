@@ -63,8 +63,10 @@ func (z *Zone) compile(data *hostDocs) (c *contribution, skipped map[skipKey]str
 	hostNode, seen := b.node(hostName, true)
 	hostAddrs := map[netip.Addr]bool{}
 	for _, a := range data.Host.Addrs {
-		hostAddrs[a] = true
-		hostNode.addOnce(z.addrRR(hostName, a), seen)
+		if b.publishable(hostName, a) {
+			hostAddrs[a] = true
+			hostNode.addOnce(z.addrRR(hostName, a), seen)
+		}
 	}
 	for _, ctr := range data.Containers {
 		ctrName := ctr.Name + "." + hostName
@@ -83,8 +85,12 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 	z := b.z
 	ctrName := ctr.Name + "." + hostName
 	ctrNode, seen := b.node(ctrName, true)
+	ports := make([]record.Port, 0, len(ctr.Ports))
 	for _, p := range ctr.Ports {
-		ctrNode.addOnce(z.addrRR(ctrName, p.Addr), seen)
+		if b.publishable(ctrName, p.Addr) {
+			ports = append(ports, p)
+			ctrNode.addOnce(z.addrRR(ctrName, p.Addr), seen)
+		}
 	}
 	// A service name too long for the zone, or that the ownership policy
 	// does not give this host, is not published (and noted), but the
@@ -124,14 +130,14 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 			n.glueOnce(rr, seen)
 		}
 	}
-	for _, p := range ctr.Ports {
+	for _, p := range ports {
 		addSRV(ctrName, true, p)
 	}
 
 	if !ctr.Healthy() || !svcOK {
 		return
 	}
-	for _, p := range ctr.Ports {
+	for _, p := range ports {
 		svc, seen := b.node(svcName, false)
 		svc.addOnce(z.addrRR(svcName, p.Addr), seen)
 		addSRV(svcName, false, p)
@@ -179,6 +185,18 @@ func (b *builder) fits(kind, name string) bool {
 	}
 	b.skip("too_long", name, kind+" name is not a valid domain name of at most 253 octets")
 	return false
+}
+
+// publishable reports whether a, an address of name, may be published
+// (record.Publishable: never loopback without the Corefile's
+// allow_loopback, link-local, multicast or unspecified), and notes it as
+// skipped if not.
+func (b *builder) publishable(name string, a netip.Addr) bool {
+	if class := record.AddrClass(a, b.z.allowLoopback); class != "" {
+		b.skip(class, name, record.Publishable(a, b.z.allowLoopback).Error())
+		return false
+	}
+	return true
 }
 
 // skip notes a name left out of the host's records, and why.

@@ -136,3 +136,59 @@ func TestWatchPolicyBeforeFirstLoad(t *testing.T) {
 		t.Errorf("first load served %v, which the policy refuses", ans)
 	}
 }
+
+// TestZoneAddressClasses proves loopback, link-local, multicast and
+// unspecified addresses are never served, from a host document or a port,
+// each reported with its class; loopback is served only with
+// allow_loopback, and link-local not even then.
+func TestZoneAddressClasses(t *testing.T) {
+	t.Parallel()
+	hostile := func() *hostDocs {
+		h := mkHost("h3", "192.0.2.30", "127.0.0.1", "::1", "169.254.169.254", "fe80::1")
+		return mkData(h,
+			mkCtr("c1", "meta", "meta", "none", mkPort(80, "tcp", "http", "169.254.169.254", 8500)),
+			mkCtr("c2", "local", "local", "none", mkPort(80, "tcp", "http", "127.0.0.1", 8501)),
+			mkCtr("c3", "multi", "multi", "none", mkPort(80, "tcp", "http", "224.0.0.1", 8502)),
+			mkCtr("c4", "fine", "fine", "none", mkPort(80, "tcp", "http", "192.0.2.30", 8503)))
+	}
+	var log skipLog
+	z := newTestZone(log.fn)
+	z.put("h3", hostile())
+	z.MarkLoaded()
+	host := "h3.hosts." + testOrigin
+	if got := answerStrings(z, host, dns.TypeA); !slices.Equal(got, rrStrings(host+" 30 IN A 192.0.2.30")) {
+		t.Errorf("host A %v, want only 192.0.2.30", got)
+	}
+	if got := answerStrings(z, host, dns.TypeAAAA); len(got) != 0 {
+		t.Errorf("host AAAA %v, want none (::1 and fe80::1 refused)", got)
+	}
+	for _, svc := range []string{"meta", "local", "multi"} {
+		if got := answerStrings(z, svc+"."+testOrigin, dns.TypeSRV); len(got) != 0 {
+			t.Errorf("%s SRV %v, want none: its only port is on a refused address", svc, got)
+		}
+	}
+	if got := answerStrings(z, "fine."+testOrigin, dns.TypeSRV); len(got) != 1 {
+		t.Errorf("fine SRV %v, want its port", got)
+	}
+	for _, want := range []string{"loopback_address " + host, "link_local_address " + host,
+		"link_local_address meta.h3.hosts." + testOrigin, "loopback_address local.h3.hosts." + testOrigin,
+		"multicast_address multi.h3.hosts." + testOrigin} {
+		if !slices.Contains(log.all(), want) {
+			t.Errorf("not reported: %q (reports: %v)", want, log.all())
+		}
+	}
+
+	open := newTestZone(nil)
+	open.allowLoopback = true
+	open.put("h3", hostile())
+	open.MarkLoaded()
+	if got := answerStrings(open, host, dns.TypeA); len(got) != 2 {
+		t.Errorf("allow_loopback: host A %v, want 192.0.2.30 and 127.0.0.1", got)
+	}
+	if got := answerStrings(open, "local."+testOrigin, dns.TypeSRV); len(got) != 1 {
+		t.Errorf("allow_loopback: local SRV %v, want its loopback port", got)
+	}
+	if got := answerStrings(open, "meta."+testOrigin, dns.TypeSRV); len(got) != 0 {
+		t.Errorf("allow_loopback: link-local still served: %v", got)
+	}
+}

@@ -22,15 +22,16 @@ func init() { plugin.Register("berth", setup) }
 
 // config is one berth stanza of the Corefile.
 type config struct {
-	zones   []string
-	consul  *api.Config
-	prefix  string
-	ttl     uint32
-	ns      []NSRecord
-	timers  soaTimers
-	resync  time.Duration
-	fall    []string
-	fallSet bool
+	zones    []string
+	consul   *api.Config
+	prefix   string
+	ttl      uint32
+	ns       []NSRecord
+	timers   soaTimers
+	loopback bool // allow_loopback
+	resync   time.Duration
+	fall     []string
+	fallSet  bool
 }
 
 func setup(c *caddy.Controller) error {
@@ -55,9 +56,13 @@ func setup(c *caddy.Controller) error {
 	for _, origin := range cfg.zones {
 		z := NewZone(origin, cfg.ttl, cfg.ns, skip)
 		z.setTimers(cfg.timers)
+		z.allowLoopback = cfg.loopback
 		b.zones[z.Origin()] = z
 		b.names = append(b.names, z.Origin()) // match compares lower-case FQDNs
 		zones = append(zones, z)
+	}
+	if cfg.loopback {
+		log.Warningf("allow_loopback: loopback addresses are published; only clients on this machine can reach them (a single-machine demo or test, never a fleet)")
 	}
 	if len(cfg.ns) == 0 {
 		log.Warningf("no ns line: the zone's NS record names %s, which has no address; set ns for delegation", zones[0].SOA().Ns)
@@ -191,6 +196,11 @@ func parse(c *caddy.Controller) (*config, error) {
 					return nil, c.Errf("resync must be a duration of at least 1s, not %q", args[0])
 				}
 				cfg.resync = d
+			case "allow_loopback":
+				if len(args) != 0 {
+					return nil, c.ArgErr()
+				}
+				cfg.loopback = true
 			case "fallthrough":
 				cfg.fall, cfg.fallSet = args, true
 			default:

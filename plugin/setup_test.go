@@ -38,6 +38,7 @@ func TestParse(t *testing.T) {
 		refresh 1h
 		retry 600
 		expire 2w
+		allow_loopback
 		fallthrough in-addr.arpa
 	}`)
 	cfg, err := parse(c)
@@ -77,6 +78,9 @@ func TestParse(t *testing.T) {
 	if cfg.resync != 90*time.Second {
 		t.Errorf("resync %v", cfg.resync)
 	}
+	if !cfg.loopback {
+		t.Error("allow_loopback not read")
+	}
 	if want := (soaTimers{refresh: 3600, retry: 600, expire: 336 * 3600}); cfg.timers != want {
 		t.Errorf("SOA timers %+v, want %+v", cfg.timers, want)
 	}
@@ -105,6 +109,9 @@ func TestParseDefaults(t *testing.T) {
 	}
 	if !slices.Equal(cfg.zones, []string{"c.example.org."}) {
 		t.Errorf("zones %v, want the server block's c.example.org.", cfg.zones)
+	}
+	if cfg.loopback {
+		t.Error("allow_loopback is on by default")
 	}
 	if cfg.timers != defaultTimers || defaultTimers.refresh != 300 || defaultTimers.expire != 1209600 {
 		t.Errorf("SOA timers %+v, want the defaults 300/60/1209600", cfg.timers)
@@ -176,6 +183,7 @@ func TestParseErrors(t *testing.T) {
 		{"resync under a second", "berth c.example.org {\n resync 500ms\n}", "resync must be"},
 		{"resync not a duration", "berth c.example.org {\n resync 5\n}", "resync must be"},
 		{"resync without value", "berth c.example.org {\n resync\n}", "Wrong argument count"},
+		{"allow_loopback with a value", "berth c.example.org {\n allow_loopback yes\n}", "Wrong argument count"},
 		{"refresh without value", "berth c.example.org {\n refresh\n}", "Wrong argument count"},
 		{"refresh not a duration", "berth c.example.org {\n refresh soon\n}", "neither a duration nor a number"},
 		{"refresh in weeks and days", "berth c.example.org {\n refresh 1w2d\n}", "neither a duration nor a number"},

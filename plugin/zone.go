@@ -34,12 +34,15 @@ type Zone struct {
 	records atomic.Int64 // resource records indexed, kept by install
 
 	// Only the updating goroutine uses the fields below.
-	hosts  map[string]*contribution       // what each host contributes
-	shared map[string]map[string]*node    // shared name -> host -> its part
-	below  map[string]int                 // name -> number of names with records strictly below it
-	static map[string]bool                // names set by the Corefile, never overridden
-	policy *record.Policy                 // who may publish which service names
-	skip   func(reason, name, why string) // reports a name that cannot be published
+	hosts  map[string]*contribution    // what each host contributes
+	shared map[string]map[string]*node // shared name -> host -> its part
+	below  map[string]int              // name -> number of names with records strictly below it
+	static map[string]bool             // names set by the Corefile, never overridden
+	policy *record.Policy              // who may publish which service names
+	// allowLoopback publishes loopback addresses (the Corefile's
+	// allow_loopback, for a single machine); set before the first update.
+	allowLoopback bool
+	skip          func(reason, name, why string) // reports a name that cannot be published
 	// What has been reported through skip and still holds, so that a name
 	// is reported once, not on every update of its host.
 	skipped map[string]map[skipKey]string // host -> names left out of its records
