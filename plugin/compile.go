@@ -48,7 +48,7 @@ func (b *builder) node(name string, owned bool) (*node, map[rrKey]bool) {
 }
 
 // compile turns one host's documents into the records it contributes, as
-// namespace v1 section 2 lays them out. Names that do not fit DNS's limits
+// the README lays them out (README.md#names-and-answers). Names that do not fit DNS's limits
 // are left out and returned in skipped, with the reason.
 func (z *Zone) compile(data *hostDocs) (c *contribution, skipped map[skipKey]string) {
 	b := &builder{z: z, c: &contribution{owned: map[string]*node{}, shared: map[string]*node{}},

@@ -300,7 +300,7 @@ var serveCases = []berthCase{
 	{desc: "class CHAOS goes to next", Case: test.Case{Qname: "web.shop.c.example.org.", Qtype: dns.TypeTXT}, class: dns.ClassCHAOS, next: true},
 }
 
-// TestServeDNS proves every row of namespace v1 section 2 on the fixture
+// TestServeDNS proves every row of the README's names and answers (README.md#names-and-answers) on the fixture
 // zone, plus the negative answers and what goes to the next plugin.
 func TestServeDNS(t *testing.T) {
 	t.Parallel()

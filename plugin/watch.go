@@ -43,7 +43,7 @@ const hostByteRate = 2 << 20
 
 // watcher keeps the zones equal to Consul KV: one blocking query on the
 // small host list, and for every host whose document changed one fetch of
-// that host's container documents (namespace v1, section 3). It alone
+// that host's container documents (README.md#consul-kv). It alone
 // updates the zones.
 type watcher struct {
 	kv      *api.KV

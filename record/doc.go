@@ -1,9 +1,13 @@
 // Package record owns the Consul KV contract between the exporter and the
-// CoreDNS plugin (namespace v1): the host and container documents, the key
+// CoreDNS plugin (README.md#consul-kv): the host and container documents, the key
 // layout under the prefix, the label sanitizing rules, and the validation
 // every reader applies before it trusts a document.
 //
 // Writers sanitize and build documents with this package; readers decode
 // with DecodeHost and DecodeContainer, which reject anything that would
 // produce a bad DNS answer.
+//
+// addrclass.go holds the one rule of which addresses may be published
+// (Publishable): never loopback without the operator's opt-in, link-local,
+// multicast or unspecified ones.
 package record

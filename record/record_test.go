@@ -9,7 +9,7 @@ import (
 )
 
 // TestLabel proves that hostile names sanitize to one valid label, or to ""
-// when nothing publishable is left (namespace v1, section 1).
+// when nothing publishable is left (README.md#words).
 func TestLabel(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
@@ -173,7 +173,7 @@ func TestCheckLength(t *testing.T) {
 	}
 }
 
-// TestKeys proves the KV layout of section 3, with the trailing slash that
+// TestKeys proves the KV layout of README.md#consul-kv, with the trailing slash that
 // keeps host "a" from matching host "ab".
 func TestKeys(t *testing.T) {
 	t.Parallel()
@@ -306,7 +306,7 @@ func TestDecodeContainerDefaults(t *testing.T) {
 	if c, err = DecodeContainer("k", null); err != nil || c.Priority != 10 || c.Weight != 10 {
 		t.Errorf("null priority/weight: %v, %+v; want the defaults 10/10", err, c)
 	}
-	// Unknown fields are ignored (section 3).
+	// Unknown fields are ignored (README.md#consul-kv).
 	extra := mutate(t, validContainer, func(m map[string]any) { m["future"] = map[string]any{"x": 1}; port0(m)["future"] = true })
 	if _, err := DecodeContainer("k", extra); err != nil {
 		t.Errorf("unknown fields rejected: %v", err)
@@ -451,7 +451,7 @@ func TestDecodeHost(t *testing.T) {
 	}
 }
 
-// TestHealthy proves which containers may receive traffic (section 1).
+// TestHealthy proves which containers may receive traffic (README.md#words).
 func TestHealthy(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
