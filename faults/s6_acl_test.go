@@ -85,9 +85,9 @@ func denied(err error) bool {
 func TestFault6ACLConfinement(t *testing.T) {
 	w, c, admin := aclWorld(t)
 	hostA, hostB := "ha-"+w.run, "hb-"+w.run
-	tokA := makeToken(t, admin, "exporter-"+hostA, exporter.ExporterPolicy(prefix, hostA))
-	tokB := makeToken(t, admin, "exporter-"+hostB, exporter.ExporterPolicy(prefix, hostB))
-	tokDNS := makeToken(t, admin, "berth-plugin", exporter.PluginPolicy(prefix))
+	tokA := makeToken(t, admin, "exporter-"+hostA, record.ExporterACL(prefix, hostA))
+	tokB := makeToken(t, admin, "exporter-"+hostB, record.ExporterACL(prefix, hostB))
+	tokDNS := makeToken(t, admin, "berth-plugin", record.PluginACL(prefix))
 	w.startCoreDNS(tokDNS)
 
 	ca := w.runContainer("acla", map[string]string{"berth.test.exp": "a"})
