@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +18,8 @@ import (
 	"github.com/coredns/coredns/plugin/transfer"
 	"github.com/hashicorp/consul/api"
 	"github.com/miekg/dns"
+
+	"github.com/berthdns/berth/record"
 )
 
 func init() { plugin.Register("berth", setup) }
@@ -110,7 +114,13 @@ func parse(c *caddy.Controller) (*config, error) {
 			return nil, plugin.ErrOnce
 		}
 		i++
-		cfg.zones = plugin.OriginsFromArgsOrServerBlock(c.RemainingArgs(), c.ServerBlockKeys)
+		args := c.RemainingArgs()
+		cfg.zones = plugin.OriginsFromArgsOrServerBlock(args, c.ServerBlockKeys)
+		if len(args) > 0 && len(c.ServerBlockKeys) > 0 {
+			if err := insideServerBlock(cfg.zones, c.ServerBlockKeys); err != nil {
+				return nil, err
+			}
+		}
 		for c.NextBlock() {
 			property := c.Val()
 			args := c.RemainingArgs()
@@ -145,10 +155,14 @@ func parse(c *caddy.Controller) (*config, error) {
 				}
 				cfg.consul.Datacenter = args[0]
 			case "prefix":
-				if len(args) != 1 || strings.Trim(args[0], "/") == "" {
+				if len(args) != 1 {
 					return nil, c.ArgErr()
 				}
-				cfg.prefix = strings.Trim(args[0], "/")
+				p, err := record.CleanPrefix(args[0])
+				if err != nil {
+					return nil, c.Err(err.Error())
+				}
+				cfg.prefix = p
 			case "ttl":
 				if len(args) != 1 {
 					return nil, c.ArgErr()
@@ -215,6 +229,13 @@ func parse(c *caddy.Controller) (*config, error) {
 		if _, ok := dns.IsDomainName(ns.Name); !ok {
 			return nil, fmt.Errorf("ns %q is not a domain name", ns.Name)
 		}
+		name := strings.ToLower(dns.Fqdn(ns.Name))
+		if len(ns.Addrs) > 0 && !slices.ContainsFunc(cfg.zones, func(z string) bool { return record.InZone(name, z) }) {
+			return nil, fmt.Errorf("ns %s: addresses are glue, served only for a name inside the zone (%s); give an outside name without them", ns.Name, strings.Join(cfg.zones, " "))
+		}
+	}
+	if err := checkConsulAddress(cfg.consul.Address); err != nil {
+		return nil, err
 	}
 	if cfg.consul.TokenFile != "" {
 		if _, err := os.Stat(cfg.consul.TokenFile); err != nil {
@@ -249,4 +270,45 @@ func parseSeconds(arg string) (uint32, error) {
 		return 0, fmt.Errorf("%q must be from 1s to %ds", arg, math.MaxInt32)
 	}
 	return uint32(secs), nil
+}
+
+// insideServerBlock checks that every zone named on the berth line lies in
+// one of the server block's zones: CoreDNS would never route a query for
+// one outside to this block.
+func insideServerBlock(zones, keys []string) error {
+	var block []string
+	for _, k := range keys {
+		block = append(block, plugin.Host(k).NormalizeExact()...)
+	}
+	for _, z := range zones {
+		if !slices.ContainsFunc(block, func(b string) bool { return record.InZone(z, b) }) {
+			return fmt.Errorf("zone %s is outside its server block (%s): no query for it would reach berth", z, strings.Join(block, " "))
+		}
+	}
+	return nil
+}
+
+// checkConsulAddress checks the consul address (or CONSUL_HTTP_ADDR) at
+// start, rather than at the first request: host:port or a URL of scheme
+// http or https, a port from 1 to 65535 (or a unix socket path).
+func checkConsulAddress(addr string) error {
+	hostport := addr
+	if scheme, rest, ok := strings.Cut(addr, "://"); ok {
+		switch scheme {
+		case "http", "https":
+			hostport = strings.TrimSuffix(rest, "/")
+		case "unix":
+			return nil
+		default:
+			return fmt.Errorf("consul %q: scheme %q, want http or https", addr, scheme)
+		}
+	}
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return fmt.Errorf("consul %q: want host:port: %v", addr, err)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 || host == "" {
+		return fmt.Errorf("consul %q: want host:port with a port from 1 to 65535", addr)
+	}
+	return nil
 }

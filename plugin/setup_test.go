@@ -168,7 +168,7 @@ func TestParseErrors(t *testing.T) {
 		{"token_file without value", "berth c.example.org {\n token_file\n}", "Wrong argument count"},
 		{"tls with two files", "berth c.example.org {\n tls c.pem k.pem\n}", "tls needs CERT KEY CA"},
 		{"datacenter without value", "berth c.example.org {\n datacenter\n}", "Wrong argument count"},
-		{"prefix only slashes", "berth c.example.org {\n prefix //\n}", "Wrong argument count"},
+		{"prefix only slashes", "berth c.example.org {\n prefix //\n}", `prefix "//": empty`},
 		{"prefix without value", "berth c.example.org {\n prefix\n}", "Wrong argument count"},
 		{"ttl negative", "berth c.example.org {\n ttl -1\n}", "ttl must be"},
 		{"ttl not a number", "berth c.example.org {\n ttl 5s\n}", "ttl must be"},
@@ -183,6 +183,11 @@ func TestParseErrors(t *testing.T) {
 		{"resync under a second", "berth c.example.org {\n resync 500ms\n}", "resync must be"},
 		{"resync not a duration", "berth c.example.org {\n resync 5\n}", "resync must be"},
 		{"resync without value", "berth c.example.org {\n resync\n}", "Wrong argument count"},
+		{"consul port out of range", "berth c.example.org {\n consul 127.0.0.1:99999\n}", "port from 1 to 65535"},
+		{"consul without a port", "berth c.example.org {\n consul consul.example.org\n}", "want host:port"},
+		{"consul with another scheme", "berth c.example.org {\n consul ftp://consul:21\n}", `scheme "ftp"`},
+		{"prefix with an empty segment", "berth c.example.org {\n prefix a//b\n}", "empty segment"},
+		{"ns outside the zone with glue", "berth c.example.org {\n ns ns1.example.net 192.0.2.53\n}", "glue"},
 		{"allow_loopback with a value", "berth c.example.org {\n allow_loopback yes\n}", "Wrong argument count"},
 		{"refresh without value", "berth c.example.org {\n refresh\n}", "Wrong argument count"},
 		{"refresh not a duration", "berth c.example.org {\n refresh soon\n}", "neither a duration nor a number"},
@@ -201,5 +206,18 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("error %q, want it to contain %q", err, tc.errWant)
 			}
 		})
+	}
+}
+
+// TestParseZoneOutsideServerBlock proves a zone on the berth line outside
+// the server block's zones is refused at start; one inside is accepted.
+func TestParseZoneOutsideServerBlock(t *testing.T) {
+	for corefile, ok := range map[string]bool{"berth d.example.org": false, "berth sub.c.example.org": true, "berth c.example.org": true} {
+		c := caddy.NewTestController("dns", corefile)
+		c.ServerBlockKeys = []string{"c.example.org:53"}
+		_, err := parse(c)
+		if (err == nil) != ok || (err != nil && !strings.Contains(err.Error(), "outside its server block")) {
+			t.Errorf("%s in block c.example.org: %v, want accepted=%v", corefile, err, ok)
+		}
 	}
 }

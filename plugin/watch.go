@@ -143,8 +143,11 @@ func (w *watcher) run(ctx context.Context) {
 			failures++
 			consulErrors.Inc()
 			setStale(w.zones, true)
-			if failures == 1 {
+			switch {
+			case failures == 1 && loaded:
 				log.Warningf("consul: %v; serving the last good data until it recovers", err)
+			case failures == 1:
+				log.Warningf("consul: %v; no data yet: answering SERVFAIL until the first load", err)
 			}
 			index = 0
 			watchRestarts.Inc()

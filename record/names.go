@@ -101,6 +101,23 @@ func CheckLength(name, zone string) error {
 	return nil
 }
 
+// CleanPrefix is the one rule for the KV prefix, for the exporter and the
+// plugin alike: surrounding slashes are dropped ("/berth/" is "berth"),
+// and what is left must be non-empty, without empty segments ("a//b") or
+// spaces.
+func CleanPrefix(p string) (string, error) {
+	clean := strings.Trim(p, "/")
+	switch {
+	case clean == "":
+		return "", fmt.Errorf("prefix %q: empty", p)
+	case strings.Contains(clean, "//"):
+		return "", fmt.Errorf("prefix %q: an empty segment (//)", p)
+	case strings.ContainsAny(clean, " \t\n"):
+		return "", fmt.Errorf("prefix %q: white space", p)
+	}
+	return clean, nil
+}
+
 // HostKey is the key of host's document.
 func HostKey(prefix, host string) string { return prefix + "/hosts/" + host }
 

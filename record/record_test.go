@@ -496,3 +496,18 @@ func TestPortName(t *testing.T) {
 		}
 	}
 }
+
+// TestCleanPrefix proves the one prefix rule: slashes around it dropped,
+// empty prefixes and segments refused.
+func TestCleanPrefix(t *testing.T) {
+	for in, want := range map[string]string{"berth": "berth", "/berth/": "berth", "a/b": "a/b", "/a/b": "a/b"} {
+		if got, err := CleanPrefix(in); err != nil || got != want {
+			t.Errorf("CleanPrefix(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "/", "//", "a//b", "a b"} {
+		if got, err := CleanPrefix(bad); err == nil {
+			t.Errorf("CleanPrefix(%q) = %q, want an error", bad, got)
+		}
+	}
+}
