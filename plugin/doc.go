@@ -17,6 +17,7 @@
 //   - notify.go: NOTIFY to the transfer plugin's secondaries, coalesced.
 //   - watch.go: the watcher: the host list, per-host fetches and bounds.
 //   - policy.go: following the service ownership policy document.
+//   - check.go: Check, the zone's rules for tools (berth check) without a server.
 //   - report.go: reporting bad data once, with rate-limited logs.
 //   - consul.go: the Consul client and its counting, bounded transport.
 //   - metrics.go: the plugin's Prometheus metrics.

@@ -192,3 +192,29 @@ func TestZoneAddressClasses(t *testing.T) {
 		t.Errorf("allow_loopback: link-local still served: %v", got)
 	}
 }
+
+// TestCheck proves Check reports what the zone would leave out, with the
+// host and the reason: a refused claim, a loopback port, a duplicate name.
+func TestCheck(t *testing.T) {
+	t.Parallel()
+	policy := &record.Policy{V: 1, Default: record.PolicyDeny, Rules: []record.PolicyRule{{Service: "web", Hosts: []string{"h1"}}}}
+	h1, h2 := mkHost("h1", "192.0.2.10"), mkHost("h2", "192.0.2.20")
+	containers := map[string][]*record.Container{
+		"h1": {mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001)),
+			mkCtr("a2", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))},
+		"h2": {mkCtr("b1", "web-2", "web", "none", mkPort(80, "tcp", "http", "127.0.0.1", 2001))},
+	}
+	got := Check(testOrigin, policy, false, []*record.Host{h1, h2}, containers)
+	var short []string
+	for _, f := range got {
+		short = append(short, f.Host+" "+f.Reason+" "+f.Name)
+	}
+	want := []string{
+		"h1 duplicate web-1.h1.hosts." + testOrigin,
+		"h2 loopback_address web-2.h2.hosts." + testOrigin,
+		"h2 refused web." + testOrigin,
+	}
+	if !slices.Equal(short, want) {
+		t.Errorf("Check = %v, want %v", short, want)
+	}
+}
