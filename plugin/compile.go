@@ -51,7 +51,7 @@ func (b *builder) node(name string, owned bool) (*node, map[rrKey]bool) {
 // the README lays them out (README.md#names-and-answers). Names that do not fit DNS's limits
 // are left out and returned in skipped, with the reason.
 func (z *Zone) compile(data *hostDocs) (c *contribution, skipped map[skipKey]string) {
-	b := &builder{z: z, c: &contribution{owned: map[string]*node{}, shared: map[string]*node{}},
+	b := &builder{z: z, c: &contribution{owned: map[string]*node{}, shared: map[string]*node{}, aliases: map[string]aliasPart{}},
 		seen: map[string]map[rrKey]bool{}, skipped: map[skipKey]string{}}
 	if data == nil {
 		return b.c, nil
@@ -115,8 +115,7 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 	// host's name; one bound on another specific address through the
 	// container's own name, which resolves to the addresses its ports use.
 	hostNode := b.c.owned[hostName]
-	addSRV := func(owner string, owned bool, p record.Port) {
-		n, seen := b.node(owner, owned)
+	srv := func(n *node, seen map[rrKey]bool, owner string, prio, weight int, p record.Port) {
 		target, tnode := hostName, hostNode
 		if !hostAddrs[p.Addr] {
 			target, tnode = ctrName, ctrNode
@@ -130,12 +129,19 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 			n.glueOnce(rr, seen)
 		}
 	}
+	addSRV := func(owner string, owned bool, p record.Port) {
+		n, seen := b.node(owner, owned)
+		srv(n, seen, owner, prio, weight, p)
+	}
 	for _, p := range ports {
 		addSRV(ctrName, true, p)
 	}
 
 	if !ctr.Healthy() || !svcOK {
 		return
+	}
+	for _, alias := range ctr.Aliases {
+		b.alias(host, ctr, alias, ports, srv)
 	}
 	for _, p := range ports {
 		svc, seen := b.node(svcName, false)
@@ -185,6 +191,72 @@ func (b *builder) fits(kind, name string) bool {
 	}
 	b.skip("too_long", name, kind+" name is not a valid domain name of at most 253 octets")
 	return false
+}
+
+// srvFunc adds to n (under owner) the SRV record of port p at the given
+// priority and weight, with its target's addresses as glue.
+type srvFunc func(n *node, seen map[rrKey]bool, owner string, prio, weight int, p record.Port)
+
+// alias gives the container's service the extra name alias: the service's
+// own addresses and SRV records, by port number and name too (no DNS-SD:
+// one instance list per service). An alias is a claim as a service name
+// is: the ownership policy decides, and bounds its priority and weight. A
+// name both a service and an alias claim, or aliases of two services, is
+// settled by merge across hosts; two containers of this host claiming one
+// alias for different services keep the first.
+func (b *builder) alias(host string, ctr *record.Container, alias string, ports []record.Port, srv srvFunc) {
+	z := b.z
+	name := alias + "." + z.origin
+	if !b.fits("alias", name) {
+		return
+	}
+	prio, weight, err := z.policy.Claim(alias, host, ctr.Priority, ctr.Weight)
+	if err != nil {
+		b.skip("refused", name, err.Error())
+		return
+	}
+	add := func(owner string) (*node, map[rrKey]bool) {
+		if z.static[owner] {
+			b.skip("conflict", owner, "the Corefile's ns line already defines this name")
+			return nil, nil
+		}
+		part, ok := b.c.aliases[owner]
+		if ok && part.service != ctr.Service {
+			b.skip("conflict", owner, "alias of "+ctr.Service+": another container of this host has it for "+part.service)
+			return nil, nil
+		}
+		if !ok {
+			part = aliasPart{service: ctr.Service, n: &node{}}
+			b.c.aliases[owner] = part
+		}
+		s := b.seen[owner+"\x00alias"]
+		if s == nil {
+			s = map[rrKey]bool{}
+			b.seen[owner+"\x00alias"] = s
+		}
+		return part.n, s
+	}
+	for _, p := range ports {
+		n, seen := add(name)
+		if n == nil {
+			return
+		}
+		n.addOnce(z.addrRR(name, p.Addr), seen)
+		srv(n, seen, name, prio, weight, p)
+		proto := "._" + p.Proto + "."
+		owners := []string{"_" + strconv.Itoa(p.Port) + proto + name}
+		if p.Name != "" {
+			owners = append(owners, "_"+p.Name+proto+name)
+		}
+		for _, owner := range owners {
+			if !b.fits("alias", owner) {
+				continue
+			}
+			if n, seen := add(owner); n != nil {
+				srv(n, seen, owner, prio, weight, p)
+			}
+		}
+	}
 }
 
 // publishable reports whether a, an address of name, may be published

@@ -218,3 +218,69 @@ func TestCheck(t *testing.T) {
 		t.Errorf("Check = %v, want %v", short, want)
 	}
 }
+
+// TestZoneAliases proves an alias serves its service's own records under
+// the extra name (addresses, SRV, by port number and name), not DNS-SD;
+// that a name a service claims stays that service's (another host's alias
+// of it is dropped and reported once), that aliases of two services go to
+// the first by name, that the policy decides an alias as it does a
+// service; and that an alias goes with its container.
+func TestZoneAliases(t *testing.T) {
+	t.Parallel()
+	var log skipLog
+	z := newTestZone(log.fn)
+	web := shopHost("h1", "192.0.2.10", "a1", "web-1", "web.shop", 8080)
+	web.Containers[0].Aliases = []string{"www.shop", "api"}
+	z.put("h1", web)
+	z.put("h2", shopHost("h2", "192.0.2.20", "b2", "api-1", "api", 9090)) // a service named like h1's alias
+	z.MarkLoaded()
+
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+		want  []string
+	}{
+		{"www.shop.", dns.TypeA, []string{"www.shop.c.example.org. 30 IN A 192.0.2.10"}},
+		{"www.shop.", dns.TypeSRV, []string{"www.shop.c.example.org. 30 IN SRV 10 10 8080 h1.hosts.c.example.org."}},
+		{"_80._tcp.www.shop.", dns.TypeSRV, []string{"_80._tcp.www.shop.c.example.org. 30 IN SRV 10 10 8080 h1.hosts.c.example.org."}},
+		{"_http._tcp.www.shop.", dns.TypeSRV, []string{"_http._tcp.www.shop.c.example.org. 30 IN SRV 10 10 8080 h1.hosts.c.example.org."}},
+		{"api.", dns.TypeSRV, []string{"api.c.example.org. 30 IN SRV 10 10 9090 h2.hosts.c.example.org."}}, // the service keeps its name
+	} {
+		if got := answerStrings(z, q.name+testOrigin, q.qtype); !slices.Equal(got, rrStrings(q.want...)) {
+			t.Errorf("%s %s: %v, want %v", q.name, dns.TypeToString[q.qtype], got, q.want)
+		}
+	}
+	if got := answerStrings(z, "_http._tcp."+testOrigin, dns.TypePTR); len(got) != 2 {
+		t.Errorf("DNS-SD list %v: want one instance per container, none per alias", got)
+	}
+	if !log.has("conflict", "api."+testOrigin) {
+		t.Errorf("the alias on another host's service not reported: %v", log.all())
+	}
+
+	// Aliases of two services on one name: the first service by name wins.
+	other := shopHost("h3", "192.0.2.30", "c3", "shop-1", "shop-front", 7070)
+	other.Containers[0].Aliases = []string{"www.shop"}
+	z.put("h3", other)
+	if got := answerStrings(z, "www.shop."+testOrigin, dns.TypeSRV); !slices.Equal(got, rrStrings("www.shop.c.example.org. 30 IN SRV 10 10 7070 h3.hosts.c.example.org.")) {
+		t.Errorf("www.shop, alias of shop-front and web.shop: %v, want shop-front's alone", got)
+	}
+	z.put("h3", nil)
+	if got := answerStrings(z, "www.shop."+testOrigin, dns.TypeSRV); !slices.Equal(got, rrStrings("www.shop.c.example.org. 30 IN SRV 10 10 8080 h1.hosts.c.example.org.")) {
+		t.Errorf("www.shop after h3 left: %v, want web.shop's again", got)
+	}
+
+	// The policy decides an alias as a service.
+	z.policy = &record.Policy{V: 1, Default: record.PolicyAllow, Rules: []record.PolicyRule{{Service: "www.shop", Hosts: []string{"h9"}}}}
+	z.put("h1", web)
+	if got := answerStrings(z, "www.shop."+testOrigin, dns.TypeSRV); len(got) != 0 {
+		t.Errorf("an alias the policy gives to another host is served: %v", got)
+	}
+	if !log.has("refused", "www.shop."+testOrigin) {
+		t.Errorf("the refused alias not reported: %v", log.all())
+	}
+	z.policy = record.OpenPolicy
+	z.put("h1", nil)
+	if exists(z, "www.shop."+testOrigin) {
+		t.Error("the alias outlives its container")
+	}
+}

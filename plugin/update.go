@@ -1,6 +1,7 @@
 package berth
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
@@ -18,10 +19,28 @@ type hostDocs struct {
 }
 
 // contribution is what one host adds to the zone: names that only it has,
-// and its parts of names that several hosts share (services, DNS-SD).
+// its parts of names that several hosts share (services, DNS-SD), and its
+// parts of names that are aliases of its services.
 type contribution struct {
-	owned  map[string]*node
-	shared map[string]*node
+	owned   map[string]*node
+	shared  map[string]*node
+	aliases map[string]aliasPart
+}
+
+// aliasPart is a host's records under an alias name: those of service.
+type aliasPart struct {
+	service string
+	n       *node
+}
+
+// partKey is the key of a host's part of a shared name: the host, or for
+// an alias the host and the service it stands for, so that merge can tell
+// a service's own claim on a name from an alias's.
+func partKey(host, aliasOf string) string {
+	if aliasOf == "" {
+		return host
+	}
+	return host + "\x00" + aliasOf
 }
 
 // update replaces what each host contributes to the zone with its data
@@ -40,7 +59,7 @@ func (z *Zone) update(updates map[string]*hostDocs, index uint64) bool {
 		}
 		cur, skipped := z.compile(data)
 		z.reportSkipped(host, skipped)
-		if data == nil || (len(cur.owned) == 0 && len(cur.shared) == 0) {
+		if data == nil || (len(cur.owned) == 0 && len(cur.shared) == 0 && len(cur.aliases) == 0) {
 			delete(z.hosts, host)
 		} else {
 			z.hosts[host] = cur
@@ -54,27 +73,61 @@ func (z *Zone) update(updates map[string]*hostDocs, index uint64) bool {
 		}
 		for name := range mergeKeys(old.shared, cur.shared) {
 			touched[name] = true
-			parts := z.shared[name]
-			if part := cur.shared[name]; part != nil {
-				if parts == nil {
-					parts = map[string]*node{}
-					z.shared[name] = parts
-				}
-				parts[host] = part
-			} else {
-				delete(parts, host)
-			}
+			z.setPart(name, host, cur.shared[name])
+		}
+		for name, a := range old.aliases {
+			touched[name] = true
+			delete(z.shared[name], partKey(host, a.service))
+		}
+		for name, a := range cur.aliases {
+			touched[name] = true
+			z.setPart(name, partKey(host, a.service), a.n)
 		}
 	}
 	for name := range touched {
 		if parts := z.shared[name]; len(parts) > 0 {
-			changed[name] = merge(name, parts)
+			n, dropped := merge(name, parts)
+			changed[name] = n
+			z.reportConflicts(name, dropped)
 		} else {
 			delete(z.shared, name)
+			z.reportConflicts(name, nil)
 			changed[name] = nil
 		}
 	}
 	return z.install(changed, index)
+}
+
+// setPart sets (n nil: removes) the part under key of the shared name.
+func (z *Zone) setPart(name, key string, n *node) {
+	parts := z.shared[name]
+	if n == nil {
+		delete(parts, key)
+		return
+	}
+	if parts == nil {
+		parts = map[string]*node{}
+		z.shared[name] = parts
+	}
+	parts[key] = n
+}
+
+// reportConflicts reports the alias parts merge left out of name, once
+// while the same ones are left out.
+func (z *Zone) reportConflicts(name string, dropped []string) {
+	sig := strings.Join(dropped, " ")
+	if z.conflicts[name] == sig {
+		return
+	}
+	if sig == "" {
+		delete(z.conflicts, name)
+		return
+	}
+	z.conflicts[name] = sig
+	for _, key := range dropped {
+		host, service, _ := strings.Cut(key, "\x00")
+		z.skip("conflict", name, fmt.Sprintf("host %s's alias of %s: the name is a service, or another service's alias, already", host, service))
+	}
 }
 
 // reportSkipped reports the names left out of host's records that were not
@@ -250,12 +303,35 @@ const lazyJoinMin = 256
 // their host, so they are appended without a check: merging stays linear in
 // the records of the name. A large name with neither (the zone-wide DNS-SD
 // instance lists, a service's SRV names) is left to join on first use.
-func merge(name string, parts map[string]*node) *node {
+//
+// A name some service claims is that service's: aliases of other services
+// on it are dropped; a name only aliases claim goes to the first service
+// (by name) they stand for. merge returns the keys of the parts it dropped.
+func merge(name string, parts map[string]*node) (*node, []string) {
 	browse := strings.HasPrefix(name, dnssdServices)
 	hosts := make([]string, 0, len(parts))
+	var dropped []string
+	service, aliasOnly := "", true // the service the name's alias parts may stand for
+	for key := range parts {
+		_, aliasOf, alias := strings.Cut(key, "\x00")
+		switch {
+		case !alias:
+			aliasOnly = false
+		case service == "" || aliasOf < service:
+			service = aliasOf
+		}
+	}
+	for key := range parts {
+		if _, aliasOf, alias := strings.Cut(key, "\x00"); alias && (!aliasOnly || aliasOf != service) {
+			dropped = append(dropped, key)
+			continue
+		}
+		hosts = append(hosts, key)
+	}
+	slices.Sort(dropped)
 	var size struct{ a, aaaa, srv, ptr, txt, glue int }
-	for h, p := range parts {
-		hosts = append(hosts, h)
+	for _, h := range hosts {
+		p := parts[h]
 		size.a += len(p.a)
 		size.aaaa += len(p.aaaa)
 		size.srv += len(p.srv)
@@ -269,7 +345,7 @@ func merge(name string, parts map[string]*node) *node {
 		for i, h := range hosts {
 			m.parts[i] = parts[h]
 		}
-		return m
+		return m, dropped
 	}
 	m := &node{
 		a: make([]dns.RR, 0, size.a), aaaa: make([]dns.RR, 0, size.aaaa), srv: make([]dns.RR, 0, size.srv),
@@ -304,5 +380,5 @@ func merge(name string, parts map[string]*node) *node {
 		m.txt = append(m.txt, p.txt...)
 		m.glue = append(m.glue, p.glue...)
 	}
-	return m
+	return m, dropped
 }

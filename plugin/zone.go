@@ -45,7 +45,8 @@ type Zone struct {
 	skip          func(reason, name, why string) // reports a name that cannot be published
 	// What has been reported through skip and still holds, so that a name
 	// is reported once, not on every update of its host.
-	skipped map[string]map[skipKey]string // host -> names left out of its records
+	skipped   map[string]map[skipKey]string // host -> names left out of its records
+	conflicts map[string]string             // shared name -> the alias parts merge left out of it, reported
 }
 
 // NSRecord is one `ns NAME [ADDRESS...]` line of the Corefile.
@@ -63,14 +64,15 @@ func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason
 	}
 	z := &Zone{
 		origin: origin, ttl: ttl,
-		names:   map[string]*node{},
-		hosts:   map[string]*contribution{},
-		shared:  map[string]map[string]*node{},
-		below:   map[string]int{},
-		static:  map[string]bool{},
-		skip:    skip,
-		skipped: map[string]map[skipKey]string{},
-		policy:  record.OpenPolicy,
+		names:     map[string]*node{},
+		hosts:     map[string]*contribution{},
+		shared:    map[string]map[string]*node{},
+		below:     map[string]int{},
+		static:    map[string]bool{},
+		skip:      skip,
+		skipped:   map[string]map[skipKey]string{},
+		conflicts: map[string]string{},
+		policy:    record.OpenPolicy,
 	}
 	if len(nameservers) == 0 {
 		nameservers = []NSRecord{{Name: "ns.dns." + origin}}

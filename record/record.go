@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"unicode/utf8"
 )
 
@@ -59,7 +60,14 @@ type Container struct {
 	Priority int    `json:"priority"`
 	Weight   int    `json:"weight"`
 	Ports    []Port `json:"ports"`
+	// Aliases are extra names of the service, each served with the
+	// service's own records (README.md#names-and-answers). Optional: a
+	// reader that does not know them serves the rest.
+	Aliases []string `json:"aliases,omitempty"`
 }
+
+// MaxAliases bounds a container's extra names.
+const MaxAliases = 8
 
 // Port is one published binding of a container port.
 type Port struct {
@@ -178,6 +186,17 @@ func (c *Container) Validate() error {
 	}
 	if c.Weight < 0 || c.Weight > 65535 {
 		return fmt.Errorf("weight: %d out of range 0-65535", c.Weight)
+	}
+	if len(c.Aliases) > MaxAliases {
+		return fmt.Errorf("aliases: %d, more than %d", len(c.Aliases), MaxAliases)
+	}
+	for i, a := range c.Aliases {
+		if err := ValidService(a); err != nil {
+			return fmt.Errorf("aliases[%d]: %w", i, err)
+		}
+		if a == c.Service || slices.Contains(c.Aliases[:i], a) {
+			return fmt.Errorf("aliases[%d]: %q is the service's name or an alias already", i, a)
+		}
 	}
 	if len(c.Ports) == 0 {
 		return errors.New("ports: no published port")

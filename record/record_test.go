@@ -511,3 +511,25 @@ func TestCleanPrefix(t *testing.T) {
 		}
 	}
 }
+
+// TestContainerAliases proves a container document's aliases are checked
+// as service names are: sanitized, not the service itself, no repeats, at
+// most MaxAliases; and that a document without any stays valid.
+func TestContainerAliases(t *testing.T) {
+	base := func(aliases ...string) *Container {
+		return &Container{V: 1, ID: strings.Repeat("a", 64), Name: "web-1", Service: "web.shop", Image: "img",
+			Health: HealthNone, Priority: 10, Weight: 10, Aliases: aliases,
+			Ports: []Port{{Port: 80, Proto: "tcp", Addr: netip.MustParseAddr("192.0.2.10"), HostPort: 8080}}}
+	}
+	for _, ok := range [][]string{nil, {"www.shop"}, {"www.shop", "shop"}} {
+		if err := base(ok...).Validate(); err != nil {
+			t.Errorf("aliases %v: %v", ok, err)
+		}
+	}
+	for _, bad := range [][]string{{"WWW.shop"}, {"web.shop"}, {"a", "a"}, {"x.hosts"}, {""},
+		{"a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9"}} {
+		if err := base(bad...).Validate(); err == nil {
+			t.Errorf("aliases %q accepted", bad)
+		}
+	}
+}
