@@ -102,7 +102,7 @@ func FuzzDNSWire(f *testing.F) {
 	addr := d.Addr
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if r, err := exchange("udp", addr, "web-1.good.hosts."+zone, dns.TypeSRV, 0); err == nil && len(r.Answer) == 1 {
+		if r, err := testenv.Exchange("udp", addr, "web-1.good.hosts."+zone, dns.TypeSRV, 0); err == nil && len(r.Answer) == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -132,7 +132,7 @@ func FuzzDNSWire(f *testing.F) {
 				}
 			}
 		}
-		r, err := exchange("udp", addr, "web-1.good.hosts."+zone, dns.TypeSRV, 0)
+		r, err := testenv.Exchange("udp", addr, "web-1.good.hosts."+zone, dns.TypeSRV, 0)
 		if err != nil || len(srvPorts(r)) != 1 || srvPorts(r)[0] != 32768 {
 			t.Fatalf("the server stopped answering correctly after %x: %v %v", msg, r, err)
 		}

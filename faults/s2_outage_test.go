@@ -139,7 +139,7 @@ func TestFault2TotalOutage(t *testing.T) {
 	if ok, why := w.dnsMatches(svc, "out"); !ok {
 		t.Errorf("after convergence: %s", why)
 	}
-	if r, err := exchange("udp", w.dns.Addr, w.ctrName(newc), dns.TypeSRV, 0); err != nil || wantSRV(newc.HostPort)(r) != nil {
+	if r, err := testenv.Exchange("udp", w.dns.Addr, w.ctrName(newc), dns.TypeSRV, 0); err != nil || wantSRV(newc.HostPort)(r) != nil {
 		t.Errorf("the container started during the outage is not in DNS: %v %v", r, err)
 	}
 

@@ -68,12 +68,12 @@ func TestFault3Partition(t *testing.T) {
 	t.Log("exporter partitioned from Consul")
 	gone := func() bool {
 		for _, c := range cs {
-			r, err := exchange("udp", w.dns.Addr, w.ctrName(c), dns.TypeSRV, 0)
+			r, err := testenv.Exchange("udp", w.dns.Addr, w.ctrName(c), dns.TypeSRV, 0)
 			if err != nil || r.Rcode != dns.RcodeNameError {
 				return false
 			}
 		}
-		r, err := exchange("udp", w.dns.Addr, svc+"."+zone, dns.TypeSRV, 0)
+		r, err := testenv.Exchange("udp", w.dns.Addr, svc+"."+zone, dns.TypeSRV, 0)
 		return err == nil && r.Rcode == dns.RcodeNameError
 	}
 	expire, ok := waitFor(2*ttl+15*time.Second, gone)
@@ -110,7 +110,7 @@ func TestFault3Partition(t *testing.T) {
 		t.Errorf("%d sessions of the host after the heal, want 1 holding its keys", sessions)
 	}
 	for _, c := range cs {
-		r, err := exchange("tcp", w.dns.Addr, w.ctrName(c), dns.TypeSRV, 0)
+		r, err := testenv.Exchange("tcp", w.dns.Addr, w.ctrName(c), dns.TypeSRV, 0)
 		if err != nil || len(r.Answer) != 1 {
 			t.Errorf("%s after the heal: want one SRV, got %v %v", c.Name, r, err)
 		}

@@ -62,7 +62,7 @@ func TestFault4ExporterCrashRestart(t *testing.T) {
 					return
 				case <-tick.C:
 				}
-				r, err := exchange("udp", w.dns.Addr, ch.name, ch.qtype, 0)
+				r, err := testenv.Exchange("udp", w.dns.Addr, ch.name, ch.qtype, 0)
 				polls.Add(1)
 				if err == nil {
 					err = ch.verify(r)

@@ -196,7 +196,7 @@ func TestFault6ACLConfinement(t *testing.T) {
 			t.Errorf("%s after the KV attacks: %v %s %v", x.name, ports, dns.RcodeToString[rcode], err)
 		}
 	}
-	if r, err := exchange("udp", w.dns.Addr, "hijack."+hostName(hostB), dns.TypeA, 0); err != nil || wantNX(r) != nil {
+	if r, err := testenv.Exchange("udp", w.dns.Addr, "hijack."+hostName(hostB), dns.TypeA, 0); err != nil || wantNX(r) != nil {
 		t.Errorf("a path trick in A's prefix created a name under B: %v %v", r, err)
 	}
 	// The plugin's token writes nothing.
@@ -225,7 +225,7 @@ func TestFault6ACLConfinement(t *testing.T) {
 	go func() {
 		defer close(pollDone)
 		for ctx.Err() == nil {
-			r, err := exchange("udp", w.dns.Addr, nameB, dns.TypeSRV, 0)
+			r, err := testenv.Exchange("udp", w.dns.Addr, nameB, dns.TypeSRV, 0)
 			polls.Add(1)
 			if err != nil || wantSRV(cb.HostPort)(r) != nil {
 				misses.Add(1)

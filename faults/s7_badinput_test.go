@@ -346,15 +346,15 @@ func badDocuments(t *testing.T, w *world, kv *api.KV) (rejected, counted int) {
 	// Nothing lost, nothing hostile answered.
 	waitSRV(t, w, "web-1.good.hosts."+zone, 32768)
 	waitSRV(t, w, "db-1.good.hosts."+zone, 32769)
-	if r, err := exchange("udp", w.dns.Addr, "big."+zone, dns.TypeSRV, 4096); err != nil || len(r.Answer) != 60 {
+	if r, err := testenv.Exchange("udp", w.dns.Addr, "big."+zone, dns.TypeSRV, 4096); err != nil || len(r.Answer) != 60 {
 		t.Errorf("big: want 60 SRV after its host document was overwritten with garbage, got %v %v", r, err)
 	}
 	for _, name := range []string{"evilh2.hosts." + zone, "x.hosts." + zone, "evil.hosts." + zone, "nohost.hosts." + zone} {
-		if r, err := exchange("udp", w.dns.Addr, name, dns.TypeA, 0); err != nil || wantNX(r) != nil {
+		if r, err := testenv.Exchange("udp", w.dns.Addr, name, dns.TypeA, 0); err != nil || wantNX(r) != nil {
 			t.Errorf("%s: want NXDOMAIN, got %v %v", name, r, err)
 		}
 	}
-	r, err := exchange("udp", w.dns.Addr, "good.hosts."+zone, dns.TypeA, 0)
+	r, err := testenv.Exchange("udp", w.dns.Addr, "good.hosts."+zone, dns.TypeA, 0)
 	if err != nil || wantA(goodAddr.String())(r) != nil {
 		t.Errorf("good.hosts: want only %s (a host document claiming its name must not change it), got %v %v", goodAddr, r, err)
 	}
@@ -572,7 +572,7 @@ func hostileLabels(t *testing.T, w *world) (skipped, published int) {
 	t.Logf("%d hostile containers: %d published, %d skipped and counted", made, published, skipped)
 	// The zone: only sanitized names, addresses of valid documents.
 	if _, ok := waitFor(20*time.Second, func() bool {
-		r, err := exchange("udp", w.dns.Addr, hostName(w.host), dns.TypeA, 0)
+		r, err := testenv.Exchange("udp", w.dns.Addr, hostName(w.host), dns.TypeA, 0)
 		return err == nil && r.Rcode == dns.RcodeSuccess
 	}); !ok {
 		t.Fatal("the exporter's host is not in DNS")

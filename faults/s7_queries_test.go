@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berthdns/berth/internal/testenv"
 	"github.com/miekg/dns"
 )
 
@@ -271,7 +272,7 @@ func hostileQueries(t *testing.T, w *world) *dnsStats {
 		"_http._tcp.web.shop." + zone, "WEB-1.Good.HOSTS.f.BERTH.test.", "outside.example."}
 	alive := func(what string) {
 		t.Helper()
-		r, err := exchange("udp", addr, "web-1.good.hosts."+zone, dns.TypeSRV, 0)
+		r, err := testenv.Exchange("udp", addr, "web-1.good.hosts."+zone, dns.TypeSRV, 0)
 		if err != nil || wantSRV(32768)(r) != nil {
 			t.Fatalf("after %s the server no longer answers correctly: %v %v\n%s", what, r, err, w.dns.Output())
 		}

@@ -161,7 +161,7 @@ func (w *world) waitLoaded() {
 	w.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		r, err := exchange("udp", w.dns.Addr, zone, dns.TypeSOA, 0)
+		r, err := testenv.Exchange("udp", w.dns.Addr, zone, dns.TypeSOA, 0)
 		if err == nil && r.Rcode == dns.RcodeSuccess && r.Authoritative {
 			return
 		}
@@ -288,18 +288,6 @@ func ctrName(host, name string) string   { return record.Label(name) + "." + hos
 func (w *world) ctrName(c *ctr) string   { return ctrName(w.host, c.Name) }
 func (w *world) service(s string) string { return s + "-" + w.run }
 
-// exchange sends one query; udpSize > 0 adds EDNS0.
-func exchange(network, addr, name string, qtype uint16, udpSize uint16) (*dns.Msg, error) {
-	m := new(dns.Msg)
-	m.SetQuestion(name, qtype)
-	if udpSize > 0 {
-		m.SetEdns0(udpSize, false)
-	}
-	c := &dns.Client{Net: network, Timeout: 2 * time.Second}
-	r, _, err := c.Exchange(m, addr)
-	return r, err
-}
-
 // srvPorts lists the ports of the SRV records in an answer, sorted.
 func srvPorts(m *dns.Msg) []int {
 	var ports []int
@@ -314,7 +302,7 @@ func srvPorts(m *dns.Msg) []int {
 
 // dnsPorts is the set of SRV ports DNS gives for name; nil on NXDOMAIN.
 func (w *world) dnsPorts(name string) ([]int, int, error) {
-	r, err := exchange("tcp", w.dns.Addr, name, dns.TypeSRV, 0)
+	r, err := testenv.Exchange("tcp", w.dns.Addr, name, dns.TypeSRV, 0)
 	if err != nil {
 		return nil, -1, err
 	}

@@ -56,9 +56,9 @@ func TestWatchOversizeHost(t *testing.T) {
 	bad := mkHost("bad", "192.0.2.66")
 	publish(t, kv, bad, ctrOp(t, "bad", mkCtr("b1", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.66", 6001))))
 	w := startBoundedWatcher(t, c, 256<<10, 1<<30)
-	eventually(t, 5*time.Second, "the bad host's first state", w.has("api.c.example.org.", dns.TypeA, "api.c.example.org. 30 IN A 192.0.2.66"))
+	testenv.Eventually(t, 5*time.Second, "the bad host's first state", w.has("api.c.example.org.", dns.TypeA, "api.c.example.org. 30 IN A 192.0.2.66"))
 
-	before := metricValue(invalidRecords.WithLabelValues("oversize"))
+	before := testenv.MetricValue(invalidRecords.WithLabelValues("oversize"))
 	// 8 documents of 60 KiB: each under the document limit, together over
 	// the host's 256 KiB (one at a time: a transaction holds 512 KiB).
 	for i := range 8 {
@@ -68,20 +68,20 @@ func TestWatchOversizeHost(t *testing.T) {
 		}
 	}
 	publish(t, kv, bad)
-	eventually(t, 5*time.Second, "the oversize host reported", func() error {
-		if metricValue(invalidRecords.WithLabelValues("oversize")) != before+1 {
-			return fmt.Errorf("oversize counted %v times, want 1", metricValue(invalidRecords.WithLabelValues("oversize"))-before)
+	testenv.Eventually(t, 5*time.Second, "the oversize host reported", func() error {
+		if testenv.MetricValue(invalidRecords.WithLabelValues("oversize")) != before+1 {
+			return fmt.Errorf("oversize counted %v times, want 1", testenv.MetricValue(invalidRecords.WithLabelValues("oversize"))-before)
 		}
 		return nil
 	})
 	w.check(t, "api.c.example.org.", dns.TypeA, "api.c.example.org. 30 IN A 192.0.2.66")
 
 	publish(t, kv, good, ctrOp(t, "good", mkCtr("a2", "web-2", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))))
-	eventually(t, 5*time.Second, "the good host changes", w.has("web-2.good.hosts.c.example.org.", dns.TypeA, "web-2.good.hosts.c.example.org. 30 IN A 192.0.2.10"))
+	testenv.Eventually(t, 5*time.Second, "the good host changes", w.has("web-2.good.hosts.c.example.org.", dns.TypeA, "web-2.good.hosts.c.example.org. 30 IN A 192.0.2.10"))
 	publish(t, kv, bad) // the same oversize subtree at a new rev: read again, not reported again
 	publish(t, kv, good, ctrOp(t, "good", mkCtr("a3", "web-3", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1003))))
-	eventually(t, 5*time.Second, "the good host changes again", w.has("web-3.good.hosts.c.example.org.", dns.TypeA, "web-3.good.hosts.c.example.org. 30 IN A 192.0.2.10"))
-	if n := metricValue(invalidRecords.WithLabelValues("oversize")) - before; n != 1 {
+	testenv.Eventually(t, 5*time.Second, "the good host changes again", w.has("web-3.good.hosts.c.example.org.", dns.TypeA, "web-3.good.hosts.c.example.org. 30 IN A 192.0.2.10"))
+	if n := testenv.MetricValue(invalidRecords.WithLabelValues("oversize")) - before; n != 1 {
 		t.Errorf("oversize reported %v times while it lasted, want once", n)
 	}
 	w.check(t, "api.c.example.org.", dns.TypeA, "api.c.example.org. 30 IN A 192.0.2.66")
@@ -101,7 +101,7 @@ func TestWatchFlappingHost(t *testing.T) {
 	// A few hundred bytes a second, after a burst of 8 KiB: the flapping
 	// host's reads of about a kilobyte each are soon over it.
 	w := startBoundedWatcher(t, c, 4<<10, 512)
-	deferredBefore := metricValue(hostFetchesDeferred)
+	deferredBefore := testenv.MetricValue(hostFetchesDeferred)
 
 	ctx, stop := context.WithCancel(context.Background())
 	flapped := make(chan int)
@@ -126,17 +126,17 @@ func TestWatchFlappingHost(t *testing.T) {
 		}
 		flapped <- published
 	}()
-	eventually(t, 10*time.Second, "the flapping host deferred", func() error {
-		if metricValue(hostFetchesDeferred) <= deferredBefore {
+	testenv.Eventually(t, 10*time.Second, "the flapping host deferred", func() error {
+		if testenv.MetricValue(hostFetchesDeferred) <= deferredBefore {
 			return fmt.Errorf("no deferral counted")
 		}
 		return nil
 	})
 	publish(t, kv, good, ctrOp(t, "good", mkCtr("a2", "web-2", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))))
-	eventually(t, 5*time.Second, "the good host's change while the other flaps", w.has("web-2.good.hosts.c.example.org.", dns.TypeA, "web-2.good.hosts.c.example.org. 30 IN A 192.0.2.10"))
+	testenv.Eventually(t, 5*time.Second, "the good host's change while the other flaps", w.has("web-2.good.hosts.c.example.org.", dns.TypeA, "web-2.good.hosts.c.example.org. 30 IN A 192.0.2.10"))
 	stop()
 	last := <-flapped
-	eventually(t, 20*time.Second, "the flapping host's last state", w.has("api-1.flap.hosts.c.example.org.", dns.TypeSRV,
+	testenv.Eventually(t, 20*time.Second, "the flapping host's last state", w.has("api-1.flap.hosts.c.example.org.", dns.TypeSRV,
 		fmt.Sprintf("api-1.flap.hosts.c.example.org. 30 IN SRV 10 10 %d flap.hosts.c.example.org.", last)))
 }
 

@@ -71,13 +71,7 @@ func example(t *testing.T, name string, replace ...string) string {
 
 func exchange(t *testing.T, net, addr, name string, qtype uint16, udpSize uint16) *dns.Msg {
 	t.Helper()
-	m := new(dns.Msg)
-	m.SetQuestion(name, qtype)
-	if udpSize > 0 {
-		m.SetEdns0(udpSize, false)
-	}
-	c := &dns.Client{Net: net, Timeout: 2 * time.Second}
-	r, _, err := c.Exchange(m, addr)
+	r, err := testenv.Exchange(net, addr, name, qtype, udpSize)
 	if err != nil {
 		t.Fatalf("%s %s %s: %v", net, name, dns.TypeToString[qtype], err)
 	}

@@ -77,7 +77,7 @@ func TestWatchOwnershipPolicy(t *testing.T) {
 		"web.shop.c.example.org. 30 IN SRV 10 10 8080 h1.hosts.c.example.org.",
 		"web.shop.c.example.org. 30 IN SRV 0 10 6666 h9.hosts.c.example.org.")
 	owner := w.has("web.shop.c.example.org.", dns.TypeSRV, "web.shop.c.example.org. 30 IN SRV 10 10 8080 h1.hosts.c.example.org.")
-	eventually(t, 5*time.Second, "no policy: every claim", both)
+	testenv.Eventually(t, 5*time.Second, "no policy: every claim", both)
 
 	putPolicy := func(doc string) uint64 {
 		t.Helper()
@@ -91,18 +91,18 @@ func TestWatchOwnershipPolicy(t *testing.T) {
 		return p.ModifyIndex
 	}
 	index := putPolicy(`{"v": 1, "default": "allow", "rules": [{"service": "web.shop", "hosts": ["h1"]}]}`)
-	eventually(t, 10*time.Second, "the policy takes the impostor out", owner)
-	eventually(t, 5*time.Second, "the serial is the policy's index", func() error {
+	testenv.Eventually(t, 10*time.Second, "the policy takes the impostor out", owner)
+	testenv.Eventually(t, 5*time.Second, "the serial is the policy's index", func() error {
 		if s := w.zone.SOA().Serial; s != uint32(index) {
 			return fmt.Errorf("serial %d, want %d", s, index)
 		}
 		return nil
 	})
 
-	before := metricValue(invalidRecords.WithLabelValues("invalid"))
+	before := testenv.MetricValue(invalidRecords.WithLabelValues("invalid"))
 	putPolicy(`{"v": 1, "default": "sometimes"}`)
-	eventually(t, 10*time.Second, "the bad policy reported", func() error {
-		if metricValue(invalidRecords.WithLabelValues("invalid")) <= before {
+	testenv.Eventually(t, 10*time.Second, "the bad policy reported", func() error {
+		if testenv.MetricValue(invalidRecords.WithLabelValues("invalid")) <= before {
 			return fmt.Errorf("not counted")
 		}
 		return nil
@@ -112,7 +112,7 @@ func TestWatchOwnershipPolicy(t *testing.T) {
 	if _, err := kv.Delete(record.PolicyKey(kvPrefix), nil); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "the policy gone: every claim again", both)
+	testenv.Eventually(t, 10*time.Second, "the policy gone: every claim again", both)
 }
 
 // TestWatchPolicyBeforeFirstLoad proves a zone is never served without its

@@ -38,7 +38,7 @@ func hiddenPrimary(t *testing.T) (*testenv.Consul, *testenv.CoreDNS, *testenv.BI
 	primary := testenv.StartCoreDNS(t, corefile, "CONSUL_HTTP_ADDR="+consul.HTTP)
 	waitLoaded(t, primary.Addr, e2eZone)
 	bind := testenv.StartBINDSecondary(t, e2eZone, primary.Addr, ports[0])
-	waitFor(t, 20*time.Second, "the secondary loads the zone", func() error {
+	testenv.Eventually(t, 20*time.Second, "the secondary loads the zone", func() error {
 		return sameSerial(t, primary.Addr, bind.Addr)
 	})
 	return consul, primary, bind
@@ -65,11 +65,11 @@ func TestHiddenPrimaryBINDSecondary(t *testing.T) {
 	axfr := transferIn(t, primary.Addr, 0)
 	mark := len(primary.Output())
 	addWeb(t, kv, 2, 32769)
-	waitFor(t, 10*time.Second, "the secondary answers the change", srvPorts(bind.Addr, "web.shop."+e2eZone, 32768, 32769))
+	testenv.Eventually(t, 10*time.Second, "the secondary answers the change", srvPorts(bind.Addr, "web.shop."+e2eZone, 32768, 32769))
 	after := serialOf(t, primary.Addr)
 	// The secondary took an incremental transfer, not the zone: berth's
 	// transfer plugin logs each transfer's record count.
-	waitFor(t, 5*time.Second, "the secondary's transfer in berth's log", func() error {
+	testenv.Eventually(t, 5*time.Second, "the secondary's transfer in berth's log", func() error {
 		n := lastOutgoingTransfer(primary.Output()[mark:])
 		if n == 0 || n >= len(axfr)/4 {
 			return fmt.Errorf("the secondary's transfer had %d records (the zone has %d): not an IXFR", n, len(axfr))
@@ -111,7 +111,7 @@ func TestHiddenPrimaryBINDSecondary(t *testing.T) {
 	for i := range 300 {
 		addWeb(t, kv, 100+i%20, 33000+i)
 	}
-	waitFor(t, 20*time.Second, "the secondary follows the burst", func() error { return sameSerial(t, primary.Addr, bind.Addr) })
+	testenv.Eventually(t, 20*time.Second, "the secondary follows the burst", func() error { return sameSerial(t, primary.Addr, bind.Addr) })
 	burst := serialOf(t, primary.Addr)
 	primary.Restart(t)
 	waitLoaded(t, primary.Addr, e2eZone)
@@ -119,8 +119,8 @@ func TestHiddenPrimaryBINDSecondary(t *testing.T) {
 		t.Fatalf("serial %d after the restart, %d before: the same data must keep its serial", s, burst)
 	}
 	addWeb(t, kv, 3, 32770)
-	waitFor(t, 10*time.Second, "the secondary answers a change after the restart", srvPorts(bind.Addr, "web-3.host1.hosts."+e2eZone, 32770))
-	waitFor(t, 5*time.Second, "the secondary at berth's serial", func() error { return sameSerial(t, primary.Addr, bind.Addr) })
+	testenv.Eventually(t, 10*time.Second, "the secondary answers a change after the restart", srvPorts(bind.Addr, "web-3.host1.hosts."+e2eZone, 32770))
+	testenv.Eventually(t, 5*time.Second, "the secondary at berth's serial", func() error { return sameSerial(t, primary.Addr, bind.Addr) })
 	if strings.Contains(bind.Log(), "received from primary") && strings.Contains(bind.Log(), "< ours") {
 		t.Errorf("the secondary saw the serial go backwards:\n%s", bind.Log())
 	}
@@ -145,7 +145,7 @@ func TestTwoPrimariesOneSerial(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := uint32(meta.LastIndex)
-		waitFor(t, 10*time.Second, fmt.Sprintf("round %d: both at Consul's index %d", round, want), func() error {
+		testenv.Eventually(t, 10*time.Second, fmt.Sprintf("round %d: both at Consul's index %d", round, want), func() error {
 			a, b := serialOf(t, ns1.Addr), serialOf(t, ns2.Addr)
 			if a != want || b != want {
 				return fmt.Errorf("ns1 serves %d, ns2 %d", a, b)
@@ -262,23 +262,6 @@ func lastOutgoingTransfer(log string) int {
 	return n
 }
 
-// waitFor polls cond every 50 ms until it returns nil, or fails the test
-// with its last error after within.
-func waitFor(t *testing.T, within time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, within, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestNotifyCoalesced proves berth notifies its secondaries at start-up and
 // after changes, and that a burst of changes is coalesced: far fewer
 // NOTIFYs than changes (at most one per 250 ms round and one more), yet the
@@ -316,7 +299,7 @@ func TestNotifyCoalesced(t *testing.T) {
 		"prometheus 127.0.0.1:9153", "", "ready 127.0.0.1:8181", "")
 	primary := testenv.StartCoreDNS(t, corefile, "CONSUL_HTTP_ADDR="+consul.HTTP)
 	waitLoaded(t, primary.Addr, e2eZone)
-	waitFor(t, 5*time.Second, "a NOTIFY at start-up", func() error {
+	testenv.Eventually(t, 5*time.Second, "a NOTIFY at start-up", func() error {
 		if count() == 0 {
 			return fmt.Errorf("none")
 		}
@@ -337,7 +320,7 @@ func TestNotifyCoalesced(t *testing.T) {
 		}
 		return uint32(meta.LastIndex)
 	}()
-	waitFor(t, 10*time.Second, "a NOTIFY after the last change, at the final serial", func() error {
+	testenv.Eventually(t, 10*time.Second, "a NOTIFY after the last change, at the final serial", func() error {
 		mu.Lock()
 		n := len(notifies)
 		at := notifies[n-1]

@@ -20,8 +20,6 @@ import (
 	"github.com/coredns/coredns/plugin/test"
 	"github.com/hashicorp/consul/api"
 	"github.com/miekg/dns"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // These tests run the watcher against a real Consul agent (never a mock) and
@@ -30,25 +28,6 @@ import (
 // process-global metrics, so they do not run in parallel with each other.
 
 const kvPrefix = "berth"
-
-// metricValue is the value of a counter or gauge. (It does what
-// prometheus/testutil.ToFloat64 does; that package needs a module,
-// kylelemons/godebug, that go.mod does not list.)
-func metricValue(c prometheus.Collector) float64 {
-	ch := make(chan prometheus.Metric, 1)
-	c.Collect(ch)
-	var m dto.Metric
-	if err := (<-ch).Write(&m); err != nil {
-		panic(err)
-	}
-	switch {
-	case m.Counter != nil:
-		return m.Counter.GetValue()
-	case m.Gauge != nil:
-		return m.Gauge.GetValue()
-	}
-	panic("not a counter or gauge")
-}
 
 // kvOp is one write of a publish transaction.
 type kvOp struct {
@@ -152,23 +131,6 @@ func startWatcher(t *testing.T, kv *api.KV, resync time.Duration) *watched {
 	return w
 }
 
-// eventually polls cond every 20ms until it returns nil or the deadline
-// passes, then fails with cond's last error.
-func eventually(t *testing.T, within time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, within, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // has reports whether z answers name/qtype with exactly want (zone-file
 // lines); want nil means "the name does not exist".
 func (w *watched) has(name string, qtype uint16, want ...string) func() error {
@@ -218,27 +180,27 @@ func TestWatchFollowsConsul(t *testing.T) {
 
 	web2 := mkCtr("a2", "web-2", "web", record.HealthHealthy, mkPort(80, "tcp", "http", "192.0.2.10", 1002))
 	publish(t, kv, h1, ctrOp(t, "h1", web2))
-	eventually(t, 5*time.Second, "a container added", w.has("web.c.example.org.", dns.TypeSRV,
+	testenv.Eventually(t, 5*time.Second, "a container added", w.has("web.c.example.org.", dns.TypeSRV,
 		"web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.", "web.c.example.org. 30 IN SRV 10 10 1002 h1.hosts.c.example.org."))
 
 	web1.Health = record.HealthUnhealthy
 	publish(t, kv, h1, ctrOp(t, "h1", web1))
-	eventually(t, 5*time.Second, "a container turned unhealthy", w.has("web.c.example.org.", dns.TypeSRV,
+	testenv.Eventually(t, 5*time.Second, "a container turned unhealthy", w.has("web.c.example.org.", dns.TypeSRV,
 		"web.c.example.org. 30 IN SRV 10 10 1002 h1.hosts.c.example.org."))
 	w.check(t, "web-1.h1.hosts.c.example.org.", dns.TypeSRV, "web-1.h1.hosts.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.")
 
 	publish(t, kv, h1, delOp("h1", web2.ID))
-	eventually(t, 5*time.Second, "a container removed", w.has("web-2.h1.hosts.c.example.org.", dns.TypeA))
+	testenv.Eventually(t, 5*time.Second, "a container removed", w.has("web-2.h1.hosts.c.example.org.", dns.TypeA))
 
 	web3 := mkCtr("b3", "web-3", "web", record.HealthNone, mkPort(80, "tcp", "http", "192.0.2.20", 2003))
 	publish(t, kv, h2, ctrOp(t, "h2", web3))
-	eventually(t, 5*time.Second, "a second host", w.has("web.c.example.org.", dns.TypeSRV,
+	testenv.Eventually(t, 5*time.Second, "a second host", w.has("web.c.example.org.", dns.TypeSRV,
 		"web.c.example.org. 30 IN SRV 10 10 2003 h2.hosts.c.example.org."))
 
 	if _, err := kv.Delete(record.HostKey(kvPrefix, "h1"), nil); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "host document deleted", w.has("h1.hosts.c.example.org.", dns.TypeA))
+	testenv.Eventually(t, 5*time.Second, "host document deleted", w.has("h1.hosts.c.example.org.", dns.TypeA))
 	w.check(t, "web-1.h1.hosts.c.example.org.", dns.TypeA)
 	w.check(t, "web.c.example.org.", dns.TypeA, "web.c.example.org. 30 IN A 192.0.2.20")
 	if keys, _, err := kv.Keys(record.ContainersPrefix(kvPrefix, "h1"), "", nil); err != nil || len(keys) != 1 {
@@ -246,7 +208,7 @@ func TestWatchFollowsConsul(t *testing.T) {
 	}
 
 	publish(t, kv, h1)
-	eventually(t, 5*time.Second, "host document back", w.has("web-1.h1.hosts.c.example.org.", dns.TypeA,
+	testenv.Eventually(t, 5*time.Second, "host document back", w.has("web-1.h1.hosts.c.example.org.", dns.TypeA,
 		"web-1.h1.hosts.c.example.org. 30 IN A 192.0.2.10"))
 }
 
@@ -294,14 +256,14 @@ func TestWatchInvalidDocuments(t *testing.T) {
 	}
 	for i, g := range garbage {
 		t.Run(g.name, func(t *testing.T) {
-			before := metricValue(invalidRecords.WithLabelValues(g.reason))
+			before := testenv.MetricValue(invalidRecords.WithLabelValues(g.reason))
 			// A marker container in the same transaction tells when the
 			// watcher has applied it.
 			marker := mkCtr(fmt.Sprintf("%02x", 0x10+i), fmt.Sprintf("marker-%d", i), "marker", "none", mkPort(9, "tcp", "", "192.0.2.10", 9000+i))
 			publish(t, kv, h1, rawOp("h1", web1.ID, g.value), ctrOp(t, "h1", marker))
-			eventually(t, 5*time.Second, "marker", w.has(fmt.Sprintf("marker-%d.h1.hosts.c.example.org.", i), dns.TypeA,
+			testenv.Eventually(t, 5*time.Second, "marker", w.has(fmt.Sprintf("marker-%d.h1.hosts.c.example.org.", i), dns.TypeA,
 				fmt.Sprintf("marker-%d.h1.hosts.c.example.org. 30 IN A 192.0.2.10", i)))
-			if d := metricValue(invalidRecords.WithLabelValues(g.reason)) - before; d != 1 {
+			if d := testenv.MetricValue(invalidRecords.WithLabelValues(g.reason)) - before; d != 1 {
 				t.Errorf("invalid_records_total{reason=%q} rose by %v, want 1", g.reason, d)
 			}
 			valid(t)
@@ -310,23 +272,23 @@ func TestWatchInvalidDocuments(t *testing.T) {
 
 	t.Run("counted once", func(t *testing.T) {
 		// Another change of h1 re-reads the same garbage: not counted again.
-		before := metricValue(invalidRecords.WithLabelValues("invalid"))
+		before := testenv.MetricValue(invalidRecords.WithLabelValues("invalid"))
 		publish(t, kv, h1, ctrOp(t, "h1", mkCtr("99", "marker-once", "marker", "none", mkPort(9, "tcp", "", "192.0.2.10", 9100))))
-		eventually(t, 5*time.Second, "marker", w.has("marker-once.h1.hosts.c.example.org.", dns.TypeA, "marker-once.h1.hosts.c.example.org. 30 IN A 192.0.2.10"))
-		if d := metricValue(invalidRecords.WithLabelValues("invalid")) - before; d != 0 {
+		testenv.Eventually(t, 5*time.Second, "marker", w.has("marker-once.h1.hosts.c.example.org.", dns.TypeA, "marker-once.h1.hosts.c.example.org. 30 IN A 192.0.2.10"))
+		if d := testenv.MetricValue(invalidRecords.WithLabelValues("invalid")) - before; d != 0 {
 			t.Errorf("the same bad version was counted again: +%v", d)
 		}
 		valid(t)
 	})
 
 	t.Run("garbage from the start", func(t *testing.T) {
-		before := metricValue(invalidRecords.WithLabelValues("invalid"))
+		before := testenv.MetricValue(invalidRecords.WithLabelValues("invalid"))
 		ghost := mkCtr("77", "ghost", "ghost", "none", mkPort(80, "tcp", "http", "192.0.2.10", 7000))
 		ghostJSON, _ := json.Marshal(ghost)
 		bad := strings.Replace(string(ghostJSON), `"port":80`, `"port":70000`, 1)
 		publish(t, kv, h1, rawOp("h1", ghost.ID, bad), ctrOp(t, "h1", mkCtr("98", "marker-ghost", "marker", "none", mkPort(9, "tcp", "", "192.0.2.10", 9101))))
-		eventually(t, 5*time.Second, "marker", w.has("marker-ghost.h1.hosts.c.example.org.", dns.TypeA, "marker-ghost.h1.hosts.c.example.org. 30 IN A 192.0.2.10"))
-		if d := metricValue(invalidRecords.WithLabelValues("invalid")) - before; d != 1 {
+		testenv.Eventually(t, 5*time.Second, "marker", w.has("marker-ghost.h1.hosts.c.example.org.", dns.TypeA, "marker-ghost.h1.hosts.c.example.org. 30 IN A 192.0.2.10"))
+		if d := testenv.MetricValue(invalidRecords.WithLabelValues("invalid")) - before; d != 1 {
 			t.Errorf("invalid_records_total{reason=invalid} rose by %v, want 1", d)
 		}
 		for _, name := range []string{"ghost.h1.hosts.c.example.org.", "ghost.c.example.org."} {
@@ -335,14 +297,14 @@ func TestWatchInvalidDocuments(t *testing.T) {
 	})
 
 	t.Run("garbage host document", func(t *testing.T) {
-		before := metricValue(invalidRecords.WithLabelValues("invalid"))
+		before := testenv.MetricValue(invalidRecords.WithLabelValues("invalid"))
 		if _, err := kv.Put(&api.KVPair{Key: record.HostKey(kvPrefix, "h1"), Value: []byte(`{"v":1,"name":"h1","addrs":["not-an-ip"]}`)}, nil); err != nil {
 			t.Fatal(err)
 		}
 		// A change on h2 after it: once that shows, the bad h1 was seen.
 		publish(t, kv, h2, ctrOp(t, "h2", mkCtr("97", "marker-h2", "marker", "none", mkPort(9, "tcp", "", "192.0.2.20", 9102))))
-		eventually(t, 5*time.Second, "marker", w.has("marker-h2.h2.hosts.c.example.org.", dns.TypeA, "marker-h2.h2.hosts.c.example.org. 30 IN A 192.0.2.20"))
-		if d := metricValue(invalidRecords.WithLabelValues("invalid")) - before; d != 1 {
+		testenv.Eventually(t, 5*time.Second, "marker", w.has("marker-h2.h2.hosts.c.example.org.", dns.TypeA, "marker-h2.h2.hosts.c.example.org. 30 IN A 192.0.2.20"))
+		if d := testenv.MetricValue(invalidRecords.WithLabelValues("invalid")) - before; d != 1 {
 			t.Errorf("invalid_records_total{reason=invalid} rose by %v, want 1", d)
 		}
 		w.check(t, "h1.hosts.c.example.org.", dns.TypeA, "h1.hosts.c.example.org. 30 IN A 192.0.2.10")
@@ -352,7 +314,7 @@ func TestWatchInvalidDocuments(t *testing.T) {
 	t.Run("valid version replaces garbage", func(t *testing.T) {
 		web1.Ports[0].HostPort = 1500
 		publish(t, kv, h1, ctrOp(t, "h1", web1))
-		eventually(t, 5*time.Second, "fixed document served", w.has("web-1.h1.hosts.c.example.org.", dns.TypeSRV,
+		testenv.Eventually(t, 5*time.Second, "fixed document served", w.has("web-1.h1.hosts.c.example.org.", dns.TypeSRV,
 			"web-1.h1.hosts.c.example.org. 30 IN SRV 10 10 1500 h1.hosts.c.example.org."))
 	})
 }
@@ -384,23 +346,23 @@ func TestWatchRefetchesOnlyChangedHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The first load reads every host's documents, one host at a time.
-	fullBefore := metricValue(consulBytes.WithLabelValues(requestHost))
+	fullBefore := testenv.MetricValue(consulBytes.WithLabelValues(requestHost))
 	w := startWatcher(t, counting.KV(), time.Hour)
-	fullLoad := metricValue(consulBytes.WithLabelValues(requestHost)) - fullBefore
+	fullLoad := testenv.MetricValue(consulBytes.WithLabelValues(requestHost)) - fullBefore
 	if fullLoad < 100_000 {
 		t.Fatalf("the first full load read %v bytes of container documents; the fixture should be over 100 kB", fullLoad)
 	}
-	eventually(t, 5*time.Second, "host B loaded", func() error {
+	testenv.Eventually(t, 5*time.Second, "host B loaded", func() error {
 		if ans, _, _, _ := w.zone.Lookup("app.c.example.org.", dns.TypeSRV); len(ans) != 200 {
 			return fmt.Errorf("app SRV has %d records, want 200", len(ans))
 		}
 		return nil
 	})
 
-	hostBefore := metricValue(consulBytes.WithLabelValues(requestHost))
+	hostBefore := testenv.MetricValue(consulBytes.WithLabelValues(requestHost))
 	publish(t, kv, ha, ctrOp(t, "ha", mkCtr("a2", "web-2", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))))
-	eventually(t, 5*time.Second, "change on host A", w.has("web-2.ha.hosts.c.example.org.", dns.TypeA, "web-2.ha.hosts.c.example.org. 30 IN A 192.0.2.10"))
-	hostBytes := metricValue(consulBytes.WithLabelValues(requestHost)) - hostBefore
+	testenv.Eventually(t, 5*time.Second, "change on host A", w.has("web-2.ha.hosts.c.example.org.", dns.TypeA, "web-2.ha.hosts.c.example.org. 30 IN A 192.0.2.10"))
+	hostBytes := testenv.MetricValue(consulBytes.WithLabelValues(requestHost)) - hostBefore
 	t.Logf("whole container prefix: %.0f bytes; re-fetch after a change on host A: %.0f bytes", fullLoad, hostBytes)
 	if hostBytes <= 0 {
 		t.Errorf("no host fetch counted after a change on host A")
@@ -420,16 +382,16 @@ func TestWatchConsulDownAndBack(t *testing.T) {
 	h1 := mkHost("h1", "192.0.2.10")
 	publish(t, kv, h1, ctrOp(t, "h1", mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
 	w := startWatcher(t, consul.Client().KV(), time.Hour)
-	eventually(t, 5*time.Second, "stale 0", func() error {
-		if v := metricValue(stale.WithLabelValues(testOrigin)); v != 0 {
+	testenv.Eventually(t, 5*time.Second, "stale 0", func() error {
+		if v := testenv.MetricValue(stale.WithLabelValues(testOrigin)); v != 0 {
 			return fmt.Errorf("stale = %v", v)
 		}
 		return nil
 	})
 
 	consul.Stop()
-	eventually(t, 10*time.Second, "stale after Consul stopped", func() error {
-		if v := metricValue(stale.WithLabelValues(testOrigin)); v != 1 {
+	testenv.Eventually(t, 10*time.Second, "stale after Consul stopped", func() error {
+		if v := testenv.MetricValue(stale.WithLabelValues(testOrigin)); v != 1 {
 			return fmt.Errorf("stale = %v, want 1", v)
 		}
 		return nil
@@ -451,10 +413,10 @@ func TestWatchConsulDownAndBack(t *testing.T) {
 	consul.Start()
 	kv = consul.Client().KV()
 	publish(t, kv, h1, ctrOp(t, "h1", mkCtr("a2", "web-2", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))))
-	eventually(t, 20*time.Second, "change after the restart", w.has("web.c.example.org.", dns.TypeSRV,
+	testenv.Eventually(t, 20*time.Second, "change after the restart", w.has("web.c.example.org.", dns.TypeSRV,
 		"web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.", "web.c.example.org. 30 IN SRV 10 10 1002 h1.hosts.c.example.org."))
-	eventually(t, 5*time.Second, "stale back to 0", func() error {
-		if v := metricValue(stale.WithLabelValues(testOrigin)); v != 0 {
+	testenv.Eventually(t, 5*time.Second, "stale back to 0", func() error {
+		if v := testenv.MetricValue(stale.WithLabelValues(testOrigin)); v != 0 {
 			return fmt.Errorf("stale = %v, want 0", v)
 		}
 		return nil
@@ -500,8 +462,8 @@ func TestWatchIndexReset(t *testing.T) {
 	}
 	publish(t, kv, mkHost("h2", "192.0.2.20"), ctrOp(t, "h2", mkCtr("b1", "new", "new", "none", mkPort(80, "tcp", "http", "192.0.2.20", 2001))))
 
-	eventually(t, 20*time.Second, "new host", w.has("new.c.example.org.", dns.TypeA, "new.c.example.org. 30 IN A 192.0.2.20"))
-	eventually(t, 5*time.Second, "host in both KVs", w.has("web.c.example.org.", dns.TypeSRV, "web.c.example.org. 30 IN SRV 10 10 1009 h1.hosts.c.example.org."))
+	testenv.Eventually(t, 20*time.Second, "new host", w.has("new.c.example.org.", dns.TypeA, "new.c.example.org. 30 IN A 192.0.2.20"))
+	testenv.Eventually(t, 5*time.Second, "host in both KVs", w.has("web.c.example.org.", dns.TypeSRV, "web.c.example.org. 30 IN SRV 10 10 1009 h1.hosts.c.example.org."))
 	w.check(t, "h1.hosts.c.example.org.", dns.TypeA, "h1.hosts.c.example.org. 30 IN A 192.0.2.11")
 	w.check(t, "web-1.h1.hosts.c.example.org.", dns.TypeA)
 	w.check(t, "old.c.example.org.", dns.TypeA)
@@ -645,24 +607,24 @@ func TestWatchIndexResetSameModifyIndex(t *testing.T) {
 		t.Fatalf("B's index %d is not below A's %d", indexB, indexA)
 	}
 	// The watcher has applied A's last h1 (the port tells which write) and h3.
-	eventually(t, 5*time.Second, "A's h1", w.has("web.c.example.org.", dns.TypeSRV, fmt.Sprintf("web.c.example.org. 30 IN SRV 10 10 %d h1.hosts.c.example.org.", port)))
-	eventually(t, 5*time.Second, "A's h3", w.has("old.c.example.org.", dns.TypeA, "old.c.example.org. 30 IN A 192.0.2.30"))
+	testenv.Eventually(t, 5*time.Second, "A's h1", w.has("web.c.example.org.", dns.TypeSRV, fmt.Sprintf("web.c.example.org. 30 IN SRV 10 10 %d h1.hosts.c.example.org.", port)))
+	testenv.Eventually(t, 5*time.Second, "A's h3", w.has("old.c.example.org.", dns.TypeA, "old.c.example.org. 30 IN A 192.0.2.30"))
 
 	// Consul goes away (the watcher sees its query fail), and comes back as
 	// B: the index goes back from A's to B's.
 	proxy.setDown(true)
-	eventually(t, 10*time.Second, "the watcher noticed Consul is gone", func() error {
-		if v := metricValue(stale.WithLabelValues(testOrigin)); v != 1 {
+	testenv.Eventually(t, 10*time.Second, "the watcher noticed Consul is gone", func() error {
+		if v := testenv.MetricValue(stale.WithLabelValues(testOrigin)); v != 1 {
 			return fmt.Errorf("stale = %v, want 1", v)
 		}
 		return nil
 	})
 	proxy.switchTo(b.HTTP)
 	proxy.setDown(false)
-	eventually(t, 20*time.Second, "B's new host", w.has("new.c.example.org.", dns.TypeA, "new.c.example.org. 30 IN A 192.0.2.20"))
-	eventually(t, 5*time.Second, "A's h3 gone", w.has("old.c.example.org.", dns.TypeA))
+	testenv.Eventually(t, 20*time.Second, "B's new host", w.has("new.c.example.org.", dns.TypeA, "new.c.example.org. 30 IN A 192.0.2.20"))
+	testenv.Eventually(t, 5*time.Second, "A's h3 gone", w.has("old.c.example.org.", dns.TypeA))
 	// h1 on B was written at index %d, as h1 on A was: its new data must show.
-	eventually(t, 5*time.Second, fmt.Sprintf("B's h1 (ModifyIndex %d, as A's)", same), w.has("web.c.example.org.", dns.TypeSRV,
+	testenv.Eventually(t, 5*time.Second, fmt.Sprintf("B's h1 (ModifyIndex %d, as A's)", same), w.has("web.c.example.org.", dns.TypeSRV,
 		"web.c.example.org. 30 IN SRV 10 10 1009 h1.hosts.c.example.org."))
 	w.check(t, "h1.hosts.c.example.org.", dns.TypeA, "h1.hosts.c.example.org. 30 IN A 192.0.2.11")
 }
@@ -692,7 +654,7 @@ func TestWatchSerialSnapshotRestore(t *testing.T) {
 	}
 	i1 := publish(t, kv, h1, web(1001))
 	running := startWatcher(t, kv, time.Hour)
-	eventually(t, 5*time.Second, "serial of the first state", serialIs(running, uint32(i1)))
+	testenv.Eventually(t, 5*time.Second, "serial of the first state", serialIs(running, uint32(i1)))
 
 	snap, _, err := client.Snapshot().Save(nil)
 	if err != nil {
@@ -704,28 +666,28 @@ func TestWatchSerialSnapshotRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	i2 := publish(t, kv, h1, web(1002))
-	eventually(t, 5*time.Second, "serial after a change", serialIs(running, uint32(i2)))
+	testenv.Eventually(t, 5*time.Second, "serial after a change", serialIs(running, uint32(i2)))
 	i3 := publish(t, kv, mkHost("h2", "192.0.2.20"), ctrOp(t, "h2", mkCtr("b1", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.20", 2001))))
-	eventually(t, 5*time.Second, "serial after a second change", serialIs(running, uint32(i3)))
+	testenv.Eventually(t, 5*time.Second, "serial after a second change", serialIs(running, uint32(i3)))
 
 	if err := client.Snapshot().Restore(nil, bytes.NewReader(saved)); err != nil {
 		t.Fatalf("snapshot restore: %v", err)
 	}
 	// The restored data is served (h2 gone, the first port back) at a
 	// serial one above the last: the index went back to i1.
-	eventually(t, 20*time.Second, "restored data", running.has("api.c.example.org.", dns.TypeA))
-	eventually(t, 5*time.Second, "restored port", running.has("web.c.example.org.", dns.TypeSRV, "web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org."))
-	eventually(t, 5*time.Second, "serial after the restore", serialIs(running, uint32(i3)+1))
+	testenv.Eventually(t, 20*time.Second, "restored data", running.has("api.c.example.org.", dns.TypeA))
+	testenv.Eventually(t, 5*time.Second, "restored port", running.has("web.c.example.org.", dns.TypeSRV, "web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org."))
+	testenv.Eventually(t, 5*time.Second, "serial after the restore", serialIs(running, uint32(i3)+1))
 
 	// A server started now knows only the restored index.
 	started := startWatcher(t, kv, time.Hour)
-	eventually(t, 5*time.Second, "serial of a server started after the restore", serialIs(started, uint32(i1)))
+	testenv.Eventually(t, 5*time.Second, "serial of a server started after the restore", serialIs(started, uint32(i1)))
 
 	// The next write under the prefix overtakes every earlier index.
 	i4 := publish(t, kv, h1, web(1004))
 	if i4 <= i3+1 {
 		t.Fatalf("the first write after the restore has index %d, not above %d", i4, i3+1)
 	}
-	eventually(t, 5*time.Second, "running server at the new index", serialIs(running, uint32(i4)))
-	eventually(t, 5*time.Second, "started server at the new index", serialIs(started, uint32(i4)))
+	testenv.Eventually(t, 5*time.Second, "running server at the new index", serialIs(running, uint32(i4)))
+	testenv.Eventually(t, 5*time.Second, "started server at the new index", serialIs(started, uint32(i4)))
 }
