@@ -130,3 +130,16 @@ func (c *CoreDNS) start(t testing.TB) {
 
 // Output is what CoreDNS printed so far.
 func (c *CoreDNS) Output() string { return c.out.String() }
+
+// PID is the running CoreDNS process's ID.
+func (c *CoreDNS) PID() int { return c.cmd.Process.Pid }
+
+// Exited reports whether the CoreDNS process has ended (crashed).
+func (c *CoreDNS) Exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}

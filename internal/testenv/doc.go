@@ -5,6 +5,24 @@
 //
 // A part that is missing makes the test skip on a developer's machine and
 // fail when CI is set, so a green CI run always means the real part ran.
+//
+// Its files, one role each:
+//
+//   - consul.go: a Consul -dev agent on loopback ports; cluster.go: a
+//     Consul cluster in containers on a test network.
+//   - coredns.go: the project's CoreDNS build, started and restarted.
+//   - bind.go: a real BIND 9 secondary of a zone.
+//   - exporter.go: the built berth-exporter, as a process and an image;
+//     process.go: liveness and RSS of any process, from /proc.
+//   - docker.go: the Docker client and test images built FROM scratch;
+//     containers.go: container logs and waits; network.go: test networks.
+//   - doc.go: Unavailable (skip, or fail under CI), free ports, the
+//     repository's root.
+//   - reap.go: labels naming each object's test process, and removal of
+//     what dead test processes left.
+//   - dnsserver.go: a scriptable DNS server for resolver and proxy tests.
+//   - wait.go: Eventually, Exchange and MetricValue, the helpers every
+//     package's tests share.
 package testenv
 
 import (

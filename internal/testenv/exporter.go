@@ -5,8 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -168,43 +166,3 @@ func (p *ExporterProc) PID() int {
 
 // Output is everything the process printed, over all its starts.
 func (p *ExporterProc) Output() string { return p.out.String() }
-
-// PID is the CoreDNS process's ID.
-func (c *CoreDNS) PID() int { return c.cmd.Process.Pid }
-
-// Exited reports whether the CoreDNS process has ended (crashed).
-func (c *CoreDNS) Exited() bool { return !Alive(c.cmd.Process.Pid) }
-
-// Alive reports whether process pid exists and is not a zombie.
-func Alive(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// pid (comm) state ...; comm may hold spaces, so look after the last ')'.
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 || i+2 >= len(s) {
-		return false
-	}
-	st := s[i+2]
-	return st != 'Z' && st != 'X'
-}
-
-// RSS is a process's resident set size in bytes, from /proc.
-func RSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			f := strings.Fields(rest)
-			if len(f) >= 1 {
-				kb, err := strconv.ParseInt(f[0], 10, 64)
-				return kb << 10, err
-			}
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
-}

@@ -22,19 +22,13 @@ const OwnerLabel = "berth.test.owner"
 var owner = sync.OnceValue(func() string { return ownerOf(os.Getpid()) })
 
 // ownerOf is pid's OwnerLabel value, or "" when no such process runs. The
-// start time (field 22 of /proc/PID/stat, after the parenthesised command)
-// tells a reused pid from the process that had it.
+// start time tells a reused pid from the process that had it.
 func ownerOf(pid int) string {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
+	f, ok := procStat(pid)
+	if !ok {
 		return ""
 	}
-	s := string(b)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if len(fields) < 20 {
-		return ""
-	}
-	return strconv.Itoa(pid) + ":" + fields[19]
+	return strconv.Itoa(pid) + ":" + f[19]
 }
 
 // Labels is the label set of a test's container or network: berth.test=kind,
