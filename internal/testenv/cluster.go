@@ -143,14 +143,14 @@ func (c *ConsulCluster) refreshPort(n *ConsulNode) {
 	if err != nil {
 		c.t.Fatalf("inspect %s: %v", n.Name, err)
 	}
-	for _, b := range res.Container.NetworkSettings.Ports[network.MustParsePort("8500/tcp")] {
-		if b.HostIP.IsValid() && !b.HostIP.IsLoopback() {
-			c.t.Fatalf("%s published on %s, not loopback", n.Name, b.HostIP)
-		}
-		n.HTTP = "127.0.0.1:" + b.HostPort
-		return
+	bindings := res.Container.NetworkSettings.Ports[network.MustParsePort("8500/tcp")]
+	if len(bindings) == 0 {
+		c.t.Fatalf("%s: 8500/tcp not published", n.Name)
 	}
-	c.t.Fatalf("%s: 8500/tcp not published", n.Name)
+	if b := bindings[0]; b.HostIP.IsValid() && !b.HostIP.IsLoopback() {
+		c.t.Fatalf("%s published on %s, not loopback", n.Name, b.HostIP)
+	}
+	n.HTTP = "127.0.0.1:" + bindings[0].HostPort
 }
 
 // Client is an API client of the cluster's client agent.
