@@ -33,6 +33,9 @@ type Config struct {
 	Once             bool
 	DeregisterOnExit bool
 	ShowVersion      bool // --version: print the version and exit
+	// AllowLoopback lets a loopback advertise address be published (a
+	// single-machine setup, tests); off, loopback is never published.
+	AllowLoopback bool
 	// OnlyLabel, "key" or "key=value", restricts the exporter to containers
 	// carrying that label (several exporters sharing one engine, tests).
 	OnlyLabel string
@@ -67,6 +70,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	fs.BoolVar(&cfg.Once, "once", false, "reconcile once, then exit (records live until the session expires)")
 	fs.BoolVar(&cfg.DeregisterOnExit, "deregister-on-exit", false, "remove this host's records on SIGTERM")
 	fs.StringVar(&cfg.OnlyLabel, "only-label", "", "KEY or KEY=VALUE: consider only containers with this label")
+	fs.BoolVar(&cfg.AllowLoopback, "allow-loopback", false, "allow a loopback advertise address (only this machine can dial it: a single-machine setup)")
 	fs.BoolVar(&cfg.ShowVersion, "version", false, "print the version and exit")
 	fs.Usage = func() { usage(fs) }
 	if err := fs.Parse(args); err != nil {
@@ -100,8 +104,11 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 			if err != nil {
 				return cfg, fmt.Errorf("--advertise-addr: %w", err)
 			}
-			if a = a.Unmap(); a.IsUnspecified() || a.IsMulticast() || a.Zone() != "" {
-				return cfg, fmt.Errorf("--advertise-addr: %s is not an address clients can dial", a)
+			if a = a.Unmap(); a.Zone() != "" {
+				return cfg, fmt.Errorf("--advertise-addr: %s is not an address clients can dial: it has a zone", a)
+			}
+			if err := advertisable(a, cfg.AllowLoopback); err != nil {
+				return cfg, err
 			}
 			cfg.AdvertiseAddrs = append(cfg.AdvertiseAddrs, a)
 		}

@@ -7,15 +7,18 @@
 // Files, one role each:
 //   - exporter.go: the Exporter, New, Run, Once, Deregister and the worker
 //     loop that reconciles whenever woken and retries after a failure.
-//   - advertise.go: detection of the advertise addresses (the source
-//     address towards Consul and its twin of the other family).
+//   - advertise.go: the advertise addresses: the configured ones, checked
+//     with record.Publishable, or the detected ones (the source address
+//     towards Consul, else of the default route, and its twin of the other
+//     family).
 //   - queue.go: the dirty queue events and resyncs feed the worker.
 //   - reconcile.go: one reconcile: refresh the desired state from Docker,
 //     then hand it to the Publisher.
 //   - events.go: the Docker event stream, reopened after it breaks.
 //   - dryrun.go: the --dry-run table.
 //   - health.go: /healthz, and the cache of its Docker and Consul pings.
-//   - docker.go: the Mapper, from Docker's inspect result to a document.
+//   - docker.go: the Mapper, from Docker's inspect result to a document,
+//     leaving out bindings on addresses record.Publishable refuses.
 //   - publish.go: the Publisher: diffing, transaction splitting, rev bumps.
 //   - session.go: the Consul session that holds every key of the host.
 //   - acl.go: the Consul ACL policies of an exporter and of the plugin.

@@ -62,26 +62,49 @@ type Mapper struct {
 	// Addrs are the host's advertise addresses; a wildcard binding is
 	// published on the first of the same family.
 	Addrs []netip.Addr
+	// AllowLoopback lets a loopback advertise address stand for wildcard
+	// bindings. A binding on a loopback host IP is never published.
+	AllowLoopback bool
+}
+
+// SkippedBinding is a port binding not published because of its host IP's
+// address class (record.AddrClass): loopback, link-local or multicast.
+type SkippedBinding struct {
+	Port     string // container port, "80/tcp"
+	HostIP   netip.Addr
+	HostPort int
+	Reason   string // a record.Class* constant
+}
+
+func (b SkippedBinding) String() string {
+	return b.Port + " on " + netip.AddrPortFrom(b.HostIP, uint16(b.HostPort)).String()
 }
 
 // Map returns c's document; nil and nil when c is not running (it simply has
 // no document), nil and a *SkipError when it runs but must not be published.
 // A returned document has passed record's validation.
 func (m *Mapper) Map(c *container.InspectResponse) (*record.Container, error) {
+	doc, _, err := m.MapAll(c)
+	return doc, err
+}
+
+// MapAll is Map that also lists the bindings left out for their host IP's
+// address class, so that the caller can log and count them.
+func (m *Mapper) MapAll(c *container.InspectResponse) (*record.Container, []SkippedBinding, error) {
 	if c.State == nil || !c.State.Running || c.State.Restarting || c.Config == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
 	labels := c.Config.Labels
 	if v, ok := labels[LabelEnable]; ok {
 		on, err := strconv.ParseBool(v)
 		if err != nil {
-			return nil, skip(ReasonBadLabel, "%s=%q is not a boolean", LabelEnable, v)
+			return nil, nil, skip(ReasonBadLabel, "%s=%q is not a boolean", LabelEnable, v)
 		}
 		if !on {
-			return nil, skip(ReasonDisabled, "%s=false", LabelEnable)
+			return nil, nil, skip(ReasonDisabled, "%s=false", LabelEnable)
 		}
 	} else if _, ok := labels[LabelService]; m.Explicit && !ok {
-		return nil, skip(ReasonNotOptedIn, "explicit mode and neither %s=true nor %s", LabelEnable, LabelService)
+		return nil, nil, skip(ReasonNotOptedIn, "explicit mode and neither %s=true nor %s", LabelEnable, LabelService)
 	}
 
 	rawName := strings.TrimPrefix(c.Name, "/")
@@ -96,7 +119,7 @@ func (m *Mapper) Map(c *container.InspectResponse) (*record.Container, error) {
 		Weight:   record.DefaultWeight,
 	}
 	if doc.Name == "" {
-		return nil, skip(ReasonEmptyName, "container name %q sanitizes to nothing", rawName)
+		return nil, nil, skip(ReasonEmptyName, "container name %q sanitizes to nothing", rawName)
 	}
 	if h := c.State.Health; h != nil {
 		switch s := string(h.Status); s {
@@ -107,27 +130,28 @@ func (m *Mapper) Map(c *container.InspectResponse) (*record.Container, error) {
 
 	var err *SkipError
 	if doc.Service, err = serviceOf(labels, rawName); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if doc.Priority, err = uint16Label(labels, LabelPriority, record.DefaultPriority); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if doc.Weight, err = uint16Label(labels, LabelWeight, record.DefaultWeight); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if doc.Ports, err = m.ports(c, labels); err != nil {
-		return nil, err
+	var skipped []SkippedBinding
+	if doc.Ports, skipped, err = m.ports(c, labels); err != nil {
+		return nil, skipped, err
 	}
 	if err := checkLengths(doc); err != nil {
-		return nil, err
+		return nil, skipped, err
 	}
 	if err := doc.Validate(); err != nil {
-		return nil, skip(ReasonInvalid, "%v", err)
+		return nil, nil, skip(ReasonInvalid, "%v", err)
 	}
 	if b, _ := json.Marshal(doc); len(b) > record.MaxDocumentSize {
-		return nil, skip(ReasonInvalid, "document is %d bytes, over %d", len(b), record.MaxDocumentSize)
+		return nil, nil, skip(ReasonInvalid, "document is %d bytes, over %d", len(b), record.MaxDocumentSize)
 	}
-	return doc, nil
+	return doc, skipped, nil
 }
 
 // serviceOf derives the service name: berth.service, else Compose's
@@ -170,19 +194,21 @@ func uint16Label(labels map[string]string, key string, def int) (int, *SkipError
 }
 
 // ports lists every published binding that a client elsewhere can dial,
-// sorted so that an unchanged container always marshals to the same bytes.
-func (m *Mapper) ports(c *container.InspectResponse, labels map[string]string) ([]record.Port, *SkipError) {
+// sorted so that an unchanged container always marshals to the same bytes,
+// and the bindings left out for their host IP's address class.
+func (m *Mapper) ports(c *container.InspectResponse, labels map[string]string) ([]record.Port, []SkippedBinding, *SkipError) {
 	if c.NetworkSettings == nil {
-		return nil, skip(ReasonNoPort, "no network settings")
+		return nil, nil, skip(ReasonNoPort, "no network settings")
 	}
 	var ports []record.Port
+	var skipped []SkippedBinding
 	noAddr := false
 	for p, bindings := range c.NetworkSettings.Ports {
 		proto := string(p.Proto())
 		name := record.PortName(int(p.Num()), proto)
 		if v, ok := labels[LabelPortPrefix+p.Port()+".name"]; ok {
 			if name = record.Label(v); name == "" {
-				return nil, skip(ReasonEmptyName, "%s%s.name=%q sanitizes to nothing", LabelPortPrefix, p.Port(), v)
+				return nil, nil, skip(ReasonEmptyName, "%s%s.name=%q sanitizes to nothing", LabelPortPrefix, p.Port(), v)
 			}
 		}
 		for _, b := range bindings {
@@ -190,9 +216,16 @@ func (m *Mapper) ports(c *container.InspectResponse, labels map[string]string) (
 			if err != nil || hostPort < 1 || hostPort > 65535 {
 				continue // not (yet) bound
 			}
-			addr, ok := m.dialAddr(b.HostIP)
-			if !ok {
-				noAddr = noAddr || !b.HostIP.IsLoopback()
+			addr, class := m.dialAddr(b.HostIP)
+			switch {
+			case class != "":
+				sb := SkippedBinding{Port: p.String(), HostIP: b.HostIP.Unmap(), HostPort: hostPort, Reason: class}
+				if !slices.Contains(skipped, sb) {
+					skipped = append(skipped, sb)
+				}
+				continue
+			case !addr.IsValid():
+				noAddr = true
 				continue
 			}
 			port := record.Port{Port: int(p.Num()), Proto: proto, Name: name, Addr: addr, HostPort: hostPort}
@@ -201,38 +234,45 @@ func (m *Mapper) ports(c *container.InspectResponse, labels map[string]string) (
 			}
 		}
 	}
+	slices.SortFunc(skipped, func(a, b SkippedBinding) int {
+		return cmp.Or(cmp.Compare(a.Port, b.Port), a.HostIP.Compare(b.HostIP), cmp.Compare(a.HostPort, b.HostPort))
+	})
 	if len(ports) == 0 {
 		if noAddr {
-			return nil, skip(ReasonNoAddress, "only wildcard bindings of an address family without an advertise address")
+			return nil, skipped, skip(ReasonNoAddress, "only wildcard bindings of an address family without an advertise address")
 		}
-		return nil, skip(ReasonNoPort, "no port published outside loopback")
+		return nil, skipped, skip(ReasonNoPort, "no port published on an address other machines can dial")
 	}
 	slices.SortFunc(ports, func(a, b record.Port) int {
 		return cmp.Or(cmp.Compare(a.Port, b.Port), cmp.Compare(a.Proto, b.Proto),
 			a.Addr.Compare(b.Addr), cmp.Compare(a.HostPort, b.HostPort))
 	})
-	return ports, nil
+	return ports, skipped, nil
 }
 
 // dialAddr is the address a client dials for a binding on hostIP: hostIP
-// itself when specific, else the first advertise address of its family.
-// Loopback bindings are unreachable from elsewhere and have none.
-func (m *Mapper) dialAddr(hostIP netip.Addr) (netip.Addr, bool) {
+// itself when specific, else the first advertise address of its family
+// (none: an invalid address). A specific hostIP that record.Publishable
+// refuses, loopback included whatever AllowLoopback says (a binding on
+// loopback is meant to stay on this machine), gives its class instead.
+func (m *Mapper) dialAddr(hostIP netip.Addr) (netip.Addr, string) {
 	hostIP = hostIP.Unmap()
-	switch {
-	case !hostIP.IsValid():
+	if !hostIP.IsValid() {
 		hostIP = netip.IPv4Unspecified() // an empty HostIp means every IPv4 interface
-	case hostIP.IsLoopback():
-		return netip.Addr{}, false
-	case !hostIP.IsUnspecified():
-		return hostIP, true
+	}
+	if !hostIP.IsUnspecified() {
+		if class := record.AddrClass(hostIP, false); class != "" {
+			return netip.Addr{}, class
+		}
+		return hostIP, ""
 	}
 	for _, a := range m.Addrs {
-		if a.Unmap().Is4() == hostIP.Is4() {
-			return a.Unmap(), true
+		// An advertise address New would refuse is not one.
+		if a = a.Unmap(); a.Is4() == hostIP.Is4() && record.Publishable(a, m.AllowLoopback) == nil {
+			return a, ""
 		}
 	}
-	return netip.Addr{}, false
+	return netip.Addr{}, ""
 }
 
 // checkLengths rejects a document whose longest derived name, the port

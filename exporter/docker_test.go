@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -294,4 +295,60 @@ func TestMapHostileNames(t *testing.T) {
 		c.Config.Image = "evil\nimage"
 		wantSkip(t, m, c, ReasonInvalid)
 	})
+}
+
+// TestMapAddrClasses proves no binding on an address record.Publishable
+// refuses is published, each is reported with its class, and a loopback
+// binding stays unpublished even with the loopback opt-in (which is about
+// advertise addresses); a loopback advertise address stands for wildcard
+// bindings only with the opt-in.
+func TestMapAddrClasses(t *testing.T) {
+	lo := netip.MustParseAddr("127.0.0.1")
+	tests := []struct {
+		name     string
+		m        Mapper
+		bindings []string
+		want     []record.Port
+		skipped  []string // "port host reason"
+		skip     string
+	}{
+		{"each class beside a good binding", Mapper{Addrs: []netip.Addr{adv4}},
+			[]string{"80/tcp=0.0.0.0:8080", "81/tcp=127.0.0.1:8081", "82/tcp=[::1]:8082", "83/tcp=169.254.3.3:8083",
+				"84/tcp=[fe80::1]:8084", "85/udp=239.1.2.3:8085", "86/udp=[ff05::2]:8086", "87/tcp=[::ffff:127.0.0.2]:8087"},
+			[]record.Port{pt(80, "tcp", "http", adv4, 8080)},
+			[]string{"81/tcp 127.0.0.1:8081 loopback_address", "82/tcp [::1]:8082 loopback_address",
+				"83/tcp 169.254.3.3:8083 link_local_address", "84/tcp [fe80::1]:8084 link_local_address",
+				"85/udp 239.1.2.3:8085 multicast_address", "86/udp [ff05::2]:8086 multicast_address",
+				"87/tcp 127.0.0.2:8087 loopback_address"}, ""},
+		{"loopback binding with the opt-in", Mapper{Addrs: []netip.Addr{lo}, AllowLoopback: true},
+			[]string{"80/tcp=0.0.0.0:8080", "81/tcp=127.0.0.1:8081"},
+			[]record.Port{pt(80, "tcp", "http", lo, 8080)}, []string{"81/tcp 127.0.0.1:8081 loopback_address"}, ""},
+		{"only a link-local binding", Mapper{Addrs: []netip.Addr{adv4}}, []string{"80/tcp=169.254.3.3:80"},
+			nil, []string{"80/tcp 169.254.3.3:80 link_local_address"}, ReasonNoPort},
+		{"loopback advertise address without the opt-in", Mapper{Addrs: []netip.Addr{lo}}, []string{"80/tcp=0.0.0.0:8080"},
+			nil, nil, ReasonNoAddress},
+		{"a link-local advertise address is none", Mapper{Addrs: []netip.Addr{netip.MustParseAddr("169.254.1.1"), adv4}},
+			[]string{"80/tcp=0.0.0.0:8080"}, []record.Port{pt(80, "tcp", "http", adv4, 8080)}, nil, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc, skipped, err := tt.m.MapAll(inspect("svc", nil, tt.bindings...))
+			var got []string
+			for _, b := range skipped {
+				got = append(got, b.Port+" "+netip.AddrPortFrom(b.HostIP, uint16(b.HostPort)).String()+" "+b.Reason)
+			}
+			if !slices.Equal(got, tt.skipped) {
+				t.Errorf("skipped bindings %q, want %q", got, tt.skipped)
+			}
+			if tt.skip != "" {
+				if se, ok := err.(*SkipError); !ok || se.Reason != tt.skip {
+					t.Fatalf("MapAll = %+v, %v; want skip %q", doc, err, tt.skip)
+				}
+				return
+			}
+			if err != nil || doc == nil || !slices.Equal(doc.Ports, tt.want) {
+				t.Fatalf("MapAll = %+v, %v; want ports %+v", doc, err, tt.want)
+			}
+		})
+	}
 }

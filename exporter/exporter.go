@@ -46,13 +46,13 @@ type Exporter struct {
 
 	// Worker-only state.
 	desired map[string]*record.Container
-	skipped map[string]string    // id -> reason last logged, so each is logged once
-	pending map[string]time.Time // id -> event time, until a publish reflects it
+	skipped map[string]string           // id -> reason last logged, so each is logged once
+	unbound map[string][]SkippedBinding // id -> bindings left out, as last logged
+	pending map[string]time.Time        // id -> event time, until a publish reflects it
 }
 
 // New prepares an exporter: it resolves the node name (from Docker unless
-// configured) and the advertise addresses (from the route to Consul unless
-// configured). consulCfg is the Consul client's configuration (normally
+// configured) and the advertise addresses (advertise.go). consulCfg is the Consul client's configuration (normally
 // api.DefaultConfig(), which reads CONSUL_HTTP_ADDR and friends); the Consul
 // address only matters for a dry run, which writes nothing.
 func New(ctx context.Context, cfg Config, docker *client.Client, consulCfg *api.Config, log *slog.Logger) (*Exporter, error) {
@@ -62,7 +62,7 @@ func New(ctx context.Context, cfg Config, docker *client.Client, consulCfg *api.
 	}
 	e := &Exporter{cfg: cfg, docker: docker, consul: consul, log: log, metrics: NewMetrics(),
 		dirty: map[string]time.Time{}, wake: make(chan struct{}, 1),
-		desired: map[string]*record.Container{}, skipped: map[string]string{}, pending: map[string]time.Time{}}
+		desired: map[string]*record.Container{}, skipped: map[string]string{}, unbound: map[string][]SkippedBinding{}, pending: map[string]time.Time{}}
 	e.health = newHealthCache(e.checkHealth)
 	node := cfg.Node
 	if node == "" {
@@ -79,15 +79,19 @@ func New(ctx context.Context, cfg Config, docker *client.Client, consulCfg *api.
 	} else if e.host != node {
 		log.Info("node name sanitized", "node", node, "host", e.host)
 	}
-	e.mapper = Mapper{Explicit: cfg.Explicit, Addrs: cfg.AdvertiseAddrs}
-	if len(e.mapper.Addrs) == 0 {
-		addrs, err := DetectAdvertiseAddrs(consulCfg.Address)
-		if err != nil {
-			return nil, fmt.Errorf("advertise address (or set --advertise-addr): %w", err)
-		}
-		e.mapper.Addrs = addrs
+	if cfg.AllowLoopback {
+		log.Warn("--allow-loopback: loopback advertise addresses may be published, which only this machine can dial")
 	}
-	if e.pub, err = NewPublisher(consul, cfg.Prefix, e.host); err != nil {
+	addrs, err := advertiseAddrs(cfg, consulCfg.Address)
+	if err != nil {
+		return nil, err
+	}
+	e.mapper = Mapper{Explicit: cfg.Explicit, Addrs: addrs, AllowLoopback: cfg.AllowLoopback}
+	popts := []PublisherOption(nil)
+	if cfg.AllowLoopback {
+		popts = append(popts, WithAllowLoopback())
+	}
+	if e.pub, err = NewPublisher(consul, cfg.Prefix, e.host, popts...); err != nil {
 		return nil, err
 	}
 	e.sess = NewSession(consul, cfg.Prefix, e.host, cfg.SessionTTL, log)

@@ -127,6 +127,11 @@ func TestExporterDocker(t *testing.T) {
 			t.Errorf("skipped container %s published: %+v", id[:12], d)
 		}
 	}
+	// web's and loonly's bindings on 127.0.0.1, each counted once however
+	// often they were mapped.
+	if n := value(e.Metrics().BindingsSkipped.WithLabelValues(record.ClassLoopback)); n != 3 {
+		t.Errorf("loopback bindings counted %v times, want 3 (web's two, loonly's one)", n)
+	}
 	if n := value(e.Metrics().EventLatency); n == 0 {
 		t.Error("no event-to-KV latency observed")
 	}

@@ -51,7 +51,10 @@ func newRig(t *testing.T, opts testenv.ConsulOptions) *rig {
 func (r *rig) config() Config {
 	cfg := DefaultConfig()
 	cfg.Node = r.host
+	// The test's world is this machine: its containers are dialled on
+	// loopback, which takes the operator's opt-in.
 	cfg.AdvertiseAddrs = []netip.Addr{loopback}
+	cfg.AllowLoopback = true
 	cfg.Prefix = r.prefix
 	cfg.Listen = ""
 	cfg.OnlyLabel = "berth.test.run=" + r.run

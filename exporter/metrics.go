@@ -15,7 +15,8 @@ type Metrics struct {
 
 	ContainersSeen      prometheus.Gauge
 	ContainersPublished prometheus.Gauge
-	ContainersSkipped   *prometheus.GaugeVec // by reason
+	ContainersSkipped   *prometheus.GaugeVec   // by reason
+	BindingsSkipped     *prometheus.CounterVec // by reason: the host IP's address class
 	Reconciles          *prometheus.CounterVec
 	ReconcileDuration   prometheus.Histogram
 	KVWrites            *prometheus.CounterVec // by op: set, delete
@@ -38,6 +39,9 @@ func NewMetrics() *Metrics {
 			Help: "Containers with a document in the desired state."}),
 		ContainersSkipped: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "containers_skipped",
 			Help: "Running containers not published, by reason."}, []string{"reason"}),
+		BindingsSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "bindings_skipped_total",
+			Help: "Port bindings not published because of their host IP's address class (loopback, link-local, multicast), each counted once when first seen."},
+			[]string{"reason"}),
 		Reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "reconciles_total",
 			Help: "Reconciles, by kind (full, partial) and result (ok, error)."}, []string{"kind", "result"}),
 		ReconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "reconcile_duration_seconds",
@@ -60,7 +64,7 @@ func NewMetrics() *Metrics {
 			ConstLabels: prometheus.Labels{"version": Version, "goversion": runtime.Version()}}),
 	}
 	m.BuildInfo.Set(1)
-	m.Registry.MustRegister(m.ContainersSeen, m.ContainersPublished, m.ContainersSkipped, m.Reconciles,
+	m.Registry.MustRegister(m.ContainersSeen, m.ContainersPublished, m.ContainersSkipped, m.BindingsSkipped, m.Reconciles,
 		m.ReconcileDuration, m.KVWrites, m.KVTxns, m.ConsulErrors, m.DockerErrors, m.Events, m.EventLatency, m.BuildInfo,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m

@@ -50,13 +50,14 @@ type proc struct {
 	done chan struct{}
 }
 
-// args are the flags every subprocess gets: this rig's host, address and
+// env is the environment every subprocess gets: this rig's host, address and
 // containers, configured through the environment as the image would be.
 func (r *rig) env() []string {
 	return append(os.Environ(),
 		"CONSUL_HTTP_ADDR="+r.consul.HTTP,
 		"BERTH_NODE="+r.host,
 		"BERTH_ADVERTISE_ADDR=127.0.0.1",
+		"BERTH_ALLOW_LOOPBACK=true", // the test's world is this machine
 		"BERTH_ONLY_LABEL=berth.test.run="+r.run,
 		"BERTH_LISTEN=127.0.0.1:0",
 		"BERTH_LOG_LEVEL=debug",

@@ -72,6 +72,7 @@ type Publisher struct {
 	exporter string
 	maxOps   int
 	maxBytes int
+	loopback bool // loopback addresses may be published
 
 	mu      sync.Mutex
 	loaded  bool               // the fields below mirror KV
@@ -94,6 +95,11 @@ type PublisherOption func(*Publisher)
 // WithExporterName sets the host document's exporter field (default
 // "berth-exporter <Version>").
 func WithExporterName(s string) PublisherOption { return func(p *Publisher) { p.exporter = s } }
+
+// WithAllowLoopback lets Publish write loopback addresses (the operator's
+// --allow-loopback); without it they are refused like the other classes
+// record.Publishable refuses.
+func WithAllowLoopback() PublisherOption { return func(p *Publisher) { p.loopback = true } }
 
 // WithTxnLimits lowers the per-transaction limits (tests use it to force
 // splitting); values outside 3..MaxTxnOps and 1..MaxTxnBytes are ignored.
@@ -135,8 +141,9 @@ func (p *Publisher) Invalidate() {
 
 // Publish makes KV hold exactly desired (container id -> document) for this
 // host, with addrs as the host's addresses, every key acquired by session.
-// Documents must pass record validation and be keyed by their own ID; one
-// that does not fails the call before anything is written. On error some
+// Documents must pass record validation and be keyed by their own ID, and
+// every address must pass record.Publishable; anything else fails the call
+// before anything is written. On error some
 // transactions may have committed; calling Publish again converges.
 func (p *Publisher) Publish(ctx context.Context, session string, addrs []netip.Addr, desired map[string]*record.Container) (PublishStats, error) {
 	var st PublishStats
@@ -151,11 +158,21 @@ func (p *Publisher) Publish(ctx context.Context, session string, addrs []netip.A
 		if err := doc.Validate(); err != nil {
 			return st, fmt.Errorf("publish %s: %w", id, err)
 		}
+		for _, port := range doc.Ports {
+			if err := record.Publishable(port.Addr, p.loopback); err != nil {
+				return st, fmt.Errorf("publish %s, port %d/%s: %w", id, port.Port, port.Proto, err)
+			}
+		}
 		b, err := json.Marshal(doc)
 		if err != nil {
 			return st, err
 		}
 		values[id] = b
+	}
+	for _, a := range addrs {
+		if err := record.Publishable(a, p.loopback); err != nil {
+			return st, fmt.Errorf("publish host document: %w", err)
+		}
 	}
 	host := record.Host{V: record.Version, Name: p.host, Addrs: slices.Clone(addrs), Exporter: p.exporter}
 	if err := host.Validate(); err != nil {

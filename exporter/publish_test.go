@@ -329,3 +329,54 @@ acl {
 		t.Error("plugin token could write")
 	}
 }
+
+// TestPublisherAddrClasses proves the Publisher writes no address that
+// record.Publishable refuses, in the host document or in a port: each such
+// call fails before anything is written; loopback passes only with
+// WithAllowLoopback, and link-local not even then.
+func TestPublisherAddrClasses(t *testing.T) {
+	t.Parallel()
+	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
+	c := consul.Client()
+	ctx := context.Background()
+	_, sid := newSession(t, c, "berth", "h1")
+	lo, ll := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("169.254.1.1")
+	withAddr := func(a netip.Addr) *record.Container {
+		d := testDoc(1, 1001)
+		d.Ports[0].Addr = a
+		return d
+	}
+
+	strict, _ := NewPublisher(c, "berth", "h1")
+	for _, tc := range []struct {
+		desc  string
+		addrs []netip.Addr
+		doc   *record.Container
+		class string
+	}{
+		{"loopback host address", []netip.Addr{adv4, lo}, testDoc(1, 1001), record.ClassLoopback},
+		{"loopback port address", []netip.Addr{adv4}, withAddr(lo), record.ClassLoopback},
+		{"link-local host address", []netip.Addr{ll}, testDoc(1, 1001), record.ClassLinkLocal},
+		{"link-local port address", []netip.Addr{adv4}, withAddr(ll), record.ClassLinkLocal},
+	} {
+		_, err := strict.Publish(ctx, sid, tc.addrs, docs(tc.doc))
+		var ce *record.AddrClassError
+		if !errors.As(err, &ce) || ce.Class != tc.class {
+			t.Errorf("%s: %v, want an address class error %s", tc.desc, err, tc.class)
+		}
+	}
+	if keys, _, err := c.KV().Keys("berth/", "", nil); err != nil || len(keys) != 0 {
+		t.Fatalf("refused publishes wrote %v (%v)", keys, err)
+	}
+
+	open, _ := NewPublisher(c, "berth", "h1", WithAllowLoopback())
+	if _, err := open.Publish(ctx, sid, []netip.Addr{adv4}, docs(withAddr(ll))); err == nil {
+		t.Error("WithAllowLoopback let a link-local port address through")
+	}
+	if _, err := open.Publish(ctx, sid, []netip.Addr{lo}, docs(withAddr(lo))); err != nil {
+		t.Fatalf("loopback with WithAllowLoopback: %v", err)
+	}
+	if got := readHost(t, c, "berth", "h1"); got.host == nil || got.host.Addrs[0] != lo || got.docs[testDoc(1, 0).ID] == nil {
+		t.Errorf("loopback with WithAllowLoopback: %+v", got)
+	}
+}

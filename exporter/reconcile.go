@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -92,7 +93,8 @@ func (e *Exporter) refresh(ctx context.Context, full bool, dirty map[string]time
 			e.forget(id)
 			continue
 		}
-		doc, err := e.mapper.Map(c)
+		doc, unbound, err := e.mapper.MapAll(c)
+		e.noteUnbound(id, strings.TrimPrefix(c.Name, "/"), unbound)
 		var skip *SkipError
 		switch {
 		case errors.As(err, &skip):
@@ -116,6 +118,24 @@ func (e *Exporter) refresh(ctx context.Context, full bool, dirty map[string]time
 func (e *Exporter) forget(id string) {
 	delete(e.desired, id)
 	delete(e.skipped, id)
+	delete(e.unbound, id)
+}
+
+// noteUnbound logs and counts each binding of a container left out for its
+// host IP's address class once, when it first appears, not every reconcile.
+func (e *Exporter) noteUnbound(id, name string, bindings []SkippedBinding) {
+	for _, b := range bindings {
+		if slices.Contains(e.unbound[id], b) {
+			continue
+		}
+		e.metrics.BindingsSkipped.WithLabelValues(b.Reason).Inc()
+		e.log.Info("port binding not published", "id", shortID(id), "name", name, "binding", b.String(), "reason", b.Reason)
+	}
+	if len(bindings) == 0 {
+		delete(e.unbound, id)
+	} else {
+		e.unbound[id] = bindings
+	}
 }
 
 func (e *Exporter) updateGauges() {

@@ -48,7 +48,9 @@ bin/coredns -conf hack/demo.Corefile >"$work/coredns.log" 2>&1 &
 pids+=($!)
 
 echo "demo: starting berth-exporter on the local Docker Engine"
-bin/berth-exporter --node demo-host --advertise-addr 127.0.0.1 --listen 127.0.0.1:9753 \
+# The demo's world is this machine: its clients dial loopback, which the
+# exporter publishes only with --allow-loopback.
+bin/berth-exporter --node demo-host --advertise-addr 127.0.0.1 --allow-loopback --listen 127.0.0.1:9753 \
   >"$work/exporter.log" 2>&1 &
 pids+=($!)
 
