@@ -31,15 +31,19 @@ const (
 // reason label of berth_exporter_containers_skipped.
 const (
 	ReasonDisabled   = "disabled"          // berth.enable=false
-	ReasonNotOptedIn = "not-opted-in"      // explicit mode, no opt-in label
-	ReasonNoPort     = "no-published-port" // nothing published outside loopback
-	ReasonNoAddress  = "no-address"        // only wildcard bindings of a family with no advertise address
-	ReasonBadLabel   = "bad-label"         // a berth.* label that does not parse
-	ReasonEmptyName  = "empty-name"        // a name that sanitizes to nothing
-	ReasonTooLong    = "name-too-long"     // a derived DNS name over 253 octets
-	ReasonReserved   = "reserved-name"     // a service ending in "hosts"
-	ReasonInvalid    = "invalid-document"  // the document fails record validation
+	ReasonNotOptedIn = "not_opted_in"      // explicit mode, no opt-in label
+	ReasonNoPort     = "no_published_port" // nothing published outside loopback
+	ReasonNoAddress  = "no_address"        // only wildcard bindings of a family with no advertise address
+	ReasonBadLabel   = "bad_label"         // a berth.* label that does not parse
+	ReasonEmptyName  = "empty_name"        // a name that sanitizes to nothing
+	ReasonTooLong    = "name_too_long"     // a derived DNS name over 253 octets
+	ReasonReserved   = "reserved_name"     // a service ending in "hosts"
+	ReasonInvalid    = "invalid_document"  // the document fails record validation
 )
+
+// skipReasons are all the Reason constants.
+var skipReasons = []string{ReasonDisabled, ReasonNotOptedIn, ReasonNoPort, ReasonNoAddress, ReasonBadLabel,
+	ReasonEmptyName, ReasonTooLong, ReasonReserved, ReasonInvalid}
 
 // SkipError says why a running container is not published.
 type SkipError struct {

@@ -137,14 +137,17 @@ func TestExporterDocker(t *testing.T) {
 	}
 
 	// /healthz says both are reachable, /metrics has the exporter's series.
-	srv := httptest.NewServer(e.Handler())
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(e.Metrics(), BuildInfo())
+	srv := httptest.NewServer(e.Handler(reg))
 	defer srv.Close()
 	body := get(t, srv.URL+"/healthz", 200)
 	if body != "ok\n" {
 		t.Errorf("/healthz: %q", body)
 	}
 	metrics := get(t, srv.URL+"/metrics", 200)
-	for _, m := range []string{"berth_exporter_containers_published 1", `berth_exporter_containers_skipped{reason="reserved-name"} 1`,
+	for _, m := range []string{"berth_exporter_containers_published 1", `berth_exporter_containers_skipped{reason="reserved_name"} 1`,
+		`berth_exporter_bindings_skipped_total{reason="loopback_address"} 3`, `berth_exporter_build_info{goversion="`,
 		"berth_exporter_kv_writes_total", "berth_exporter_event_to_kv_seconds_count", "berth_exporter_reconciles_total"} {
 		if !strings.Contains(metrics, m) {
 			t.Errorf("/metrics lacks %q", m)

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/berthdns/berth/internal/testenv"
 )
 
@@ -24,7 +26,7 @@ func TestHealthzCache(t *testing.T) {
 	e.health.mu.Lock()
 	e.health.ttl = time.Hour // the test decides when the result is stale
 	e.health.mu.Unlock()
-	srv := httptest.NewServer(e.Handler())
+	srv := httptest.NewServer(e.Handler(prometheus.NewRegistry()))
 	defer srv.Close()
 
 	if body := get(t, srv.URL+"/healthz", 200); body != "ok\n" {

@@ -64,7 +64,7 @@ func TestDockerStreamBreak(t *testing.T) {
 		t.Skipf("the engine is not on a unix socket (%s)", r.docker.DaemonHost())
 	}
 	proxy := startProxy(t, u.Path)
-	docker, err := client.New(client.WithHost("unix://"+proxy.path), client.WithAPIVersionNegotiation())
+	docker, err := client.New(client.WithHost("unix://" + proxy.path))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -145,8 +145,7 @@ func (e *Exporter) updateGauges() {
 	for _, r := range e.skipped {
 		counts[r]++
 	}
-	for _, r := range []string{ReasonDisabled, ReasonNotOptedIn, ReasonNoPort, ReasonNoAddress, ReasonBadLabel,
-		ReasonEmptyName, ReasonTooLong, ReasonReserved, ReasonInvalid} {
+	for _, r := range skipReasons {
 		e.metrics.ContainersSkipped.WithLabelValues(r).Set(float64(counts[r]))
 	}
 }

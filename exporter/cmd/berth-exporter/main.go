@@ -22,6 +22,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 	"github.com/moby/moby/client"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/berthdns/berth/exporter"
 )
@@ -50,7 +52,7 @@ func run(cfg exporter.Config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	docker, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation())
+	docker, err := client.New(client.FromEnv)
 	if err != nil {
 		return fmt.Errorf("docker client: %w", err)
 	}
@@ -69,6 +71,12 @@ func run(cfg exporter.Config, log *slog.Logger) error {
 		return e.Once(ctx)
 	}
 
+	// The binary's registry: the exporter's metrics, the build, and the Go
+	// runtime's and the process's.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(e.Metrics(), exporter.BuildInfo(), collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
 	// The listener is bound before anything is published, so that a taken
 	// or forbidden --listen address ends the process at once, non-zero.
 	serveErr := make(chan error, 1)
@@ -78,7 +86,7 @@ func run(cfg exporter.Config, log *slog.Logger) error {
 			return fmt.Errorf("--listen: %w", err)
 		}
 		log.Info("serving /metrics and /healthz", "addr", ln.Addr().String())
-		srv := &http.Server{Handler: e.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: e.Handler(reg), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("--listen %s: %w", cfg.Listen, err)
