@@ -22,8 +22,8 @@
 //   - publish.go: the Publisher: diffing, transaction splitting, rev bumps.
 //   - session.go: the Consul session that holds every key of the host.
 //   - acl.go: the Consul ACL policies of an exporter and of the plugin.
-//   - metrics.go: the Prometheus metrics, /metrics, and the handler that
-//     serves both.
+//   - metrics.go: the Prometheus metrics (a Collector the binary registers),
+//     the build-info metric, and the handler of /metrics and /healthz.
 //   - config.go: the flags and BERTH_* variables, and the logger.
 //
 // The Publisher is usable without Docker: anything that can compute a host's
