@@ -21,7 +21,6 @@
 //     leaving out bindings on addresses record.Publishable refuses.
 //   - publish.go: the Publisher: diffing, transaction splitting, rev bumps.
 //   - session.go: the Consul session that holds every key of the host.
-//   - acl.go: the Consul ACL policies of an exporter and of the plugin.
 //   - metrics.go: the Prometheus metrics (a Collector the binary registers),
 //     the build-info metric, and the handler of /metrics and /healthz.
 //   - config.go: the flags and BERTH_* variables, and the logger.

@@ -291,8 +291,8 @@ acl {
 		}
 		return c
 	}
-	exp := token("berth-exporter-h1", ExporterPolicy("berth", "h1"))
-	plugin := token("berth-plugin", PluginPolicy("berth"))
+	exp := token("berth-exporter-h1", record.ExporterACL("berth", "h1"))
+	plugin := token("berth-plugin", record.PluginACL("berth"))
 	ctx := context.Background()
 
 	s := NewSession(exp, "berth", "h1", 10*time.Second, discard)
