@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/berthdns/berth/record"
 )
 
 // Version is the exporter's version, written into every host document; the
@@ -170,13 +172,16 @@ func isString(f *flag.Flag) bool {
 }
 
 func (c *Config) validate() error {
+	prefix, err := record.CleanPrefix(c.Prefix)
+	if err != nil {
+		return fmt.Errorf("--prefix: %w", err)
+	}
+	c.Prefix = prefix
 	switch {
 	case c.SessionTTL < 10*time.Second || c.SessionTTL > 24*time.Hour:
 		return fmt.Errorf("--session-ttl %s: Consul accepts 10s to 24h", c.SessionTTL)
 	case c.Resync <= 0:
 		return fmt.Errorf("--resync %s: must be positive", c.Resync)
-	case c.Prefix == "" || strings.HasPrefix(c.Prefix, "/") || strings.HasSuffix(c.Prefix, "/"):
-		return fmt.Errorf("--prefix %q: must be non-empty, without leading or trailing /", c.Prefix)
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("--log-format %q: text or json", c.LogFormat)
 	}
