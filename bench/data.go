@@ -1,10 +1,11 @@
 // Package bench is Berth's benchmark suite, run by `make bench` through the
 // driver in bench/cmd/berthbench: query throughput and latency of the berth
 // plugin against CoreDNS's file plugin and Consul's DNS interface, the
-// propagation latency of real Docker containers through the exporter, and
-// the plugin's behaviour at 100,000 instances. Nothing here is a test: no
-// figure fails the run, every figure is reported next to a baseline measured
-// in the same run.
+// propagation latency of real Docker containers through the exporter, the
+// plugin's behaviour at 100,000 instances, and a BIND secondary following
+// berth by NOTIFY and IXFR. Nothing here is a test: no figure fails the
+// run, every figure is reported next to a baseline measured in the same
+// run.
 package bench
 
 import (
@@ -40,6 +41,19 @@ type Dataset struct {
 	Hosts    int
 	PerHost  int
 	Replicas int
+	// PortNames > 1 names service s's 80/tcp http-<s mod PortNames>
+	// instead of http: the DNS-SD list _<name>._tcp.<zone> holds one PTR per
+	// instance of the name, and part 4 keeps each list within what a BIND
+	// secondary holds (see bench/secondary.go).
+	PortNames int
+}
+
+// PortName is the name of service s's 80/tcp.
+func (d Dataset) PortName(s int) string {
+	if d.PortNames > 1 {
+		return fmt.Sprintf("http-%d", s%d.PortNames)
+	}
+	return "http"
 }
 
 // Instances is the number of containers.
@@ -51,10 +65,17 @@ func (d Dataset) Services() int { return (d.Instances() + d.Replicas - 1) / d.Re
 // HostName is host h's name (one DNS label).
 func (d Dataset) HostName(h int) string { return fmt.Sprintf("h%04d", h) }
 
-// HostAddr is host h's advertise address. The addresses are only data: the
-// suite never sends anything to them (they are loopback addresses anyway).
+// benchAdvertiseAddr is the advertise address of the real exporters of
+// parts 2 and 3, in the same range as HostAddr's.
+const benchAdvertiseAddr = "198.18.255.1"
+
+// HostAddr is host h's advertise address, in 198.18.0.0/15, the range set
+// aside for benchmarks (RFC 2544). The addresses are only data: the suite
+// never sends anything to them. They are not loopback addresses, which the
+// exporter's Publisher and the plugin refuse to publish by default
+// (record.Publishable).
 func (d Dataset) HostAddr(h int) netip.Addr {
-	return netip.AddrFrom4([4]byte{127, 1, byte(h / 250), byte(h%250 + 1)})
+	return netip.AddrFrom4([4]byte{198, 18, byte(h / 250), byte(h%250 + 1)})
 }
 
 // ServiceName is service s's name.
@@ -81,7 +102,7 @@ func (d Dataset) Container(h, c int) *record.Container {
 		Name: d.ContainerName(h, c), Service: ServiceName(s),
 		Image: "registry.example.org/team/" + ServiceName(s) + ":1.2.3", Health: record.HealthHealthy,
 		Priority: record.DefaultPriority, Weight: record.DefaultWeight,
-		Ports: []record.Port{{Port: 80, Proto: "tcp", Name: "http", Addr: addr, HostPort: 20000 + c}},
+		Ports: []record.Port{{Port: 80, Proto: "tcp", Name: d.PortName(s), Addr: addr, HostPort: 20000 + c}},
 	}
 	if s%5 == 0 {
 		ctr.Ports = append(ctr.Ports, record.Port{Port: 9090, Proto: "tcp", Addr: addr, HostPort: 40000 + c})

@@ -63,9 +63,11 @@ func RunPropagation(t *TB, cfg PropConfig) *PropResult {
 	const prefix, host = "prop", "benchprop"
 	group := "prop-" + run
 
-	// The exporter, confined to this run's containers.
+	// The exporter, confined to this run's containers. Its advertise
+	// address is only data (the driver asks DNS, never dials), outside
+	// loopback, which record.Publishable refuses without an opt-in.
 	metrics := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
-	cmd := exec.Command(testenv.ExporterBinary(t), "--node", host, "--advertise-addr", "127.0.0.1",
+	cmd := exec.Command(testenv.ExporterBinary(t), "--node", host, "--advertise-addr", benchAdvertiseAddr,
 		"--prefix", prefix, "--only-label", "berth.bench="+group, "--session-ttl", "60s", "--resync", "5m",
 		"--listen", metrics, "--log-level", "warn")
 	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.HTTP)

@@ -12,6 +12,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berthdns/berth/exporter"
 	"github.com/berthdns/berth/internal/testenv"
@@ -90,7 +91,7 @@ func RunReconcile(t *TB, n int) *ReconcileResult {
 	res.StartAll = time.Since(start)
 
 	const prefix, host = "rec", "benchrec"
-	cfg, err := exporter.ParseFlags([]string{"--node", host, "--advertise-addr", "127.0.0.1", "--prefix", prefix,
+	cfg, err := exporter.ParseFlags([]string{"--node", host, "--advertise-addr", benchAdvertiseAddr, "--prefix", prefix,
 		"--only-label", "berth.bench=" + group, "--session-ttl", "10m", "--listen", ""},
 		func(string) (string, bool) { return "", false }, io.Discard)
 	t.Check(err, "exporter flags")
@@ -137,7 +138,11 @@ func subtreeIndex(t *TB, c *api.Client, prefix, host string) uint64 {
 
 // writes reads the exporter's own counters of KV writes.
 func writes(e *exporter.Exporter) (sets, deletes, txns int) {
-	mfs, err := e.Metrics().Registry.Gather()
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(e.Metrics()); err != nil {
+		return
+	}
+	mfs, err := reg.Gather()
 	if err != nil {
 		return
 	}

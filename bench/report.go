@@ -64,7 +64,10 @@ type Report struct {
 	ScaleErr string
 	Rec      *ReconcileResult
 	RecErr   string
-	Analysis string
+	// Part 4, one result per size (bench/secondary.go).
+	Secondary    []*SecondaryResult
+	SecondaryErr []string
+	Analysis     string
 }
 
 // Dist summarizes durations.
@@ -223,8 +226,9 @@ func (r *Report) Markdown() string {
 			p("| 3 | exporter restarted, host up to date | %s, %d writes | from empty: %s | %s |\n", ms(re.Time), re.Sets+re.Deletes+re.Txns, ms(ex.Time), dratio(re.Time, ex.Time))
 		}
 	}
+	r.secondarySummary(p)
 	p("\n")
-	for _, errs := range [][]string{{r.GoErr}, r.QueryErr, {r.PropErr}, {r.ScaleErr}, {r.RecErr}} {
+	for _, errs := range [][]string{{r.GoErr}, r.QueryErr, {r.PropErr}, {r.ScaleErr}, {r.RecErr}, r.SecondaryErr} {
 		for _, err := range errs {
 			if err != "" {
 				p("**Not measured:** %s\n\n", err)
@@ -326,6 +330,7 @@ func (r *Report) Markdown() string {
 		}
 		p("\n")
 	}
+	r.secondaryMarkdown(p)
 	if r.Analysis != "" {
 		p("%s\n", strings.TrimSpace(r.Analysis))
 	}

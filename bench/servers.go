@@ -43,6 +43,10 @@ type Server struct {
 // the berth metrics are needed, so that berth and file are compared alone.
 type ServerOptions struct {
 	Metrics bool
+	// TransferTo are the transfer plugin's `to` hosts, which berth sends
+	// NOTIFY to and which alone may transfer the zone; empty is `to *`
+	// (transfers to anyone, no NOTIFY), what part 1 uses for its zone file.
+	TransferTo []string
 }
 
 // StartBerth runs bin/coredns serving Zone with the berth plugin from the
@@ -69,15 +73,19 @@ func startCoreDNS(t *TB, name, stanza string, opts ServerOptions) *Server {
 		s.Metrics = "127.0.0.1:" + strconv.Itoa(ports[2])
 		side = "\n    prometheus " + s.Metrics
 	}
+	to := "*"
+	if len(opts.TransferTo) > 0 {
+		to = strings.Join(opts.TransferTo, " ")
+	}
 	corefile := fmt.Sprintf(`%s {
     %s
     transfer {
-        to *
+        to %s
     }
     pprof %s
     ready %s%s
 }
-`, strings.TrimSuffix(Zone, "."), stanza, s.Pprof, s.Ready, side)
+`, strings.TrimSuffix(Zone, "."), stanza, to, s.Pprof, s.Ready, side)
 	s.Started = time.Now()
 	s.core = testenv.StartCoreDNS(t, corefile, CoreDNSEnv...)
 	s.Serving = time.Now()
@@ -104,6 +112,9 @@ func (s *Server) WaitReady(timeout time.Duration) (time.Time, error) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// Output is what the server printed so far.
+func (s *Server) Output() string { return s.core.Output() }
 
 // PID finds the server's process by its -dns.port argument.
 func (s *Server) PID() (int, error) {

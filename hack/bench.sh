@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Berth's benchmark suite (issue #5) in one go and writes
 # bench/results.md; `make bench` calls it after building bin/ and Consul.
-# Needs a Docker Engine; installs dnsperf (Debian package) when missing.
+# Needs a Docker Engine; installs dnsperf (Debian package) when missing, and
+# BIND 9 for the secondary part through hack/deps.sh.
 # Extra arguments go to the driver, e.g. `bash hack/bench.sh -quick` or
 # `bash hack/bench.sh -parts queries`. Nothing here fails on speed.
 set -euo pipefail
@@ -16,6 +17,9 @@ if ! command -v dnsperf >/dev/null 2>&1; then
     $sudo apt-get install -y dnsperf >/dev/null
   fi
 fi
+
+# BIND's named (part 4's secondary), as the tests install it.
+bash hack/deps.sh
 
 # The binaries under test; make bench has just built them, a direct call
 # builds what is missing.

@@ -1,14 +1,15 @@
 // Command berthbench runs Berth's benchmark suite (issue #5) and writes
 // bench/results.md: query throughput and latency of berth against CoreDNS's
 // file plugin and Consul's DNS interface, propagation latency of real
-// containers through the exporter, and scale to 100,000 instances. `make
-// bench` runs it through hack/bench.sh, which builds the binaries and
-// installs dnsperf first.
+// containers through the exporter, scale to 100,000 instances, and a BIND
+// secondary following berth by NOTIFY and IXFR. `make bench` runs it
+// through hack/bench.sh, which builds the binaries and installs dnsperf and
+// BIND first.
 //
 // It needs bin/coredns and bin/berth-exporter (BERTH_COREDNS and
 // BERTH_EXPORTER, else built from the tree), Consul (BERTH_CONSUL, else
-// hack/get-consul.sh), dnsperf on PATH and a Docker Engine. All traffic
-// stays on 127.0.0.1; every container it creates carries the label
+// hack/get-consul.sh), dnsperf and BIND's named, and a Docker Engine. All
+// traffic stays on 127.0.0.1; every container it creates carries the label
 // berth.test=bench and is removed at the end.
 package main
 
@@ -38,7 +39,7 @@ func main() {
 		out        = flag.String("out", "bench/results.md", "the report to write")
 		outDir     = flag.String("outdir", "bench/out", "raw outputs: query files, zone files, profiles")
 		analysis   = flag.String("analysis", "bench/analysis.md", "hand-written notes appended to the report")
-		parts      = flag.String("parts", "go,queries,propagation,scale,reconcile", "which parts to run")
+		parts      = flag.String("parts", "go,queries,propagation,scale,reconcile,secondary", "which parts to run")
 		duration   = flag.Duration("duration", 10*time.Second, "length of each dnsperf run")
 		rounds     = flag.Int("rounds", 3, "interleaved rounds of dnsperf and loader per server (median reported)")
 		clients    = flag.Int("dnsperf-clients", 4, "dnsperf -c")
@@ -55,6 +56,8 @@ func main() {
 		churn      = flag.Duration("churn-interval", time.Second, "each churning host changes a container this often")
 		probes     = flag.Int("probes", 50, "changes measured, quiet and under churn each")
 		budget     = flag.Duration("probe-budget", 90*time.Second, "time limit of the quiet and of the churn probes each (at least 5 probes)")
+		secProbes  = flag.Int("secondary-probes", 50, "changes measured through the BIND secondary, per size")
+		secBudget  = flag.Duration("secondary-budget", 90*time.Second, "time limit of the secondary probes per size (at least 5 probes)")
 		quick      = flag.Bool("quick", false, "small sizes and short runs, to try the suite out")
 		coreEnv    = flag.String("coredns-env", "", "VAR=value[,VAR=value]: added to every bin/coredns's environment (experiments; noted in the report)")
 		render     = flag.String("render", "", "only render this saved report (outdir/report.json) with the current analysis")
@@ -65,6 +68,7 @@ func main() {
 		*duration, *loadDur, *profile, *rounds = 3*time.Second, 2*time.Second, 2*time.Second, 2
 		*nQueries, *containers, *reconcile = 2000, 6, 10
 		*scaleHosts, *scalePer, *probes, *budget = 100, 10, 5, 10*time.Second
+		*secProbes, *secBudget = 5, 10*time.Second
 	}
 	if *render != "" {
 		b, err := os.ReadFile(*render)
@@ -116,13 +120,7 @@ func main() {
 		}
 	}
 	if want["queries"] {
-		sets := []bench.Dataset{
-			{Name: "q3k", Prefix: "q3k", Hosts: 100, PerHost: 30, Replicas: 3},
-			{Name: "q30k", Prefix: "q30k", Hosts: 1000, PerHost: 30, Replicas: 3},
-		}
-		if *quick {
-			sets = sets[:1]
-		}
+		sets := querySets(*quick)
 		for i, d := range sets {
 			cfg := qcfg
 			if i > 0 {
@@ -172,6 +170,20 @@ func main() {
 		}
 	}
 
+	if want["secondary"] {
+		for _, d := range querySets(*quick) {
+			err := bench.Section("secondary "+d.Name, func(t *bench.TB) {
+				r.Secondary = append(r.Secondary, bench.RunSecondary(t, bench.SecondaryConfig{D: d,
+					Probes: *secProbes, ProbeBudget: *secBudget, OutDir: outAbs}))
+			})
+			if err != nil {
+				r.SecondaryErr = append(r.SecondaryErr, err.Error())
+				log.Print(err)
+			}
+			save()
+		}
+	}
+
 	r.Env.LoadAvgEnd = loadAvg()
 	if now := binaryHashes(); now != r.Env.Binaries {
 		r.Env.Warning = "bin/coredns or bin/berth-exporter changed during the run (" + r.Env.Binaries + " at the start, " + now + " at the end): parts of this run measured different builds"
@@ -179,6 +191,19 @@ func main() {
 	}
 	save()
 	write(r, *analysis, *out)
+}
+
+// querySets are the datasets of part 1, which part 4 uses too: 3,000 and
+// 30,000 instances (only the first with -quick).
+func querySets(quick bool) []bench.Dataset {
+	sets := []bench.Dataset{
+		{Name: "q3k", Prefix: "q3k", Hosts: 100, PerHost: 30, Replicas: 3},
+		{Name: "q30k", Prefix: "q30k", Hosts: 1000, PerHost: 30, Replicas: 3},
+	}
+	if quick {
+		return sets[:1]
+	}
+	return sets
 }
 
 // write renders r with the hand-written analysis into out, and prints the
