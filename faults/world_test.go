@@ -193,7 +193,7 @@ func (w *world) exporterEnv(host, consulAddr, token string) []string {
 func (w *world) startExporter(listen string, args ...string) *testenv.ExporterProc {
 	w.t.Helper()
 	// The flag, not BERTH_LISTEN: an empty variable means the default
-	// (:9753, every interface), an empty flag means no listener.
+	// (127.0.0.1:9753), an empty flag means no listener.
 	env := append(w.exporterEnv(w.host, w.consulHTTP, ""), "BERTH_LISTEN="+listen)
 	return testenv.StartExporter(w.t, env, append([]string{"--listen=" + listen}, args...)...)
 }
