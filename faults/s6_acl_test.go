@@ -165,21 +165,24 @@ func TestFault6ACLConfinement(t *testing.T) {
 			err = fmt.Errorf("403 (transaction rolled back)")
 		}
 		attack(pair.who, "transaction writing the other's host document", err, true)
+		// Path tricks on the key layout (record's), each outside the
+		// exporter's own keys.
 		for _, key := range []string{
-			prefix + "/hosts/" + pair.own + "/../" + pair.victim,
-			prefix + "/hosts/" + pair.victim + "/",
-			prefix + "/containers/" + pair.victim,
-			prefix + "/containers/" + pair.own + "x/" + idOf(1),
-			prefix + "/containers/" + strings.ToUpper(pair.victim) + "/" + idOf(1),
-			prefix + "//containers/" + pair.victim + "/" + idOf(1),
+			record.HostKey(prefix, pair.own) + "/../" + pair.victim,
+			record.HostKey(prefix, pair.victim) + "/",
+			strings.TrimSuffix(record.ContainersPrefix(prefix, pair.victim), "/"),
+			record.ContainerKey(prefix, pair.own+"x", idOf(1)),
+			record.ContainerKey(prefix, strings.ToUpper(pair.victim), idOf(1)),
+			record.ContainerKey(prefix+"/", pair.victim, idOf(1)),
+			record.PolicyKey(prefix),
 		} {
 			_, err = kv.Put(&api.KVPair{Key: key, Value: junk}, nil)
 			attack(pair.who, "path trick "+key, err, true)
 		}
 		// Inside its own prefix: allowed, but must not reach the other.
 		for _, key := range []string{
-			prefix + "/containers/" + pair.own + "/../" + pair.victim + "/" + idOf(0xbad),
-			prefix + "/containers/" + pair.own + "/../../hosts/" + pair.victim,
+			record.ContainersPrefix(prefix, pair.own) + "../" + pair.victim + "/" + idOf(0xbad),
+			record.ContainersPrefix(prefix, pair.own) + "../../hosts/" + pair.victim,
 		} {
 			doc := mutate(0xbad, func(m map[string]any) { m["name"] = "hijack" })
 			_, err = kv.Put(&api.KVPair{Key: key, Value: doc}, nil)
