@@ -477,7 +477,7 @@ func (r *Report) secondarySummary(p func(string, ...any)) {
 		xs := s.transfers()
 		mean, _, recs := transferStats(xs)
 		p("| 4 | bytes per change to the secondary (IXFR, mean of %d; %.1f records), %s instances | %s | one AXFR of the zone: %s (%s records) | %s |\n",
-			len(xs), recs, n, kib(mean), kib(float64(s.First.Bytes)), num(float64(s.First.Records)), ratio(mean, float64(s.First.Bytes)))
+			len(xs), recs, n, kib(mean), kib(float64(s.First.Bytes)), num(float64(s.First.Records)), fraction(mean, float64(s.First.Bytes)))
 	}
 }
 
@@ -551,7 +551,7 @@ func (r *Report) secondaryMarkdown(p func(string, ...any)) {
 	}
 	row("IXFR (mean, both series) / AXFR (named's first transfer), bytes", func(s *SecondaryResult) string {
 		mean, _, _ := transferStats(s.transfers())
-		return ratio(mean, float64(s.First.Bytes))
+		return fraction(mean, float64(s.First.Bytes))
 	})
 	row("check: the driver's IXFR of the last change against named's last transfer (records, bytes)", func(s *SecondaryResult) string {
 		named := Transfer{}
@@ -561,6 +561,14 @@ func (r *Report) secondaryMarkdown(p func(string, ...any)) {
 		return fmt.Sprintf("%d, %d against %d, %d", s.IXFR.Records, s.IXFR.Bytes, named.Records, named.Bytes)
 	})
 	p("\nAn IXFR of one change: the four SOAs of the difference sequence (RFC 1995) and the records that changed, deleted and added: the container's SRV under `hosts`, its DNS-SD instance SRV, its service's SRV sets (`<service>`, `_80._tcp.<service>`, `_http-<k>._tcp.<service>`).\n\n")
+}
+
+// fraction is a / b as a ratio and, being small, as one in so many.
+func fraction(a, b float64) string {
+	if a <= 0 || b <= 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.6fx (1/%s)", a/b, num(b/a))
 }
 
 // transferRange is the fewest and most bytes of a transfer in xs.
