@@ -585,8 +585,13 @@ func TestWatchIndexResetSameModifyIndex(t *testing.T) {
 			}
 		}
 		port = 1000 + attempt%1000
-		xa := publish(t, kvA, mkHost("h1", "192.0.2.10"), ctrOp(t, "h1", mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", port))))
-		xb := publish(t, kvB, mkHost("h1", "192.0.2.11"), ctrOp(t, "h1", mkCtr("a9", "web-9", "web", "none", mkPort(80, "tcp", "http", "192.0.2.11", 1009))))
+		// A new rev each attempt: Consul leaves a key whose value did not
+		// change at its old ModifyIndex, so a retry with the same documents
+		// could never land on the new index.
+		ha, hb := mkHost("h1", "192.0.2.10"), mkHost("h1", "192.0.2.11")
+		ha.Rev, hb.Rev = uint64(attempt)+1, uint64(attempt)+1
+		xa := publish(t, kvA, ha, ctrOp(t, "h1", mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", port))))
+		xb := publish(t, kvB, hb, ctrOp(t, "h1", mkCtr("a9", "web-9", "web", "none", mkPort(80, "tcp", "http", "192.0.2.11", 1009))))
 		if xa == xb {
 			same = xa
 			break
