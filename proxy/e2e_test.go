@@ -51,7 +51,7 @@ func TestE2ECurlThroughProxyToContainers(t *testing.T) {
 	publish(t, consul.Client().KV(), web1, web2)
 
 	dnsd := testenv.StartCoreDNS(t,
-		e2eZone+" {\n  berth {\n    consul "+consul.HTTP+"\n    ttl 5\n  }\n}\n")
+		e2eZone+" {\n  berth {\n    consul "+consul.HTTP+"\n    ttl 5\n    allow_loopback\n  }\n}\n") // the containers publish on 127.0.0.1
 	waitSRV(t, dnsd.Addr, "_80._tcp.web.shop."+e2eZone+".", 2)
 
 	// bin/berth-proxy as a user runs it.
