@@ -1,0 +1,164 @@
+package ctl
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/berthdns/berth/record"
+)
+
+// Namespace is the prefix's documents as one consistent read gave them,
+// decoded by the rules the plugin applies (plugin/watch.go): what it would
+// serve in Hosts, what it would not in Problems.
+type Namespace struct {
+	Prefix string
+	Index  uint64 // Consul's index of the read
+	// Policy is the ownership policy; nil when there is none or it does not
+	// validate (the plugin then allows every claim, README.md's "Security").
+	Policy      *record.Policy
+	PolicyIndex uint64
+	Hosts       []*Host   // valid host documents, by name
+	Problems    []Problem // invalid documents, orphans, a bad policy; by key
+}
+
+// Host is a valid host document and its valid container documents.
+type Host struct {
+	Key   string
+	Doc   *record.Host
+	Index uint64 // the document's ModifyIndex: its last change
+	// Session is the ID of the session holding the key ("" for none), and
+	// SessionLive whether Consul still knows it (set by Sessions).
+	Session     string
+	SessionLive bool
+	Containers  []*Container // by ID
+}
+
+// Container is a valid container document.
+type Container struct {
+	Key   string
+	Host  string
+	Doc   *record.Container
+	Index uint64
+}
+
+// Problem is a document the plugin would not serve at all.
+type Problem struct {
+	Reason string // one of the Problem* reasons
+	Host   string // the host the key names, when it names one
+	Key    string
+	Why    string
+}
+
+// Reasons of Problems, snake_case as the plugin's reasons are.
+const (
+	ProblemInvalid = "invalid_document" // does not decode or validate
+	ProblemOrphan  = "orphan"           // a container document without its host's
+	ProblemPolicy  = "invalid_policy"   // the ownership policy does not validate
+)
+
+// Read reads every document under prefix at once (one consistent list, so
+// host and container documents agree) and decodes them.
+func Read(ctx context.Context, kv *api.KV, prefix string) (*Namespace, error) {
+	pairs, meta, err := kv.List(prefix+"/", (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("consul: list %s/: %w", prefix, err)
+	}
+	ns := Decode(prefix, pairs)
+	ns.Index = meta.LastIndex
+	return ns, nil
+}
+
+// Decode sorts the pairs under prefix into a Namespace. Keys that are no
+// document of the contract (deeper than <prefix>/containers/<host>/<id>,
+// or outside hosts/, containers/ and policy) are ignored, as the plugin
+// ignores them.
+func Decode(prefix string, pairs api.KVPairs) *Namespace {
+	ns := &Namespace{Prefix: prefix}
+	hosts := map[string]*Host{}
+	badHosts := map[string]bool{}
+	var containers []*Container
+	for _, p := range pairs {
+		switch {
+		case p.Key == record.PolicyKey(prefix):
+			pol, err := record.DecodePolicy(p.Key, p.Value)
+			if err != nil {
+				ns.Problems = append(ns.Problems, Problem{Reason: ProblemPolicy, Key: p.Key, Why: err.Error()})
+				continue
+			}
+			ns.Policy, ns.PolicyIndex = pol, p.ModifyIndex
+		case strings.HasPrefix(p.Key, record.HostsPrefix(prefix)):
+			name := strings.TrimPrefix(p.Key, record.HostsPrefix(prefix))
+			h, err := record.DecodeHost(p.Key, p.Value)
+			if err == nil && h.Name != name {
+				err = fmt.Errorf("host document %s: name %s does not match its key", p.Key, h.Name)
+			}
+			if err != nil {
+				ns.Problems = append(ns.Problems, Problem{Reason: ProblemInvalid, Host: name, Key: p.Key, Why: err.Error()})
+				badHosts[name] = true
+				continue
+			}
+			hosts[name] = &Host{Key: p.Key, Doc: h, Index: p.ModifyIndex, Session: p.Session}
+		default:
+			host, id, ok := record.HostFromContainerKey(prefix, p.Key)
+			if !ok {
+				continue
+			}
+			c, err := record.DecodeContainer(p.Key, p.Value)
+			if err == nil && c.ID != id {
+				err = fmt.Errorf("container document %s: id %s does not match its key", p.Key, c.ID)
+			}
+			if err != nil {
+				ns.Problems = append(ns.Problems, Problem{Reason: ProblemInvalid, Host: host, Key: p.Key, Why: err.Error()})
+				continue
+			}
+			containers = append(containers, &Container{Key: p.Key, Host: host, Doc: c, Index: p.ModifyIndex})
+		}
+	}
+	for _, c := range containers {
+		h := hosts[c.Host]
+		if h == nil {
+			why := "no host document " + record.HostKey(prefix, c.Host) + ": the plugin serves a host's containers only with its host document"
+			if badHosts[c.Host] {
+				why = "the host document " + record.HostKey(prefix, c.Host) + " is invalid: the plugin serves a host's containers only with a valid one"
+			}
+			ns.Problems = append(ns.Problems, Problem{Reason: ProblemOrphan, Host: c.Host, Key: c.Key, Why: why})
+			continue
+		}
+		h.Containers = append(h.Containers, c)
+	}
+	for _, h := range hosts {
+		slices.SortFunc(h.Containers, func(a, b *Container) int { return strings.Compare(a.Doc.ID, b.Doc.ID) })
+		ns.Hosts = append(ns.Hosts, h)
+	}
+	slices.SortFunc(ns.Hosts, func(a, b *Host) int { return strings.Compare(a.Doc.Name, b.Doc.Name) })
+	slices.SortFunc(ns.Problems, func(a, b Problem) int { return strings.Compare(a.Key, b.Key) })
+	return ns
+}
+
+// Sessions asks Consul whether each host's session still exists.
+func (ns *Namespace) Sessions(ctx context.Context, s *api.Session) error {
+	for _, h := range ns.Hosts {
+		if h.Session == "" {
+			continue
+		}
+		entry, _, err := s.Info(h.Session, (&api.QueryOptions{}).WithContext(ctx))
+		if err != nil {
+			return fmt.Errorf("consul: session %s: %w", h.Session, err)
+		}
+		h.SessionLive = entry != nil
+	}
+	return nil
+}
+
+// Containers counts the valid container documents of served hosts.
+func (ns *Namespace) Containers() int {
+	n := 0
+	for _, h := range ns.Hosts {
+		n += len(h.Containers)
+	}
+	return n
+}
