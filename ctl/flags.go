@@ -171,6 +171,11 @@ func (o *options) validate() error {
 	if _, ok := dns.IsDomainName(zone); !ok || zone == "" {
 		return fmt.Errorf("--zone %q: not a domain name", o.zone)
 	}
+	for _, l := range strings.Split(zone, ".") {
+		if record.ValidLabel(l) != nil {
+			return fmt.Errorf("--zone %q: not a domain name of a-z, 0-9 and - labels", o.zone)
+		}
+	}
 	o.zone = zone
 	if o.output != "table" && o.output != "json" {
 		return fmt.Errorf("-o %q: table or json", o.output)

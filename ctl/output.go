@@ -32,9 +32,9 @@ func (t *table) row(cells ...string) {
 
 func (t *table) flush() { t.w.Flush() }
 
-// maxCell bounds one cell: a document's free text (the exporter field, an
+// maxCell bounds one cell (room for a whole DNS name and its key): a document's free text (the exporter field, an
 // error quoting a hostile value) must not flood the operator's terminal.
-const maxCell = 200
+const maxCell = 512
 
 // clean makes s safe to print: control characters (a terminal's escape
 // sequences, tabs that would break the columns) and invalid UTF-8 become
