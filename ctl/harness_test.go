@@ -147,3 +147,5 @@ func expect(t *testing.T, args []string, code int, stdout, stderr string) {
 			strings.Join(args, " "), c, code, out, stdout, errOut, stderr)
 	}
 }
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }

@@ -16,7 +16,8 @@ type HostInfo struct {
 	// Session is the ID of the session holding the host's key; SessionState
 	// is "live" (Consul knows it), "gone" (it does not: the key outlived
 	// it) or "none" (no session holds the key, so nothing removes the
-	// host's records if its exporter dies).
+	// host's records if its exporter dies); "unknown" when the token may
+	// not read sessions.
 	Session      string `json:"session"`
 	SessionState string `json:"session_state"`
 	Rev          uint64 `json:"rev"`   // the document's rev, which its exporter bumps
@@ -25,9 +26,10 @@ type HostInfo struct {
 
 // Session states.
 const (
-	SessionLive = "live"
-	SessionGone = "gone"
-	SessionNone = "none"
+	SessionLive    = "live"
+	SessionGone    = "gone"
+	SessionNone    = "none"
+	SessionUnknown = "unknown"
 )
 
 // HostInfos lists ns's hosts by name (Sessions must have run).
@@ -40,6 +42,8 @@ func HostInfos(ns *Namespace) []HostInfo {
 			hi.Addrs = append(hi.Addrs, a.String())
 		}
 		switch {
+		case h.SessionDenied:
+			hi.SessionState = SessionUnknown
 		case h.Session != "" && h.SessionLive:
 			hi.SessionState = SessionLive
 		case h.Session != "":

@@ -2,7 +2,9 @@ package ctl
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 
@@ -32,9 +34,10 @@ type Host struct {
 	Index uint64 // the document's ModifyIndex: its last change
 	// Session is the ID of the session holding the key ("" for none), and
 	// SessionLive whether Consul still knows it (set by Sessions).
-	Session     string
-	SessionLive bool
-	Containers  []*Container // by ID
+	Session       string
+	SessionLive   bool
+	SessionDenied bool         // the token may not read sessions
+	Containers    []*Container // by ID
 }
 
 // Container is a valid container document.
@@ -139,13 +142,21 @@ func Decode(prefix string, pairs api.KVPairs) *Namespace {
 	return ns
 }
 
-// Sessions asks Consul whether each host's session still exists.
+// Sessions asks Consul whether each host's session still exists. A token
+// that may not read a session (the plugin's policy, record.PluginACL, has
+// no session rule) gets an empty answer filtered by the ACLs, or a 403:
+// that leaves the state unknown rather than calling the session gone.
 func (ns *Namespace) Sessions(ctx context.Context, s *api.Session) error {
 	for _, h := range ns.Hosts {
 		if h.Session == "" {
 			continue
 		}
-		entry, _, err := s.Info(h.Session, (&api.QueryOptions{}).WithContext(ctx))
+		entry, meta, err := s.Info(h.Session, (&api.QueryOptions{}).WithContext(ctx))
+		var status api.StatusError
+		if errors.As(err, &status) && status.Code == http.StatusForbidden || err == nil && entry == nil && meta.ResultsFilteredByACLs {
+			h.SessionDenied = true
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("consul: session %s: %w", h.Session, err)
 		}
