@@ -41,6 +41,9 @@ type Config struct {
 	// OnlyLabel, "key" or "key=value", restricts the exporter to containers
 	// carrying that label (several exporters sharing one engine, tests).
 	OnlyLabel string
+	// Compat is CompatNone or CompatRegistrator: also honour registrator's
+	// SERVICE_* labels and environment variables (labels.go).
+	Compat string
 }
 
 // DefaultConfig is the configuration without any flag or variable.
@@ -73,6 +76,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	fs.BoolVar(&cfg.DeregisterOnExit, "deregister-on-exit", false, "remove this host's records on SIGTERM")
 	fs.StringVar(&cfg.OnlyLabel, "only-label", "", "KEY or KEY=VALUE: consider only containers with this label")
 	fs.BoolVar(&cfg.AllowLoopback, "allow-loopback", false, "allow a loopback advertise address (only this machine can dial it: a single-machine setup)")
+	fs.StringVar(&cfg.Compat, "compat", "", `also honour another tool's container metadata: "registrator" (SERVICE_NAME, SERVICE_<port>_NAME, SERVICE_IGNORE, ... as labels or environment variables)`)
 	fs.BoolVar(&cfg.ShowVersion, "version", false, "print the version and exit")
 	fs.Usage = func() { usage(fs) }
 	if err := fs.Parse(args); err != nil {
@@ -184,6 +188,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--resync %s: must be positive", c.Resync)
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return fmt.Errorf("--log-format %q: text or json", c.LogFormat)
+	case c.Compat != CompatNone && c.Compat != CompatRegistrator:
+		return fmt.Errorf("--compat %q: empty or %q", c.Compat, CompatRegistrator)
 	}
 	if err := checkListen(c.Listen); err != nil {
 		return err

@@ -19,6 +19,9 @@
 //   - health.go: /healthz, and the cache of its Docker and Consul pings.
 //   - docker.go: the Mapper, from Docker's inspect result to a document,
 //     leaving out bindings on addresses record.Publishable refuses.
+//   - labels.go: container labels and environment to the document's name
+//     fields: enable, service, SRV priority and weight, port names,
+//     aliases; registrator's SERVICE_* keys under --compat registrator.
 //   - publish.go: the Publisher: diffing, transaction splitting, rev bumps.
 //   - session.go: the Consul session that holds every key of the host.
 //   - metrics.go: the Prometheus metrics (a Collector the binary registers),

@@ -14,23 +14,10 @@ import (
 	"github.com/berthdns/berth/record"
 )
 
-// Container labels the exporter reads.
-const (
-	LabelService  = "berth.service"  // service name, dots allowed
-	LabelEnable   = "berth.enable"   // "false" opts out; "true" opts in under --explicit
-	LabelPriority = "berth.priority" // SRV priority, 0-65535
-	LabelWeight   = "berth.weight"   // SRV weight, 0-65535
-	// LabelPortPrefix starts berth.port.<P>.name, the name of container port P.
-	LabelPortPrefix = "berth.port."
-
-	LabelComposeService = "com.docker.compose.service"
-	LabelComposeProject = "com.docker.compose.project"
-)
-
 // Reasons a running container is not published; they are the values of the
 // reason label of berth_exporter_containers_skipped.
 const (
-	ReasonDisabled   = "disabled"          // berth.enable=false
+	ReasonDisabled   = "disabled"          // berth.enable=false, or registrator's SERVICE_IGNORE
 	ReasonNotOptedIn = "not_opted_in"      // explicit mode, no opt-in label
 	ReasonNoPort     = "no_published_port" // nothing published outside loopback
 	ReasonNoAddress  = "no_address"        // only wildcard bindings of a family with no advertise address
@@ -69,6 +56,9 @@ type Mapper struct {
 	// AllowLoopback lets a loopback advertise address stand for wildcard
 	// bindings. A binding on a loopback host IP is never published.
 	AllowLoopback bool
+	// Compat is a Compat* constant: CompatRegistrator also reads
+	// registrator's SERVICE_* labels and environment variables (labels.go).
+	Compat string
 }
 
 // SkippedBinding is a port binding not published because of its host IP's
@@ -95,20 +85,30 @@ func (m *Mapper) Map(c *container.InspectResponse) (*record.Container, error) {
 // MapAll is Map that also lists the bindings left out for their host IP's
 // address class, so that the caller can log and count them.
 func (m *Mapper) MapAll(c *container.InspectResponse) (*record.Container, []SkippedBinding, error) {
+	r, err := m.MapResult(c)
+	return r.Doc, r.Bindings, err
+}
+
+// Result is one container's mapping: its document and what was left out
+// of it.
+type Result struct {
+	Doc      *record.Container
+	Bindings []SkippedBinding // left out for their host IP's address class
+	Labels   []SkippedLabel   // label values left out of Doc (labels.go)
+	// Tags are registrator's SERVICE_TAGS under CompatRegistrator, parsed
+	// and bounded for a TXT record; the document has no field for them yet.
+	Tags []string
+}
+
+// MapResult is MapAll that also lists the label values left out of the
+// document, so that the caller can log and count them, and the tags.
+func (m *Mapper) MapResult(c *container.InspectResponse) (Result, error) {
 	if c.State == nil || !c.State.Running || c.State.Restarting || c.Config == nil {
-		return nil, nil, nil
+		return Result{}, nil
 	}
-	labels := c.Config.Labels
-	if v, ok := labels[LabelEnable]; ok {
-		on, err := strconv.ParseBool(v)
-		if err != nil {
-			return nil, nil, skip(ReasonBadLabel, "%s=%q is not a boolean", LabelEnable, v)
-		}
-		if !on {
-			return nil, nil, skip(ReasonDisabled, "%s=false", LabelEnable)
-		}
-	} else if _, ok := labels[LabelService]; m.Explicit && !ok {
-		return nil, nil, skip(ReasonNotOptedIn, "explicit mode and neither %s=true nor %s", LabelEnable, LabelService)
+	md := newMeta(c.Config, m.Compat)
+	if err := md.enabled(m.Explicit); err != nil {
+		return Result{}, err
 	}
 
 	rawName := strings.TrimPrefix(c.Name, "/")
@@ -123,7 +123,7 @@ func (m *Mapper) MapAll(c *container.InspectResponse) (*record.Container, []Skip
 		Weight:   record.DefaultWeight,
 	}
 	if doc.Name == "" {
-		return nil, nil, skip(ReasonEmptyName, "container name %q sanitizes to nothing", rawName)
+		return Result{}, skip(ReasonEmptyName, "container name %q sanitizes to nothing", rawName)
 	}
 	if h := c.State.Health; h != nil {
 		switch s := string(h.Status); s {
@@ -133,74 +133,40 @@ func (m *Mapper) MapAll(c *container.InspectResponse) (*record.Container, []Skip
 	}
 
 	var err *SkipError
-	if doc.Service, err = serviceOf(labels, rawName); err != nil {
-		return nil, nil, err
+	if doc.Service, err = md.service(rawName); err != nil {
+		return Result{}, err
 	}
-	if doc.Priority, err = uint16Label(labels, LabelPriority, record.DefaultPriority); err != nil {
-		return nil, nil, err
+	if doc.Priority, doc.Weight, err = md.srv(); err != nil {
+		return Result{}, err
 	}
-	if doc.Weight, err = uint16Label(labels, LabelWeight, record.DefaultWeight); err != nil {
-		return nil, nil, err
+	r := Result{}
+	if doc.Ports, r.Bindings, err = m.ports(c); err != nil {
+		return r, err
 	}
-	var skipped []SkippedBinding
-	if doc.Ports, skipped, err = m.ports(c, labels); err != nil {
-		return nil, skipped, err
+	if doc.Ports, err = md.ports(doc.Ports); err != nil {
+		return r, err
 	}
 	if err := checkLengths(doc); err != nil {
-		return nil, skipped, err
+		return r, err
 	}
+	var skipped skippedSet
+	doc.Aliases = md.aliases(doc.Service, doc.Ports, &skipped)
+	r.Tags = md.tags(&skipped)
 	if err := doc.Validate(); err != nil {
-		return nil, nil, skip(ReasonInvalid, "%v", err)
+		return Result{}, skip(ReasonInvalid, "%v", err)
 	}
 	if b, _ := json.Marshal(doc); len(b) > record.MaxDocumentSize {
-		return nil, nil, skip(ReasonInvalid, "document is %d bytes, over %d", len(b), record.MaxDocumentSize)
+		return Result{}, skip(ReasonInvalid, "document is %d bytes, over %d", len(b), record.MaxDocumentSize)
 	}
-	return doc, skipped, nil
-}
-
-// serviceOf derives the service name: berth.service, else Compose's
-// <service>.<project>, else the container name.
-func serviceOf(labels map[string]string, name string) (string, *SkipError) {
-	// A container name is one label even when it holds dots.
-	raw, from, s := name, "container name", record.Label(name)
-	if v, ok := labels[LabelService]; ok {
-		raw, from = v, LabelService
-		s = record.ServiceName(raw)
-	} else if svc, proj := labels[LabelComposeService], labels[LabelComposeProject]; svc != "" && proj != "" {
-		raw, from = svc+"."+proj, "compose labels"
-		if ls, lp := record.Label(svc), record.Label(proj); ls != "" && lp != "" {
-			s = ls + "." + lp
-		} else {
-			s = ""
-		}
-	}
-	switch {
-	case s == "":
-		return "", skip(ReasonEmptyName, "service %q (from %s) sanitizes to nothing", raw, from)
-	case len(s) > record.MaxNameLen:
-		return "", skip(ReasonTooLong, "service from %s is %d octets, over %d", from, len(s), record.MaxNameLen)
-	case s == record.HostsLabel || strings.HasSuffix(s, "."+record.HostsLabel):
-		return "", skip(ReasonReserved, "service %q ends in the reserved label %q", s, record.HostsLabel)
-	}
-	return s, nil
-}
-
-func uint16Label(labels map[string]string, key string, def int) (int, *SkipError) {
-	v, ok := labels[key]
-	if !ok {
-		return def, nil
-	}
-	n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 16)
-	if err != nil {
-		return 0, skip(ReasonBadLabel, "%s=%q is not a number from 0 to 65535", key, v)
-	}
-	return int(n), nil
+	r.Doc, r.Labels = doc, skipped
+	return r, nil
 }
 
 // ports lists every published binding that a client elsewhere can dial,
 // sorted so that an unchanged container always marshals to the same bytes,
-// and the bindings left out for their host IP's address class.
-func (m *Mapper) ports(c *container.InspectResponse, labels map[string]string) ([]record.Port, []SkippedBinding, *SkipError) {
+// and the bindings left out for their host IP's address class. Each port
+// has its IANA name; the labels may rename it (meta.ports in labels.go).
+func (m *Mapper) ports(c *container.InspectResponse) ([]record.Port, []SkippedBinding, *SkipError) {
 	if c.NetworkSettings == nil {
 		return nil, nil, skip(ReasonNoPort, "no network settings")
 	}
@@ -210,11 +176,6 @@ func (m *Mapper) ports(c *container.InspectResponse, labels map[string]string) (
 	for p, bindings := range c.NetworkSettings.Ports {
 		proto := string(p.Proto())
 		name := record.PortName(int(p.Num()), proto)
-		if v, ok := labels[LabelPortPrefix+p.Port()+".name"]; ok {
-			if name = record.Label(v); name == "" {
-				return nil, nil, skip(ReasonEmptyName, "%s%s.name=%q sanitizes to nothing", LabelPortPrefix, p.Port(), v)
-			}
-		}
 		for _, b := range bindings {
 			hostPort, err := strconv.Atoi(b.HostPort)
 			if err != nil || hostPort < 1 || hostPort > 65535 {
