@@ -22,12 +22,11 @@ import (
 )
 
 // dnssdPerName is how many instances part 4 gives one port name, so one
-// DNS-SD list (_<name>._tcp.<zone> PTR, one record per instance): about
-// 28 KB of BIND's storage at 500. BIND 9.18 refuses a transfer carrying an
-// RRset beyond 64 KB ("ran out of space"; about 1,200 of these PTRs), and
-// part 1's datasets name every 80/tcp http: 3,000 and 30,000 PTRs in one
-// RRset. Over 100 records in an RRset also needs max-records-per-type (see
-// startBIND).
+// DNS-SD list (_<name>._tcp.<zone> PTR, one record per instance). Part 1's
+// datasets name every 80/tcp http: 3,000 and 30,000 PTRs in one RRset,
+// more than a DNS message holds, and BIND 9.18 fails the transfer ("ran
+// out of space") even with max-records-per-type lifted (see startBIND).
+// Lists of 500 load.
 const dnssdPerName = 500
 
 // SecondaryConfig is how part 4 measures.
@@ -488,9 +487,9 @@ func (r *Report) secondaryMarkdown(p func(string, ...any)) {
 	}
 	s0 := r.Secondary[0]
 	p("## 4. A BIND secondary following berth (hidden primary)\n\n")
-	p("Per size, in one run: a Consul agent with the dataset of part 1 written through the exporter's `Publisher`, except that 80/tcp is named `http-0` … `http-<k>` by service, %d instances per name (part 1 names them all `http`: see below); `bin/coredns` with berth, `prometheus` and `transfer { to 127.0.0.1:<named's port> }` (berth sends NOTIFY there, and transfers only to it); and a real %s configured as `testenv.StartBINDSecondary` configures it (SOA refresh 300 s, so only NOTIFY explains a quick update) plus `max-records-per-type 0`.\n\n", dnssdPerName, s0.BIND)
+	p("Per size, in one run: a Consul agent with the dataset of part 1 written through the exporter's `Publisher`, except that 80/tcp is named `http-0` … `http-<k>` by service, %d instances per name (part 1 names them all `http`: see below); `bin/coredns` with berth, `prometheus` and `transfer { to 127.0.0.1:<named's port> }` (berth sends NOTIFY there, and transfers only to it); and a real %s configured as `testenv.StartBINDSecondary` configures it, plus `max-records-per-type 0` (berth's SOA refresh is 300 s, so only NOTIFY explains a quick update).\n\n", dnssdPerName, strings.TrimSpace(strings.Split(s0.BIND, "<id")[0]))
 	p("Each probe changes the host port of one container in Consul (`Producer.SetHostPort`: the container's document and its host's rev in one transaction, as the exporter writes) and, from the moment Consul committed it, polls berth and named in parallel, every millisecond, for `<container>.<host>.hosts.%s` SRV until it shows the new port. After each probe the driver waits until named serves berth's serial; then, in the first series, 600 ms, so that each change is notified and fetched on its own (past berth's NOTIFY coalescing, 250 ms, and BIND's SOA-query rate limiter, 500 ms ticks); in the second, nothing: the next change comes as soon as the last one is answered. Bytes and records per transfer are named's own figures (its `Transfer completed: N messages, R records, B bytes` log lines: DNS messages without TCP length prefixes); the driver also made one AXFR and the last change's IXFR itself over a byte-counting connection, as a check.\n\n", strings.TrimSuffix(Zone, "."))
-	p("Why the port names: with every 80/tcp named `http`, the DNS-SD list `_http._tcp.%s` holds one PTR per instance (3,000 and 30,000). BIND 9.18.28 and later refuse a transfer with an RRset of more than 100 records unless `max-records-per-type` allows it (`too many records (must not exceed 100)`), and BIND 9.18 cannot hold an RRset beyond 64 KB at all (`ran out of space`, about 1,200 of these PTRs): named never loaded part 1's zones. Berth's own answer to that name over TCP is truncated too (2,046 of 3,000 PTRs in 65,525 bytes, TC set).\n\n", strings.TrimSuffix(Zone, "."))
+	p("Why the port names: with every 80/tcp named `http`, the DNS-SD list `_http._tcp.%s` holds one PTR per instance (3,000 and 30,000). BIND 9.18.28 and later refuse a transfer with an RRset of more than 100 records unless `max-records-per-type` allows it (`too many records (must not exceed 100)`), and with that lifted named still failed partway through the list (`ran out of space`): it never loaded part 1's zones. 3,000 such PTRs are more than one DNS message can carry; berth's own answer to that name over TCP is truncated too (2,046 of 3,000 PTRs in 65,525 bytes, TC set).\n\n", strings.TrimSuffix(Zone, "."))
 	p("| figure |")
 	for _, s := range r.Secondary {
 		p(" %s instances (%s hosts, %d port names) |", num(float64(s.D.Instances())), num(float64(s.D.Hosts)), s.D.PortNames)
