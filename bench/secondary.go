@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -25,7 +24,7 @@ import (
 // DNS-SD list (_<name>._tcp.<zone> PTR, one record per instance). Part 1's
 // datasets name every 80/tcp http: 3,000 and 30,000 PTRs in one RRset,
 // more than a DNS message holds, and BIND 9.18 fails the transfer ("ran
-// out of space") even with max-records-per-type lifted (see startBIND).
+// out of space") even with max-records-per-type lifted (see RunSecondary).
 // Lists of 500 load.
 const dnssdPerName = 500
 
@@ -117,7 +116,10 @@ func RunSecondary(t *TB, cfg SecondaryConfig) *SecondaryResult {
 	t.Check(err, "AXFR from berth")
 
 	start = time.Now()
-	bind := startBIND(t, s.Addr, bindPort)
+	// BIND 9.18.28 and later refuse, by default, a transfer with an RRset
+	// of more than 100 records ("too many records (must not exceed 100)"),
+	// and each DNS-SD list here holds up to dnssdPerName.
+	bind := testenv.StartBINDSecondary(t, Zone, s.Addr, bindPort, "max-records-per-type 0;")
 	t.Cleanup(func() {
 		_ = os.WriteFile(filepath.Join(cfg.OutDir, d.Name+".named.log"), []byte(bind.Log()), 0o644)
 	})
@@ -231,85 +233,6 @@ func (s *SecondaryResult) transfers() []Transfer {
 		xs = append(xs, ps.Transfers...)
 	}
 	return xs
-}
-
-// bindSecondary is a named serving Zone as a secondary of berth.
-type bindSecondary struct {
-	Addr string
-	out  testenv.LockedBuffer
-}
-
-// Log is what named printed so far.
-func (b *bindSecondary) Log() string { return b.out.String() }
-
-// startBIND runs named on port as a secondary of Zone from primary: the
-// configuration of testenv.StartBINDSecondary with one more option,
-// max-records-per-type 0. BIND 9.18.28 and later refuse, by default, a
-// transfer with an RRset of more than 100 records ("too many records (must
-// not exceed 100)"), and each DNS-SD list of part 4 holds up to
-// dnssdPerName. testenv.StartBINDSecondary takes no options; this is it
-// with that line, to be replaced by it once it does.
-func startBIND(t *TB, primary string, port int) *bindSecondary {
-	host, pport, err := net.SplitHostPort(primary)
-	t.Check(err, "primary address")
-	dir := t.TempDir()
-	b := &bindSecondary{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
-	conf := fmt.Sprintf(`options {
-	directory "%[1]s";
-	pid-file "%[1]s/named.pid";
-	session-keyfile "%[1]s/session.key";
-	listen-on port %[2]d { 127.0.0.1; };
-	listen-on-v6 { none; };
-	recursion no;
-	dnssec-validation no;
-	notify no;
-	allow-query { any; };
-	max-records-per-type 0;
-};
-controls { };
-logging {
-	channel out { stderr; severity info; print-time yes; print-category yes; };
-	category default { out; };
-	category xfer-in { out; };
-	category notify { out; };
-};
-zone "%[3]s" {
-	type secondary;
-	primaries { %[4]s port %[5]s; };
-	file "%[1]s/secondary.db";
-};
-`, dir, port, Zone, host, pport)
-	confPath := filepath.Join(dir, "named.conf")
-	t.Check(os.WriteFile(confPath, []byte(conf), 0o644), "named.conf")
-	cmd := exec.Command(testenv.NamedBinary(t), "-g", "-c", confPath, "-n", "1")
-	cmd.Stdout, cmd.Stderr = &b.out, &b.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	t.Check(cmd.Start(), "named")
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	client := &dns.Client{Timeout: 200 * time.Millisecond}
-	for {
-		m := new(dns.Msg)
-		m.SetQuestion("version.bind.", dns.TypeTXT)
-		m.Question[0].Qclass = dns.ClassCHAOS
-		if _, _, err := client.Exchange(m, b.Addr); err == nil {
-			return b
-		}
-		select {
-		case <-exited:
-			t.Fatalf("named exited:\n%s", b.Log())
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("named did not answer within 20s:\n%s", b.Log())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // reTransfer is named's line for a completed incoming transfer (BIND 9.18,

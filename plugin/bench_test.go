@@ -35,7 +35,7 @@ func benchData(tb testing.TB, hosts, perHost int) []*hostDocs {
 	tb.Helper()
 	data := make([]*hostDocs, hosts)
 	for h := range data {
-		addr := netip.AddrFrom4([4]byte{127, 1, byte(h / 250), byte(h%250 + 1)})
+		addr := netip.AddrFrom4([4]byte{198, 18, byte(h / 250), byte(h%250 + 1)}) // RFC 2544's benchmarking range
 		data[h] = &hostDocs{Host: &record.Host{V: 1, Name: fmt.Sprintf("h%04d", h), Addrs: []netip.Addr{addr}, Rev: 1}}
 	}
 	for c := range perHost {

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -41,9 +42,10 @@ func NamedBinary(t testing.TB) string {
 
 // StartBINDSecondary runs named on port (0: a free one) as a secondary of
 // zone from primary (host:port), accepting its NOTIFYs, and stops it when
-// the test ends. It returns once named answers; the zone may not be
-// transferred yet.
-func StartBINDSecondary(t testing.TB, zone, primary string, port int) *BINDSecondary {
+// the test ends; options are more statements for named's options block
+// ("max-records-per-type 0;"). It returns once named answers; the zone may
+// not be transferred yet.
+func StartBINDSecondary(t testing.TB, zone, primary string, port int, options ...string) *BINDSecondary {
 	t.Helper()
 	bin := NamedBinary(t)
 	if port == 0 {
@@ -64,6 +66,7 @@ func StartBINDSecondary(t testing.TB, zone, primary string, port int) *BINDSecon
 	dnssec-validation no;
 	notify no;
 	allow-query { any; };
+%[6]s
 };
 controls { };
 logging {
@@ -77,7 +80,7 @@ zone "%[3]s" {
 	primaries { %[4]s port %[5]d; };
 	file "%[1]s/secondary.db";
 };
-`, b.dir, port, b.Zone, host, pport)
+`, b.dir, port, b.Zone, host, pport, strings.Join(options, "\n"))
 	confPath := filepath.Join(b.dir, "named.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
