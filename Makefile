@@ -4,11 +4,11 @@ GO    ?= go
 BIN   := $(CURDIR)/bin
 export CGO_ENABLED ?= 0
 
-.PHONY: all build coredns exporter proxy consul deps test test-faults fuzz bench demo image lint clean
+.PHONY: all build coredns exporter proxy berth consul deps test test-faults fuzz bench demo image lint clean
 
 all: build
 
-build: coredns exporter proxy
+build: coredns exporter proxy berth
 
 coredns:
 	$(GO) build -o $(BIN)/coredns ./plugin/coredns
@@ -18,6 +18,9 @@ exporter:
 
 proxy:
 	$(GO) build -o $(BIN)/berth-proxy ./proxy/cmd/berth-proxy
+
+berth:
+	$(GO) build -o $(BIN)/berth ./ctl/cmd/berth
 
 # Consul has no Debian package: build the pinned release once into a cache.
 consul:
