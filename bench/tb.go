@@ -7,18 +7,17 @@ import (
 	"log"
 	"os"
 	"sync"
-	"testing"
+
+	"github.com/berthdns/berth/internal/testenv"
 )
 
 // TB lets the benchmark driver, which is a program and not a test, use the
 // real parts that internal/testenv starts (Consul, CoreDNS, Docker images):
-// it implements testing.TB for one section of the run. A Fatal or Skip
+// it is a testenv.T for one section of the run. A Fatal or Skip
 // panics with a Failure, which Section turns into the section's error after
 // running the cleanups, so a failing section never leaves a process or a
 // container behind and never stops the other sections.
 type TB struct {
-	testing.TB // nil; only satisfies testing.TB's unexported method
-
 	name string
 	ctx  context.Context
 
@@ -160,3 +159,6 @@ func (t *TB) Check(err error, what string) {
 		t.Fatalf("%s: %v", what, err)
 	}
 }
+
+// TB is what internal/testenv needs of its caller.
+var _ testenv.T = (*TB)(nil)

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/miekg/dns"
@@ -29,7 +28,7 @@ type BINDSecondary struct {
 
 // NamedBinary is the path of BIND's named, or skips/fails the test through
 // Unavailable.
-func NamedBinary(t testing.TB) string {
+func NamedBinary(t T) string {
 	t.Helper()
 	for _, p := range []string{"named", "/usr/sbin/named"} {
 		if path, err := exec.LookPath(p); err == nil {
@@ -45,7 +44,7 @@ func NamedBinary(t testing.TB) string {
 // the test ends; options are more statements for named's options block
 // ("max-records-per-type 0;"). It returns once named answers; the zone may
 // not be transferred yet.
-func StartBINDSecondary(t testing.TB, zone, primary string, port int, options ...string) *BINDSecondary {
+func StartBINDSecondary(t T, zone, primary string, port int, options ...string) *BINDSecondary {
 	t.Helper()
 	bin := NamedBinary(t)
 	if port == 0 {

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -24,7 +23,7 @@ var consulImageOnce sync.Once
 var consulImageErr error
 
 // EnsureConsulImage builds ConsulImage once per test binary.
-func EnsureConsulImage(t testing.TB, cli *client.Client) string {
+func EnsureConsulImage(t T, cli *client.Client) string {
 	t.Helper()
 	bin := ConsulBinary(t)
 	consulImageOnce.Do(func() {
@@ -59,7 +58,7 @@ type ConsulNode struct {
 // client agent (HTTP), as they would their local agent in production, so
 // that killing a server never kills their agent.
 type ConsulCluster struct {
-	t       testing.TB
+	t       T
 	cli     *client.Client
 	Net     *Network
 	Servers []*ConsulNode
@@ -73,7 +72,7 @@ type ConsulCluster struct {
 // StartConsulCluster starts the servers and the client agent on net, and
 // waits until the cluster has a leader that accepts writes through the
 // agent. Every HTTP port is published on 127.0.0.1 only.
-func StartConsulCluster(t testing.TB, cli *client.Client, net *Network, opts ClusterOptions) *ConsulCluster {
+func StartConsulCluster(t T, cli *client.Client, net *Network, opts ClusterOptions) *ConsulCluster {
 	t.Helper()
 	image := EnsureConsulImage(t, cli)
 	if opts.Servers == 0 {

@@ -10,7 +10,6 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -18,7 +17,7 @@ import (
 
 // ConsulBinary finds the Consul that hack/get-consul.sh built: $BERTH_CONSUL,
 // else the script's cache (building it there if allowed).
-func ConsulBinary(t testing.TB) string {
+func ConsulBinary(t T) string {
 	t.Helper()
 	if p := os.Getenv("BERTH_CONSUL"); p != "" {
 		return p
@@ -46,7 +45,7 @@ var (
 // Consul is a real Consul agent started for one test, on loopback ports of
 // its own.
 type Consul struct {
-	t       testing.TB
+	t       T
 	bin     string
 	args    []string
 	HTTP    string // host:port of the HTTP API
@@ -79,7 +78,7 @@ type ConsulOptions struct {
 
 // StartConsul starts an agent, waits for its leader, and stops it when the
 // test ends.
-func StartConsul(t testing.TB, opts ConsulOptions) *Consul {
+func StartConsul(t T, opts ConsulOptions) *Consul {
 	t.Helper()
 	c := &Consul{t: t, bin: ConsulBinary(t), DataDir: t.TempDir(), token: opts.Token}
 	t.Cleanup(c.Stop)

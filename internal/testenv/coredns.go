@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/miekg/dns"
@@ -22,7 +21,7 @@ var (
 
 // CoreDNSBinary is the project's CoreDNS build: $BERTH_COREDNS if set (make
 // test sets it to bin/coredns), else built once per test binary.
-func CoreDNSBinary(t testing.TB) string {
+func CoreDNSBinary(t T) string {
 	t.Helper()
 	if p := os.Getenv("BERTH_COREDNS"); p != "" {
 		return p
@@ -62,7 +61,7 @@ type CoreDNS struct {
 // port (server blocks without a port get it through -dns.port), with env
 // added to its environment, and stops it when the test ends. It returns once
 // the server answers queries.
-func StartCoreDNS(t testing.TB, corefile string, env ...string) *CoreDNS {
+func StartCoreDNS(t T, corefile string, env ...string) *CoreDNS {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "Corefile")
 	if err := os.WriteFile(path, []byte(corefile), 0o644); err != nil {
@@ -84,7 +83,7 @@ func StartCoreDNS(t testing.TB, corefile string, env ...string) *CoreDNS {
 // Restart kills the server and starts it again on the same port and
 // Corefile, as a crash and a supervisor's restart would; it returns once the
 // new process answers queries.
-func (c *CoreDNS) Restart(t testing.TB) {
+func (c *CoreDNS) Restart(t T) {
 	t.Helper()
 	c.kill()
 	c.start(t)
@@ -97,7 +96,7 @@ func (c *CoreDNS) kill() {
 	}
 }
 
-func (c *CoreDNS) start(t testing.TB) {
+func (c *CoreDNS) start(t T) {
 	t.Helper()
 	c.cmd = exec.Command(c.bin, c.args...)
 	c.cmd.Env = append(os.Environ(), c.env...)

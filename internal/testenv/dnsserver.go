@@ -6,7 +6,6 @@ import (
 	"net"
 	"strings"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/miekg/dns"
@@ -32,7 +31,7 @@ type DNSServer struct {
 
 // StartDNSServer serves records (zone-file lines, e.g.
 // "_80._tcp.web.z. 60 IN SRV 10 10 8080 h1.z.") until the test ends.
-func StartDNSServer(t testing.TB, records ...string) *DNSServer {
+func StartDNSServer(t T, records ...string) *DNSServer {
 	t.Helper()
 	s, err := NewDNSServer(records...)
 	if err != nil {
@@ -42,7 +41,7 @@ func StartDNSServer(t testing.TB, records ...string) *DNSServer {
 	return s
 }
 
-// NewDNSServer is StartDNSServer for code without a testing.TB, such as
+// NewDNSServer is StartDNSServer for code without a T, such as
 // examples; the caller must Close it.
 func NewDNSServer(records ...string) (*DNSServer, error) {
 	s := &DNSServer{servfail: map[string]bool{}, queries: map[string]int{}}

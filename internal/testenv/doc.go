@@ -30,11 +30,10 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"testing"
 )
 
 // Unavailable skips t, or fails it under CI, because a real part is missing.
-func Unavailable(t testing.TB, format string, args ...any) {
+func Unavailable(t T, format string, args ...any) {
 	t.Helper()
 	if os.Getenv("CI") != "" {
 		t.Fatalf("CI is set and a required part is missing: "+format, args...)
@@ -43,14 +42,14 @@ func Unavailable(t testing.TB, format string, args ...any) {
 }
 
 // FreePort is a loopback port free for both TCP and UDP right now.
-func FreePort(t testing.TB) int {
+func FreePort(t T) int {
 	t.Helper()
 	return FreePorts(t, 1)[0]
 }
 
 // FreePorts is n distinct loopback ports, each free for both TCP and UDP
 // right now: all are held until the last is found, so none is picked twice.
-func FreePorts(t testing.TB, n int) []int {
+func FreePorts(t T, n int) []int {
 	t.Helper()
 	var ports []int
 	var held []io.Closer
@@ -84,7 +83,7 @@ func FreePorts(t testing.TB, n int) []int {
 
 // RepoRoot is the module's root directory, found from the test's working
 // directory upwards.
-func RepoRoot(t testing.TB) string {
+func RepoRoot(t T) string {
 	t.Helper()
 	dir, err := os.Getwd()
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sync"
-	"testing"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -21,7 +20,7 @@ import (
 // Docker connects to the local Docker Engine (DOCKER_HOST and friends
 // honoured), or skips/fails the test through Unavailable. The first call in
 // a test binary removes what killed test processes left behind (reap.go).
-func Docker(t testing.TB) *client.Client {
+func Docker(t T) *client.Client {
 	t.Helper()
 	cli, err := client.New(client.FromEnv)
 	if err != nil {
@@ -47,7 +46,7 @@ var testsvcErr error
 
 // EnsureTestServiceImage builds TestServiceImage if this test binary has not
 // yet.
-func EnsureTestServiceImage(t testing.TB, cli *client.Client) string {
+func EnsureTestServiceImage(t T, cli *client.Client) string {
 	t.Helper()
 	testsvcOnce.Do(func() {
 		bin := filepath.Join(os.TempDir(), fmt.Sprintf("berth-testsvc-%d", os.Getpid()))
@@ -137,7 +136,7 @@ func buildStreamError(r io.Reader) error {
 
 // RemoveContainerOnCleanup force-removes id when the test ends, whatever
 // state it is in.
-func RemoveContainerOnCleanup(t testing.TB, cli *client.Client, id string) {
+func RemoveContainerOnCleanup(t T, cli *client.Client, id string) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

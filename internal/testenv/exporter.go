@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -22,7 +21,7 @@ var (
 // ExporterBinary is a static berth-exporter: $BERTH_EXPORTER if set, else
 // built from the working tree once per test binary (so that it is never
 // older than the source).
-func ExporterBinary(t testing.TB) string {
+func ExporterBinary(t T) string {
 	t.Helper()
 	if p := os.Getenv("BERTH_EXPORTER"); p != "" {
 		return p
@@ -50,7 +49,7 @@ var exporterImageErr error
 
 // EnsureExporterImage builds ExporterImage from ExporterBinary once per test
 // binary.
-func EnsureExporterImage(t testing.TB, cli *client.Client) string {
+func EnsureExporterImage(t T, cli *client.Client) string {
 	t.Helper()
 	bin := ExporterBinary(t)
 	exporterImageOnce.Do(func() {
@@ -67,7 +66,7 @@ func EnsureExporterImage(t testing.TB, cli *client.Client) string {
 // the test's plus Env; it is killed when the test ends and its output is
 // logged if the test failed.
 type ExporterProc struct {
-	t    testing.TB
+	t    T
 	Args []string
 	Env  []string
 
@@ -79,7 +78,7 @@ type ExporterProc struct {
 }
 
 // StartExporter runs berth-exporter with args and env until the test ends.
-func StartExporter(t testing.TB, env []string, args ...string) *ExporterProc {
+func StartExporter(t T, env []string, args ...string) *ExporterProc {
 	t.Helper()
 	p := &ExporterProc{t: t, Args: args, Env: env}
 	p.Start()

@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"strings"
-	"testing"
 	"time"
 
 	"github.com/moby/moby/api/types/network"
@@ -46,7 +45,7 @@ func (n *Network) Addr(i byte) netip.Addr {
 // process's OwnerLabel), on a free
 // 10.x.y.0/24, and removes it (after the test's containers, which are
 // cleaned up first because they were registered later) when the test ends.
-func CreateNetwork(t testing.TB, cli *client.Client, name string, labels map[string]string) *Network {
+func CreateNetwork(t T, cli *client.Client, name string, labels map[string]string) *Network {
 	t.Helper()
 	labels = withOwner(labels)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -88,7 +87,7 @@ func CreateNetwork(t testing.TB, cli *client.Client, name string, labels map[str
 }
 
 // Disconnect cuts container id off the network.
-func (n *Network) Disconnect(t testing.TB, cli *client.Client, id string) {
+func (n *Network) Disconnect(t T, cli *client.Client, id string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -98,7 +97,7 @@ func (n *Network) Disconnect(t testing.TB, cli *client.Client, id string) {
 }
 
 // Connect attaches container id to the network again, at addr if valid.
-func (n *Network) Connect(t testing.TB, cli *client.Client, id string, addr netip.Addr) {
+func (n *Network) Connect(t T, cli *client.Client, id string, addr netip.Addr) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

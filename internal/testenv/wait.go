@@ -1,7 +1,6 @@
 package testenv
 
 import (
-	"testing"
 	"time"
 
 	"github.com/miekg/dns"
@@ -13,7 +12,7 @@ import (
 // cond's last error if that has not happened within the given time. The
 // bound is a deadline for a condition that must come true, not a timing
 // being measured.
-func Eventually(t testing.TB, within time.Duration, what string, cond func() error) {
+func Eventually(t T, within time.Duration, what string, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
