@@ -21,6 +21,7 @@
 //   - reap.go: labels naming each object's test process, and removal of
 //     what dead test processes left.
 //   - dnsserver.go: a scriptable DNS server for resolver and proxy tests.
+//   - t.go: T, what the parts need of their caller (a test or bench.TB).
 //   - wait.go: Eventually, Exchange and MetricValue, the helpers every
 //     package's tests share.
 package testenv
