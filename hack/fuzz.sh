@@ -20,6 +20,7 @@ budget() {
     FuzzDNSWire) echo 300 ;;    # two network round trips to bin/coredns per input, 200 ms wait when it drops one
     FuzzServeDNS) echo 40000 ;; # the whole handler, packing included
     FuzzKVDocument) echo 50000 ;; # decoding, re-encoding and decoding again
+    FuzzLabels) echo 40000 ;;   # the exporter's whole mapping, twice, and a decode (about 4000/s here)
     *) echo 200000 ;;           # decoders
   esac
 }
