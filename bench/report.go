@@ -144,6 +144,31 @@ func dratio(a, b time.Duration) string { return ratio(float64(a), float64(b)) }
 func (r *Report) Markdown() string {
 	var b strings.Builder
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
+	r.header(p)
+	p("## Summary\n\n")
+	p("| # | figure | Berth | baseline (same run) | ratio |\n| --- | --- | --- | --- | --- |\n")
+	r.summaryQueries(p)
+	r.summaryPropagation(p)
+	r.summaryScale(p)
+	r.summaryReconcile(p)
+	r.secondarySummary(p)
+	r.notMeasured(p)
+	r.queriesMarkdown(p)
+	r.propagationMarkdown(p)
+	r.scaleMarkdown(p)
+	r.reconcileMarkdown(p)
+	r.secondaryMarkdown(p)
+	if r.Analysis != "" {
+		p("%s\n", strings.TrimSpace(r.Analysis))
+	}
+	return b.String()
+}
+
+// printf writes to the report being rendered.
+type printf = func(format string, args ...any)
+
+// header is the run's date, machine and versions.
+func (r *Report) header(p printf) {
 	e := r.Env
 	p("# Berth benchmarks\n\n")
 	p("Written by `make bench` (`hack/bench.sh`, driver `bench/cmd/berthbench`) on %s; the whole run took %s.\n\n", e.Date, e.Total.Round(time.Second))
@@ -156,9 +181,11 @@ func (r *Report) Markdown() string {
 		p("**Warning:** %s.\n\n", e.Warning)
 	}
 	p("Every figure stands next to a baseline measured in the same run, and the ratio is figure / baseline. Nothing here is a test: no figure fails the run. Raw outputs (query files, zone files, profiles) are in `bench/out/`, which is not committed.\n\n")
+}
 
-	p("## Summary\n\n")
-	p("| # | figure | Berth | baseline (same run) | ratio |\n| --- | --- | --- | --- | --- |\n")
+// summaryQueries is part 1's rows of the summary: queries/s and latency against the file plugin and Consul DNS, then the Go benchmarks.
+func (r *Report) summaryQueries(p printf) {
+	e := r.Env
 	for _, q := range r.Queries {
 		br, fr, cr := q.Server("berth"), q.Server("file"), q.Server("consul")
 		n := num(float64(q.D.Instances()))
@@ -177,6 +204,10 @@ func (r *Report) Markdown() string {
 		p("| 1 | ServeDNS %s in process (Go benchmark): ns/op, allocs/op | %.0f ns, %.0f allocs | file plugin %.0f ns, %.0f allocs | %s time, %s allocs |\n",
 			kind, bb.NsOp, bb.AllocsOp, fb.NsOp, fb.AllocsOp, ratio(bb.NsOp, fb.NsOp), ratio(bb.AllocsOp, fb.AllocsOp))
 	}
+}
+
+// summaryPropagation is part 2's rows of the summary.
+func (r *Report) summaryPropagation(p printf) {
 	if pr := r.Prop; pr != nil {
 		st := pr.startDists()
 		sp := pr.stopDists()
@@ -185,6 +216,10 @@ func (r *Report) Markdown() string {
 		p("| 2 | `docker stop`/`kill` returned → record gone (n=%d) | %s | the stop/kill call itself, p50 %s | %s |\n", sp["ret"].N, sp["ret"], ms(sp["call"].P50), dratio(sp["ret"].P50, sp["call"].P50))
 		p("| 2 | die event → record gone | %s | | |\n", sp["event"])
 	}
+}
+
+// summaryScale is part 3's rows of the summary.
+func (r *Report) summaryScale(p printf) {
 	if s := r.Scale; s != nil && len(s.FirstLoad) > 0 {
 		n := num(float64(s.D.Instances()))
 		p("| 3 | first full load, %s instances (process start → ready; empty berth: %s) | %s | the driver's own List of the whole prefix: %s | %s |\n", n, ms(s.EmptyLoad), ms(s.FirstLoad[0]), ms(s.RawFetch), dratio(s.FirstLoad[0], s.RawFetch))
@@ -214,6 +249,10 @@ func (r *Report) Markdown() string {
 		p("| 3 | one host's change, zone of 300 hosts x 30 (Go benchmark ZoneUpdate) | %s, %s allocs | zone of 100 hosts x 30: %s | %s (1.00x if independent of zone size) |\n",
 			ms(time.Duration(b.NsOp)), num(b.AllocsOp), ms(time.Duration(a.NsOp)), ratio(b.NsOp, a.NsOp))
 	}
+}
+
+// summaryReconcile is the exporter's rows of the summary.
+func (r *Report) summaryReconcile(p printf) {
 	if rc := r.Rec; rc != nil {
 		syn, ex, up, re := rc.run("Publisher alone, from empty"), rc.run("exporter, from empty"), rc.run("exporter, up to date"), rc.run("restarted exporter, up to date")
 		if ex != nil && syn != nil {
@@ -226,7 +265,10 @@ func (r *Report) Markdown() string {
 			p("| 3 | exporter restarted, host up to date | %s, %d writes | from empty: %s | %s |\n", ms(re.Time), re.Sets+re.Deletes+re.Txns, ms(ex.Time), dratio(re.Time, ex.Time))
 		}
 	}
-	r.secondarySummary(p)
+}
+
+// notMeasured lists the parts that failed, after the summary.
+func (r *Report) notMeasured(p printf) {
 	p("\n")
 	for _, errs := range [][]string{{r.GoErr}, r.QueryErr, {r.PropErr}, {r.ScaleErr}, {r.RecErr}, r.SecondaryErr} {
 		for _, err := range errs {
@@ -235,7 +277,11 @@ func (r *Report) Markdown() string {
 			}
 		}
 	}
+}
 
+// queriesMarkdown is part 1 in detail.
+func (r *Report) queriesMarkdown(p printf) {
+	e := r.Env
 	// Part 1 in detail.
 	p("## 1. Query throughput and latency\n\n")
 	p("Data: `Dataset` in `bench/data.go`: hosts with 30 containers each, 3 instances per service on 3 neighbouring hosts, every container publishing 80/tcp (http), every fifth service also 9090/tcp; written into Consul KV through the exporter's own `Publisher` (one session per host) and, for Consul's DNS, registered in its catalog (one node per host, one service instance per container). Query mix, in random order, the same file for berth and file: ¼ SRV `_80._tcp.<service>`, ¼ A `<service>`, ¼ TXT `<container>.<host>.hosts`, ¼ A of a name that does not exist (NXDOMAIN). Consul gets the same mix in its names: SRV and A `<service>.service.consul`, A `<host>.node.consul` (Consul has no per-container name), A of a missing service.\n\n")
@@ -271,7 +317,10 @@ func (r *Report) Markdown() string {
 		}
 		p("\n")
 	}
+}
 
+// propagationMarkdown is part 2 in detail.
+func (r *Report) propagationMarkdown(p printf) {
 	if pr := r.Prop; pr != nil {
 		p("## 2. Propagation latency\n\n")
 		p("%d containers of the test service image (FROM scratch, 80/tcp published on 0.0.0.0, label `berth.service=prop-NNN`), created beforehand, started one at a time and then stopped (even ones, `docker stop`) or killed (odd ones, `docker kill`) one at a time, through the Docker API. The exporter is `bin/berth-exporter` (`--advertise-addr 198.18.255.1`, an address of the benchmarking range that is only data here: the driver asks DNS, it never dials), berth is `bin/coredns`, both against one Consul agent. The driver asks `_80._tcp.prop-NNN.%s` SRV every millisecond until the answer changes, holds a blocking query on the host's container keys (when the KV write landed) and a Docker event subscription (the engine's time stamp of `start` / `die`).\n\n", len(pr.Starts), strings.TrimSuffix(Zone, "."))
@@ -295,7 +344,10 @@ func (r *Report) Markdown() string {
 		}
 		p("\n")
 	}
+}
 
+// scaleMarkdown is part 3 in detail.
+func (r *Report) scaleMarkdown(p printf) {
 	if s := r.Scale; s != nil {
 		p("## 3. Scale\n\n")
 		p("A synthetic producer (`bench.Producer`, which drives the exporter's own `exporter.Publisher`, one per host, one session each) wrote %s hosts x %d containers = %s instances (%s services) in %s (%d transactions). %s records indexed.\n\n",
@@ -321,6 +373,10 @@ func (r *Report) Markdown() string {
 		p("%s\n", serverRow(s.Server))
 		p("\n")
 	}
+}
+
+// reconcileMarkdown is the exporter's reconcile in detail.
+func (r *Report) reconcileMarkdown(p printf) {
 	if rc := r.Rec; rc != nil {
 		p("### Exporter reconcile\n\n")
 		p("One host with %d running containers of the test image (created and started in %s, 4 at a time). `exporter` rows run the exporter package in this process (`exporter.New` and `Exporter.Once`: a full listing, one inspect per container, the Publisher's diff and transactions) against the local engine and a fresh Consul agent; `Publisher alone` publishes %d synthetic documents for one host, the Consul half without Docker. Writes are the exporter's own counters (documents set + deleted); `subtree index moved` is Consul's index of the host's keys, checked independently.\n\n", rc.Containers, ms(rc.StartAll), rc.Containers)
@@ -330,11 +386,6 @@ func (r *Report) Markdown() string {
 		}
 		p("\n")
 	}
-	r.secondaryMarkdown(p)
-	if r.Analysis != "" {
-		p("%s\n", strings.TrimSpace(r.Analysis))
-	}
-	return b.String()
 }
 
 func serverRow(s ServerResult) string {
