@@ -232,7 +232,7 @@ func (r *Report) summaryScale(p printf) {
 		}
 		qd, cd := Distribution(s.Quiet), Distribution(s.Churn)
 		p("| 3 | KV commit → answer changed, under %d-host churn, p50 / p90 / p99 / max (n=%d) | %s | same without churn, %s | %s (p50) |\n", s.D.Hosts/100, cd.N, cd, qd, dratio(cd.P50, qd.P50))
-		per1 := s.QuietBytes["watch"] + s.QuietBytes["host"] + s.QuietBytes["full"]
+		per1 := s.QuietBytes["watch"] + s.QuietBytes["host"] + s.QuietBytes["policy"]
 		p("| 3 | bytes from Consul per change | %s (host subtree %s + host list %s) | whole prefix, one GET: %s | %s |\n", kib(per1), kib(s.QuietBytes["host"]), kib(s.QuietBytes["watch"]), kib(float64(s.RawPrefixBytes)), ratio(per1, float64(s.RawPrefixBytes)))
 		if q := r.query(3000); q != nil && q.Server("berth+metrics").Perf.QPS > 0 {
 			b3 := q.Server("berth+metrics").Perf.QPS
@@ -364,9 +364,9 @@ func (r *Report) scaleMarkdown(p printf) {
 		p("| per 10,000 instances, RSS / live heap | %s / %s |\n", mib((s.Loaded.RSS-s.Empty.RSS)*10000/int64(s.D.Instances())), mib((s.Loaded.HeapAlloc-s.Empty.HeapAlloc)*10000/int64(s.D.Instances())))
 		p("| KV commit → answer changed, quiet, p50 / p90 / p99 / max (n=%d) | %s |\n", len(s.Quiet), Distribution(s.Quiet))
 		p("| the same while %d hosts (1%%) each change a container every %s: %d changes in %.1f s | %s |\n", s.D.Hosts/100, s.churnInterval(), s.ChurnChanges, s.ChurnSeconds, Distribution(s.Churn))
-		p("| bytes read from Consul per change (quiet; `coredns_berth_consul_received_bytes_total`) | watch (host list) %s, host %s, full %s |\n", kib(s.QuietBytes["watch"]), kib(s.QuietBytes["host"]), kib(s.QuietBytes["full"]))
+		p("| bytes read from Consul per change (quiet; `coredns_berth_consul_received_bytes_total`) | watch (host list) %s, host %s, policy %s |\n", kib(s.QuietBytes["watch"]), kib(s.QuietBytes["host"]), kib(s.QuietBytes["policy"]))
 		p("| one host's subtree / the host list / the whole container prefix, one GET each | %s / %s / %s |\n", kib(float64(s.RawHostBytes)), kib(float64(s.RawHostsBytes)), kib(float64(s.RawPrefixBytes)))
-		p("| bytes read from Consul per second under churn | watch %s/s, host %s/s, full %s/s |\n", kib(s.ChurnBytesPerSec["watch"]), kib(s.ChurnBytesPerSec["host"]), kib(s.ChurnBytesPerSec["full"]))
+		p("| bytes read from Consul per second under churn | watch %s/s, host %s/s, policy %s/s |\n", kib(s.ChurnBytesPerSec["watch"]), kib(s.ChurnBytesPerSec["host"]), kib(s.ChurnBytesPerSec["policy"]))
 		p("\nQueries at this size, measured as in part 1 (%d rounds, medians), on the server above (its Corefile has the prometheus plugin):\n\n", len(s.Server.Rounds))
 		p("| server | q/s (dnsperf): median (min–max) | mean latency (dnsperf) | lost / sent (dnsperf) | q/s (loader) | mean | p50 | p99 | p99.9 | max | lost (loader) | rcodes (loader) | load avg before each round |\n")
 		p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")

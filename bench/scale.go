@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/miekg/dns"
 
 	"github.com/berthdns/berth/internal/testenv"
@@ -55,46 +56,81 @@ type ScaleResult struct {
 // measured for load time, memory, change latency quiet and under 1% host
 // churn, bytes per change, and queries/s.
 func RunScale(t *TB, cfg ScaleConfig) *ScaleResult {
-	ctx := t.Context()
-	d := cfg.D
-	res := &ScaleResult{D: d, ChurnIntervalText: cfg.ChurnInterval.String()}
-	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
-	client := consul.Client()
+	r := &scaleRun{t: t, cfg: cfg, d: cfg.D, ctx: t.Context(), rng: rand.New(rand.NewPCG(7, 7)), port: 50000,
+		res: &ScaleResult{D: cfg.D, ChurnIntervalText: cfg.ChurnInterval.String()}}
+	r.publish()
+	r.rawCosts()
+	r.startServers()
+	r.quietProbes()
+	r.churnProbes()
+	r.queries()
+	return r.res
+}
 
+// scaleRun is one run of part 3, step by step.
+type scaleRun struct {
+	t      *TB
+	cfg    ScaleConfig
+	d      Dataset
+	ctx    context.Context
+	res    *ScaleResult
+	consul *testenv.Consul
+	client *api.Client
+	prod   *Producer
+	s      *Server // berth serving the dataset
+	rng    *rand.Rand
+	port   int // the last host port a probe set
+}
+
+// publish starts Consul and writes the dataset through the producer.
+func (r *scaleRun) publish() {
+	t, d := r.t, r.d
+	r.consul = testenv.StartConsul(t, testenv.ConsulOptions{})
+	r.client = r.consul.Client()
 	t.Logf("scale: publishing %d instances on %d hosts", d.Instances(), d.Hosts)
 	start := time.Now()
-	prod, err := NewProducer(client, d)
+	prod, err := NewProducer(r.client, d)
 	t.Check(err, "producer")
-	t.Check(prod.PublishAll(ctx, 8), "publish")
-	res.PublishTime = time.Since(start)
-	res.Txns = prod.Stats.Txns
-	t.Logf("scale: published in %s (%d transactions)", res.PublishTime.Round(time.Millisecond), res.Txns)
+	t.Check(prod.PublishAll(r.ctx, 8), "publish")
+	r.prod = prod
+	r.res.PublishTime = time.Since(start)
+	r.res.Txns = prod.Stats.Txns
+	t.Logf("scale: published in %s (%d transactions)", r.res.PublishTime.Round(time.Millisecond), r.res.Txns)
+}
 
-	// What a reader of the whole prefix pays, measured by the driver.
-	start = time.Now()
-	_, _, err = client.KV().List(record.HostsPrefix(d.Prefix), nil)
+// rawCosts is what a reader of the whole prefix pays, measured by the
+// driver itself: the baselines of the first load and of a change.
+func (r *scaleRun) rawCosts() {
+	t, d, res := r.t, r.d, r.res
+	start := time.Now()
+	_, _, err := r.client.KV().List(record.HostsPrefix(d.Prefix), nil)
 	t.Check(err, "list hosts")
-	pairs, _, err := client.KV().List(record.AllContainersPrefix(d.Prefix), nil)
+	pairs, _, err := r.client.KV().List(record.AllContainersPrefix(d.Prefix), nil)
 	t.Check(err, "list containers")
 	res.RawFetch = time.Since(start)
 	if len(pairs) != d.Instances() {
 		t.Fatalf("consul holds %d container documents, want %d", len(pairs), d.Instances())
 	}
-	res.RawPrefixBytes = bodySize(t, consul.HTTP, record.AllContainersPrefix(d.Prefix))
-	res.RawHostBytes = bodySize(t, consul.HTTP, record.ContainersPrefix(d.Prefix, d.HostName(d.Hosts/2)))
-	res.RawHostsBytes = bodySize(t, consul.HTTP, record.HostsPrefix(d.Prefix))
+	res.RawPrefixBytes = bodySize(t, r.consul.HTTP, record.AllContainersPrefix(d.Prefix))
+	res.RawHostBytes = bodySize(t, r.consul.HTTP, record.ContainersPrefix(d.Prefix, d.HostName(d.Hosts/2)))
+	res.RawHostsBytes = bodySize(t, r.consul.HTTP, record.HostsPrefix(d.Prefix))
+}
 
-	// Memory of a berth with nothing to serve: the baseline.
-	empty := StartBerth(t, consul.HTTP, "empty-prefix", ServerOptions{})
+// startServers measures an empty berth (the memory baseline) and the first
+// load of the dataset.
+func (r *scaleRun) startServers() {
+	t, res := r.t, r.res
+	empty := StartBerth(t, r.consul.HTTP, "empty-prefix", ServerOptions{})
 	ready, err := empty.WaitReady(time.Minute)
 	t.Check(err, "empty berth")
 	res.EmptyLoad = ready.Sub(empty.Started)
 	res.Empty, err = empty.Memory()
 	t.Check(err, "memory")
 
-	s := StartBerth(t, consul.HTTP, d.Prefix, ServerOptions{Metrics: true})
+	s := StartBerth(t, r.consul.HTTP, r.d.Prefix, ServerOptions{Metrics: true})
 	ready, err = s.WaitReady(5 * time.Minute)
 	t.Check(err, "berth")
+	r.s = s
 	res.FirstLoad = append(res.FirstLoad, ready.Sub(s.Started))
 	res.FirstServing = s.Serving.Sub(s.Started)
 	t.Logf("scale: first load %s", res.FirstLoad[0].Round(time.Millisecond))
@@ -105,67 +141,88 @@ func RunScale(t *TB, cfg ScaleConfig) *ScaleResult {
 			res.Records = int64(v)
 		}
 	}
+}
 
-	// Changes: host h's container c gets a new host port; the answer for
-	// <container>.<host>.hosts SRV shows it.
-	rng := rand.New(rand.NewPCG(7, 7))
-	port := 50000
-	probe := func(h int) (time.Duration, error) {
-		c := rng.IntN(d.PerHost)
-		port++
-		qname := d.ContainerName(h, c) + "." + d.HostName(h) + ".hosts." + Zone
-		if err := prod.SetHostPort(ctx, h, c, port); err != nil {
-			return 0, err
-		}
-		committed := time.Now()
-		want := uint16(port)
-		seen, err := pollDNS(ctx, s.Addr, qname, time.Millisecond, 30*time.Second, func(r *dns.Msg) bool {
-			for _, rr := range r.Answer {
-				if srv, ok := rr.(*dns.SRV); ok && srv.Port == want {
-					return true
-				}
+// probe changes host h's container c to a new host port and returns how
+// long after the KV commit <container>.<host>.hosts SRV showed it.
+func (r *scaleRun) probe(h int) (time.Duration, error) {
+	d := r.d
+	c := r.rng.IntN(d.PerHost)
+	r.port++
+	qname := d.ContainerName(h, c) + "." + d.HostName(h) + ".hosts." + Zone
+	if err := r.prod.SetHostPort(r.ctx, h, c, r.port); err != nil {
+		return 0, err
+	}
+	committed := time.Now()
+	want := uint16(r.port)
+	seen, err := pollDNS(r.ctx, r.s.Addr, qname, time.Millisecond, 30*time.Second, func(m *dns.Msg) bool {
+		for _, rr := range m.Answer {
+			if srv, ok := rr.(*dns.SRV); ok && srv.Port == want {
+				return true
 			}
-			return false
-		})
-		return seen.Sub(committed), err
-	}
-	// Hosts that neither churn nor are probed twice in a row.
-	probeHost := func(i int) int { return cfg.ChurnHosts + (i*37)%(d.Hosts-cfg.ChurnHosts) }
-
-	bytesNow := func() map[string]float64 {
-		m, err := s.Scrape("coredns_berth_consul_received_bytes_total")
-		t.Check(err, "scrape")
-		out := map[string]float64{}
-		for k, v := range m {
-			out[trimLabel(k)] = v
 		}
-		return out
+		return false
+	})
+	return seen.Sub(committed), err
+}
+
+// probeHost is the host of probe i: neither churning nor probed twice in a
+// row.
+func (r *scaleRun) probeHost(i int) int {
+	return r.cfg.ChurnHosts + (i*37)%(r.d.Hosts-r.cfg.ChurnHosts)
+}
+
+// bytesNow is berth's count of bytes read from Consul, by request kind.
+func (r *scaleRun) bytesNow() map[string]float64 {
+	m, err := r.s.Scrape("coredns_berth_consul_received_bytes_total")
+	r.t.Check(err, "scrape")
+	out := map[string]float64{}
+	for k, v := range m {
+		out[trimLabel(k)] = v
 	}
-	time.Sleep(time.Second)
-	before := bytesNow()
-	budget := time.Now().Add(cfg.ProbeBudget)
-	for i := 0; i < cfg.Probes && (i < 5 || time.Now().Before(budget)); i++ {
-		lat, err := probe(probeHost(i))
-		t.Check(err, "quiet probe")
-		res.Quiet = append(res.Quiet, lat)
+	return out
+}
+
+// probes runs the probes of one series, at least 5, within the budget,
+// starting at probe number first.
+func (r *scaleRun) probes(first int, what string) []time.Duration {
+	var lats []time.Duration
+	budget := time.Now().Add(r.cfg.ProbeBudget)
+	for i := 0; i < r.cfg.Probes && (i < 5 || time.Now().Before(budget)); i++ {
+		lat, err := r.probe(r.probeHost(first + i))
+		r.t.Check(err, what)
+		lats = append(lats, lat)
 		time.Sleep(50 * time.Millisecond)
 	}
-	time.Sleep(500 * time.Millisecond)
-	after := bytesNow()
-	res.QuietBytes = map[string]float64{}
-	for k, v := range after {
-		res.QuietBytes[k] = (v - before[k]) / float64(len(res.Quiet))
-	}
+	return lats
+}
 
-	// Churn: ChurnHosts hosts each change one container every interval.
+// quietProbes measures change -> answer, and the bytes read per change,
+// with nothing else changing.
+func (r *scaleRun) quietProbes() {
+	time.Sleep(time.Second)
+	before := r.bytesNow()
+	r.res.Quiet = r.probes(0, "quiet probe")
+	time.Sleep(500 * time.Millisecond)
+	after := r.bytesNow()
+	r.res.QuietBytes = map[string]float64{}
+	for k, v := range after {
+		r.res.QuietBytes[k] = (v - before[k]) / float64(len(r.res.Quiet))
+	}
+}
+
+// churnProbes measures the same while ChurnHosts hosts each change one
+// container every interval.
+func (r *scaleRun) churnProbes() {
+	t, cfg, d, res := r.t, r.cfg, r.d, r.res
 	t.Logf("scale: churn on %d hosts every %s", cfg.ChurnHosts, cfg.ChurnInterval)
-	cctx, stop := context.WithCancel(ctx)
+	cctx, stop := context.WithCancel(r.ctx)
 	var wg sync.WaitGroup
 	var changes atomic.Int64
 	var churnErr atomic.Value
 	for h := range cfg.ChurnHosts {
 		wg.Go(func() {
-			r := rand.New(rand.NewPCG(uint64(h), 11))
+			rng := rand.New(rand.NewPCG(uint64(h), 11))
 			tick := time.NewTicker(cfg.ChurnInterval)
 			defer tick.Stop()
 			// Spread the hosts over the interval.
@@ -176,7 +233,7 @@ func RunScale(t *TB, cfg ScaleConfig) *ScaleResult {
 					return
 				case <-tick.C:
 				}
-				if err := prod.SetHostPort(cctx, h, r.IntN(d.PerHost), 30000+r.IntN(10000)); err != nil {
+				if err := r.prod.SetHostPort(cctx, h, rng.IntN(d.PerHost), 30000+rng.IntN(10000)); err != nil {
 					if cctx.Err() == nil {
 						churnErr.Store(err)
 					}
@@ -187,16 +244,10 @@ func RunScale(t *TB, cfg ScaleConfig) *ScaleResult {
 		})
 	}
 	time.Sleep(2 * time.Second) // let churn reach its steady state
-	before = bytesNow()
+	before := r.bytesNow()
 	c0, t0 := changes.Load(), time.Now()
-	budget = time.Now().Add(cfg.ProbeBudget)
-	for i := 0; i < cfg.Probes && (i < 5 || time.Now().Before(budget)); i++ {
-		lat, err := probe(probeHost(i + cfg.Probes))
-		t.Check(err, "probe under churn")
-		res.Churn = append(res.Churn, lat)
-		time.Sleep(50 * time.Millisecond)
-	}
-	after = bytesNow()
+	res.Churn = r.probes(cfg.Probes, "probe under churn")
+	after := r.bytesNow()
 	res.ChurnSeconds = time.Since(t0).Seconds()
 	res.ChurnChanges = changes.Load() - c0
 	stop()
@@ -208,22 +259,23 @@ func RunScale(t *TB, cfg ScaleConfig) *ScaleResult {
 	for k, v := range after {
 		res.ChurnBytesPerSec[k] = (v - before[k]) / res.ChurnSeconds
 	}
+}
 
-	// Queries per second at this size. Loading 100,000 instances again
-	// for a server without the prometheus plugin would double the longest
-	// step of the run, so this server (with prometheus in its query path)
-	// is measured, against part 1's "berth+metrics" row. One more change,
-	// seen, makes sure the watcher has caught up with the churn first.
-	if _, err := probe(probeHost(2 * cfg.Probes)); err != nil {
+// queries measures queries per second at this size. Loading the dataset
+// again for a server without the prometheus plugin would double the
+// longest step of the run, so this server (with prometheus in its query
+// path) is measured, against part 1's "berth+metrics" row. One more
+// change, seen, makes sure the watcher has caught up with the churn first.
+func (r *scaleRun) queries() {
+	t, cfg, d := r.t, r.cfg, r.d
+	if _, err := r.probe(r.probeHost(2 * cfg.Probes)); err != nil {
 		t.Fatalf("catching up after churn: %v", err)
 	}
 	time.Sleep(time.Second)
-	q := s
 	qs := d.Queries(cfg.Query.NQueries, Zone)
 	qfile := filepath.Join(cfg.Query.OutDir, d.Name+".queries")
 	t.Check(WriteQueryFile(qfile, qs), "query file")
-	res.Server = measureRounds(t, d.Name, cfg.Query, []target{{"berth+metrics", q.Addr, qfile, qs}})[0]
-	return res
+	r.res.Server = measureRounds(t, d.Name, cfg.Query, []target{{"berth+metrics", r.s.Addr, qfile, qs}})[0]
 }
 
 // bodySize is the length of Consul's response body for a recursive GET of
