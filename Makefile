@@ -60,8 +60,9 @@ demo: build consul
 image: exporter
 	bash hack/image.sh
 
-# staticcheck, pinned, from the Go module proxy (built once into Go's cache).
-STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@2026.2.2
+# staticcheck, pinned (module v0.8.2 is release 2026.2.2), from the Go module
+# proxy, built once into Go's cache.
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
