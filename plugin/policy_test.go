@@ -217,6 +217,18 @@ func TestCheck(t *testing.T) {
 	if !slices.Equal(short, want) {
 		t.Errorf("Check = %v, want %v", short, want)
 	}
+
+	// Across hosts: h3's alias on the service h4 serves.
+	h3, h4 := mkHost("h3", "192.0.2.30"), mkHost("h4", "192.0.2.40")
+	alias := mkCtr("c3", "shop-1", "shop", "none", mkPort(80, "tcp", "http", "192.0.2.30", 3001))
+	alias.Aliases = []string{"api"}
+	got = Check(testOrigin, nil, false, []*record.Host{h3, h4}, map[string][]*record.Container{
+		"h3": {alias}, "h4": {mkCtr("d4", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.40", 4001))}})
+	if !slices.ContainsFunc(got, func(f Finding) bool {
+		return f.Host == "h3" && f.Reason == "conflict" && f.Name == "api."+testOrigin
+	}) {
+		t.Errorf("Check across hosts = %+v, want h3's alias api in conflict", got)
+	}
 }
 
 // TestZoneAliases proves an alias serves its service's own records under
