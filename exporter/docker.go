@@ -170,6 +170,9 @@ func (m *Mapper) ports(c *container.InspectResponse) ([]record.Port, []SkippedBi
 	if c.NetworkSettings == nil {
 		return nil, nil, skip(ReasonNoPort, "no network settings")
 	}
+	if detached(c) {
+		return nil, nil, skip(ReasonNoPort, "bindings kept, but no network to forward them to")
+	}
 	var ports []record.Port
 	var skipped []SkippedBinding
 	noAddr := false
@@ -213,6 +216,28 @@ func (m *Mapper) ports(c *container.InspectResponse) ([]record.Port, []SkippedBi
 			a.Addr.Compare(b.Addr), cmp.Compare(a.HostPort, b.HostPort))
 	})
 	return ports, skipped, nil
+}
+
+// detached reports a container cut off from every network of a network
+// mode that forwards its bindings through one (bridge, or a named network).
+// Docker drops the bindings then; Podman keeps listing them, though nothing
+// answers on them until the container is connected again. Modes whose
+// forwarding needs no network, such as rootless Podman's slirp4netns or
+// pasta (whose Networks is always empty), keep their bindings.
+func detached(c *container.InspectResponse) bool {
+	if len(c.NetworkSettings.Networks) > 0 || c.HostConfig == nil {
+		return false
+	}
+	mode := c.HostConfig.NetworkMode
+	switch {
+	case mode.IsBridge(), mode.IsDefault(), mode == "":
+		return true
+	case mode.IsHost(), mode.IsNone(), mode.IsContainer(), mode == "private",
+		strings.HasPrefix(string(mode), "slirp4netns"), strings.HasPrefix(string(mode), "pasta"),
+		strings.HasPrefix(string(mode), "ns:"):
+		return false
+	}
+	return true // a user-defined network
 }
 
 // dialAddr is the address a client dials for a binding on hostIP: hostIP

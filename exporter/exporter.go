@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 	"github.com/moby/moby/client"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berthdns/berth/internal/backoff"
 	"github.com/berthdns/berth/record"
@@ -39,6 +41,12 @@ type Exporter struct {
 	sess    *Session
 	health  *healthCache
 
+	// The engine behind the Docker API, detected before each event
+	// subscription (events.go): Podman's events need handling of their own.
+	engineMu   sync.Mutex
+	engine     Engine
+	engineInfo *prometheus.GaugeVec
+
 	mu    sync.Mutex
 	dirty map[string]time.Time // id -> time of the earliest unapplied event (zero: none)
 	full  bool                 // a full listing is due
@@ -62,7 +70,8 @@ func New(ctx context.Context, cfg Config, docker *client.Client, consulCfg *api.
 	}
 	e := &Exporter{cfg: cfg, docker: docker, consul: consul, log: log, metrics: NewMetrics(),
 		dirty: map[string]time.Time{}, wake: make(chan struct{}, 1),
-		desired: map[string]*record.Container{}, skipped: map[string]string{}, unbound: map[string][]SkippedBinding{}, pending: map[string]time.Time{}}
+		desired: map[string]*record.Container{}, skipped: map[string]string{}, unbound: map[string][]SkippedBinding{}, pending: map[string]time.Time{},
+		engineInfo: newEngineInfo()}
 	e.health = newHealthCache(e.checkHealth)
 	node := cfg.Node
 	if node == "" {
@@ -109,6 +118,77 @@ func (e *Exporter) Addrs() []netip.Addr { return e.mapper.Addrs }
 
 // Metrics are the exporter's metrics.
 func (e *Exporter) Metrics() *Metrics { return e.metrics }
+
+// Engine names, the values of berth_exporter_engine_info's engine label.
+const (
+	EngineDocker = "docker"
+	EnginePodman = "podman"
+)
+
+// Engine is the container engine serving the Docker API the exporter talks
+// to. Nothing in the records depends on it; only how events are read does.
+type Engine struct {
+	Name    string // EngineDocker or EnginePodman; "" before the first detection
+	Version string
+}
+
+// engineOf tells the engine from its /version answer: Podman names itself
+// in a component ("Podman Engine"), Docker Engine's main component is
+// "Engine" (Platform.Name "Docker Engine - ...", empty in some builds).
+// Anything else speaking the API is taken for Docker.
+func engineOf(v client.ServerVersionResult) Engine {
+	for _, c := range v.Components {
+		if strings.Contains(strings.ToLower(c.Name), "podman") {
+			return Engine{Name: EnginePodman, Version: c.Version}
+		}
+	}
+	if strings.Contains(strings.ToLower(v.Platform.Name), "podman") {
+		return Engine{Name: EnginePodman, Version: v.Version}
+	}
+	return Engine{Name: EngineDocker, Version: v.Version}
+}
+
+// detectEngine asks the engine who it is, logs it when it is new (at start,
+// or when another engine answers on the same socket after a reconnect) and
+// sets berth_exporter_engine_info. A failure keeps the last known engine:
+// the event subscription that follows reports the outage itself.
+func (e *Exporter) detectEngine(ctx context.Context) Engine {
+	vctx, cancel := context.WithTimeout(ctx, dockerTimeout)
+	v, err := e.docker.ServerVersion(vctx, client.ServerVersionOptions{})
+	cancel()
+	e.engineMu.Lock()
+	defer e.engineMu.Unlock()
+	if err != nil {
+		return e.engine
+	}
+	eng := engineOf(v)
+	if eng != e.engine {
+		e.log.Info("container engine", "engine", eng.Name, "version", eng.Version, "api_version", v.APIVersion)
+		e.engine = eng
+		e.engineInfo.Reset()
+		e.engineInfo.WithLabelValues(eng.Name, eng.Version).Set(1)
+	}
+	return eng
+}
+
+// Engine is the engine last detected; its Name is "" until the first
+// answer.
+func (e *Exporter) Engine() Engine {
+	e.engineMu.Lock()
+	defer e.engineMu.Unlock()
+	return e.engine
+}
+
+func newEngineInfo() *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: metricsNamespace, Subsystem: metricsSubsystem,
+		Name: "engine_info", Help: "Always 1: the container engine behind the Docker API (docker, podman) and its version."},
+		[]string{"engine", "version"})
+}
+
+// EngineInfo is berth_exporter_engine_info{engine,version}, 1 for the
+// engine last detected (no series before the first detection). Like
+// BuildInfo, it is registered by the binary beside Metrics.
+func (e *Exporter) EngineInfo() prometheus.Collector { return e.engineInfo }
 
 // Run publishes until ctx ends. It then leaves the records to expire with
 // the session, or removes them with DeregisterOnExit.

@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -27,18 +28,28 @@ func testLogger(t *testing.T) *slog.Logger {
 // every 30 s, so a change seen within this time came through an event.
 const eventWait = 5 * time.Second
 
-// TestExporterDocker runs the exporter against the real engine and a real
+// TestExporter runs the exporter against each real engine and a real
 // Consul: documents appear, follow pause, health, rename and restart, and
-// disappear on stop, kill and rm, each within eventWait.
-func TestExporterDocker(t *testing.T) {
+// disappear on stop, kill and rm, each within eventWait. On Podman the same
+// body also covers what Podman does differently (events.go): its die and
+// remove events, which Docker's event filter misses, health_status on
+// every check run, and HostIp "" on wildcard bindings.
+func TestExporter(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, testenv.ConsulOptions{})
+	forEachEngine(t, testExporter)
+}
+
+func testExporter(t *testing.T, engine string) {
+	r := newEngineRig(t, engine, testenv.ConsulOptions{})
 	ctx := context.Background()
 
 	// A container that runs before the exporter starts.
 	early := r.runContainer(runOpts{name: "early", labels: map[string]string{LabelService: "early.shop"}})
 	e := r.startExporter(r.config())
 	d := r.waitDoc("initial listing", early, eventWait, present)
+	if got := e.Engine(); got.Name != engine || got.Version == "" {
+		t.Errorf("engine detected as %+v, want %s", got, engine)
+	}
 	if d.Service != "early.shop" || d.Name != "early-"+r.run || d.Health != "none" || len(d.Ports) != 1 ||
 		d.Ports[0].Addr != loopback || d.Ports[0].HostPort != r.hostPort(early, "80/tcp") || d.Ports[0].Name != "http" {
 		t.Errorf("early document %+v", d)
@@ -80,6 +91,21 @@ func TestExporterDocker(t *testing.T) {
 	r.waitDoc("unhealthy", web, eventWait, func(d *record.Container) bool { return d != nil && d.Health == "unhealthy" })
 	post(t, hostURL(port, "/recover"))
 	r.waitDoc("recovered", web, eventWait, func(d *record.Container) bool { return d != nil && d.Health == "healthy" })
+
+	// Health checks that find what they found before change nothing in
+	// KV, though Podman sends health_status for every one of them.
+	txns, healthEvents := value(e.Metrics().KVTxns), value(e.Metrics().Events.WithLabelValues("health_status"))
+	waitFor(t, "four more health checks", 10*time.Second, func() bool {
+		return value(e.Metrics().Events.WithLabelValues("health_status")) >= healthEvents+4 || engine == EngineDocker
+	})
+	if engine == EngineDocker {
+		time.Sleep(2 * time.Second) // four check intervals; Docker sends no event for an unchanged status
+	}
+	if n := value(e.Metrics().KVTxns); n != txns {
+		t.Errorf("%v KV transactions while the health status stayed healthy", n-txns)
+	}
+	t.Logf("%s: %v health_status events over the unchanged checks", engine,
+		value(e.Metrics().Events.WithLabelValues("health_status"))-healthEvents)
 
 	if _, err := r.docker.ContainerRename(ctx, web, client.ContainerRenameOptions{NewName: "renamed-" + r.run}); err != nil {
 		t.Fatal(err)
@@ -138,7 +164,7 @@ func TestExporterDocker(t *testing.T) {
 
 	// /healthz says both are reachable, /metrics has the exporter's series.
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(e.Metrics(), BuildInfo())
+	reg.MustRegister(e.Metrics(), BuildInfo(), e.EngineInfo())
 	srv := httptest.NewServer(e.Handler(reg))
 	defer srv.Close()
 	body := get(t, srv.URL+"/healthz", 200)
@@ -148,7 +174,8 @@ func TestExporterDocker(t *testing.T) {
 	metrics := get(t, srv.URL+"/metrics", 200)
 	for _, m := range []string{"berth_exporter_containers_published 1", `berth_exporter_containers_skipped{reason="reserved_name"} 1`,
 		`berth_exporter_bindings_skipped_total{reason="loopback_address"} 3`, `berth_exporter_build_info{goversion="`,
-		"berth_exporter_kv_writes_total", "berth_exporter_event_to_kv_seconds_count", "berth_exporter_reconciles_total"} {
+		"berth_exporter_kv_writes_total", "berth_exporter_event_to_kv_seconds_count", "berth_exporter_reconciles_total",
+		fmt.Sprintf(`berth_exporter_engine_info{engine=%q,version=%q} 1`, engine, e.Engine().Version)} {
 		if !strings.Contains(metrics, m) {
 			t.Errorf("/metrics lacks %q", m)
 		}
@@ -204,7 +231,11 @@ func get(t *testing.T, url string, code int) string {
 // with them. The resync is an hour away, so only the events can do it.
 func TestExporterNetworkEvents(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, testenv.ConsulOptions{})
+	forEachEngine(t, testExporterNetworkEvents)
+}
+
+func testExporterNetworkEvents(t *testing.T, engine string) {
+	r := newEngineRig(t, engine, testenv.ConsulOptions{})
 	ctx := context.Background()
 	id := r.runContainer(runOpts{name: "net"})
 	cfg := r.config()
@@ -212,11 +243,13 @@ func TestExporterNetworkEvents(t *testing.T) {
 	e := r.startExporter(cfg)
 	r.waitDoc("initial listing", id, eventWait, present)
 
-	if _, err := r.docker.NetworkDisconnect(ctx, "bridge", client.NetworkDisconnectOptions{Container: id}); err != nil {
+	// The engine's default network: bridge on Docker, podman on Podman.
+	network := r.network(id)
+	if _, err := r.docker.NetworkDisconnect(ctx, network, client.NetworkDisconnectOptions{Container: id}); err != nil {
 		t.Fatal(err)
 	}
 	r.waitDoc("disconnected from its only network", id, eventWait, absent)
-	if _, err := r.docker.NetworkConnect(ctx, "bridge", client.NetworkConnectOptions{Container: id}); err != nil {
+	if _, err := r.docker.NetworkConnect(ctx, network, client.NetworkConnectOptions{Container: id}); err != nil {
 		t.Fatal(err)
 	}
 	r.waitDoc("connected again, with the host port Docker bound now", id, eventWait, func(d *record.Container) bool {

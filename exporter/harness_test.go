@@ -22,31 +22,71 @@ import (
 
 var loopback = netip.MustParseAddr("127.0.0.1")
 
-// rig is one test's world: a Consul agent, the Docker engine, and a run
-// label that confines the exporters of this test to its own containers
-// (other tests and colleagues share the engine).
+// rig is one test's world: a Consul agent, a container engine (Docker, or a
+// Podman service of the test's own), and a run label that confines the
+// exporters of this test to its own containers (other tests and colleagues
+// share the engine).
 type rig struct {
 	t      *testing.T
 	consul *testenv.Consul
 	kv     *api.Client
-	docker *client.Client
+	engine string          // EngineDocker or EnginePodman
+	docker *client.Client  // the engine's API, whichever engine it is
+	podman *testenv.Podman // the Podman service, when engine is EnginePodman
 	image  string
 	run    string // value of the berth.test.run label
 	host   string
 	prefix string
 }
 
+// newRig is a rig on the Docker engine.
 func newRig(t *testing.T, opts testenv.ConsulOptions) *rig {
 	t.Helper()
-	docker := testenv.Docker(t)
-	image := testenv.EnsureTestServiceImage(t, docker)
-	consul := testenv.StartConsul(t, opts)
+	return newEngineRig(t, EngineDocker, opts)
+}
+
+// engines are the engines the end-to-end tests run against, one subtest
+// each.
+var engines = []string{EngineDocker, EnginePodman}
+
+// forEachEngine runs body as one parallel subtest per engine: one test
+// body, whichever engine serves the Docker API.
+func forEachEngine(t *testing.T, body func(t *testing.T, engine string)) {
+	for _, engine := range engines {
+		t.Run(engine, func(t *testing.T) {
+			t.Parallel()
+			body(t, engine)
+		})
+	}
+}
+
+// newEngineRig is a rig on engine: the Docker engine of DOCKER_HOST, or a
+// rootful Podman service started for the test.
+func newEngineRig(t *testing.T, engine string, opts testenv.ConsulOptions) *rig {
+	t.Helper()
+	r := &rig{t: t, engine: engine}
+	switch engine {
+	case EngineDocker:
+		r.docker = testenv.Docker(t)
+		r.image = testenv.EnsureTestServiceImage(t, r.docker)
+	case EnginePodman:
+		r.podman = testenv.StartPodman(t)
+		r.docker = r.podman.Client
+		r.image = testenv.EnsurePodmanTestServiceImage(t, r.podman)
+	default:
+		t.Fatalf("unknown engine %q", engine)
+	}
+	r.consul = testenv.StartConsul(t, opts)
+	r.kv = r.consul.Client()
 	b := make([]byte, 4)
 	_, _ = rand.Read(b)
-	run := hex.EncodeToString(b)
-	return &rig{t: t, consul: consul, kv: consul.Client(), docker: docker, image: image, run: run,
-		host: "h-" + run, prefix: "berth"}
+	r.run = hex.EncodeToString(b)
+	r.host, r.prefix = "h-"+r.run, "berth"
+	return r
 }
+
+// dockerHost is the DOCKER_HOST of the rig's engine, for a subprocess.
+func (r *rig) dockerHost() string { return r.docker.DaemonHost() }
 
 func (r *rig) config() Config {
 	cfg := DefaultConfig()
@@ -130,7 +170,33 @@ func (r *rig) runContainer(o runOpts) string {
 			r.t.Fatalf("start %s: %v", o.name, err)
 		}
 	}
+	if o.health && r.podman != nil {
+		r.runHealthChecks(res.ID, 500*time.Millisecond)
+	}
 	return res.ID
+}
+
+// runHealthChecks runs `podman healthcheck run id` every interval until
+// the test ends: Podman times health checks with systemd timers, and there
+// is no systemd here. A check of a stopped or paused container fails, and
+// is simply tried again.
+func (r *rig) runHealthChecks(id string, interval time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			_ = r.podman.Command("healthcheck", "run", id).Run()
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	r.t.Cleanup(func() { cancel(); <-done })
 }
 
 // hostPort is the host port Docker bound for container port p on IPv4.
@@ -148,6 +214,20 @@ func (r *rig) hostPort(id, p string) int {
 	}
 	r.t.Fatalf("%s: no IPv4 binding of %s", id[:12], p)
 	return 0
+}
+
+// network is the name of id's only network.
+func (r *rig) network(id string) string {
+	r.t.Helper()
+	res, err := r.docker.ContainerInspect(context.Background(), id, client.ContainerInspectOptions{})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for name := range res.Container.NetworkSettings.Networks {
+		return name
+	}
+	r.t.Fatalf("%s: no network", id[:12])
+	return ""
 }
 
 // doc reads a container document of this rig's host; nil if absent.

@@ -13,6 +13,8 @@ declare -A packages=(
   [dig]=bind9-dnsutils
   # Headless Chromium fetches through berth-proxy's PAC file.
   [chromium]=chromium
+  # Podman, the second engine the exporter's end-to-end tests run against.
+  [podman]=podman
 )
 
 missing=()
