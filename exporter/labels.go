@@ -155,7 +155,7 @@ func (m meta) enabled(explicit bool) *SkipError {
 		return nil
 	}
 	if v, ok := m.registrator("IGNORE"); ok {
-		return skip(ReasonDisabled, "%s=%q", v.from, v.v)
+		return skip(ReasonDisabled, "%s=%q", v.from, truncateUTF8(v.v, 64))
 	}
 	_, byName := m.registrator("NAME")
 	if _, ok := m.labels[LabelService]; explicit && !ok && !byName {
@@ -250,7 +250,7 @@ func (m meta) ports(ports []record.Port) ([]record.Port, *SkipError) {
 		}
 		if ok {
 			if p.Name = record.Label(raw); p.Name == "" {
-				return nil, skip(ReasonEmptyName, "%s=%q sanitizes to nothing", key, raw)
+				return nil, skip(ReasonEmptyName, "%s=%q sanitizes to nothing", key, truncateUTF8(raw, 64))
 			}
 		}
 		kept = append(kept, p)
