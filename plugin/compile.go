@@ -104,6 +104,9 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 		prio, weight = ctr.Priority, ctr.Weight
 	}
 	txt := []string{"id=" + ctr.ShortID(), "image=" + ctr.Image, "health=" + ctr.Health}
+	if len(ctr.Tags) > 0 {
+		txt = append(txt, record.TagsTXT(ctr.Tags))
+	}
 	if svc := "service=" + ctr.Service; len(svc) <= maxTXTString {
 		// Only a service name that could never be published is too long
 		// for one TXT character-string; leave it out rather than cut it.

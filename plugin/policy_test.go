@@ -296,3 +296,20 @@ func TestZoneAliases(t *testing.T) {
 		t.Error("the alias outlives its container")
 	}
 }
+
+// TestZoneTags proves a container's tags are served in its TXT records (by
+// host and DNS-SD instance), after its id, image and health.
+func TestZoneTags(t *testing.T) {
+	t.Parallel()
+	z := newTestZone(nil)
+	d := shopHost("h1", "192.0.2.10", "a1", "web-1", "web", 8080)
+	d.Containers[0].Tags = []string{"prod", "eu"}
+	z.put("h1", d)
+	z.MarkLoaded()
+	for _, name := range []string{"web-1.h1.hosts." + testOrigin, `web-1\.h1._http._tcp.` + testOrigin} {
+		ans, _, _, _ := z.Lookup(name, dns.TypeTXT)
+		if len(ans) != 1 || !slices.Equal(ans[0].(*dns.TXT).Txt, []string{"service=web", "id=a1a1a1a1a1a1", "image=img:web-1", "health=healthy", "tags=prod,eu"}) {
+			t.Errorf("%s TXT %v, want the tags last", name, ans)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -64,6 +65,9 @@ type Container struct {
 	// service's own records (README.md#names-and-answers). Optional: a
 	// reader that does not know them serves the rest.
 	Aliases []string `json:"aliases,omitempty"`
+	// Tags are free-form words (registrator's SERVICE_TAGS), served in the
+	// container's TXT record as tags=a,b. Optional, as Aliases.
+	Tags []string `json:"tags,omitempty"`
 }
 
 // MaxAliases bounds a container's extra names.
@@ -198,6 +202,9 @@ func (c *Container) Validate() error {
 			return fmt.Errorf("aliases[%d]: %q is the service's name or an alias already", i, a)
 		}
 	}
+	if err := validTags(c.Tags); err != nil {
+		return fmt.Errorf("tags: %w", err)
+	}
 	if len(c.Ports) == 0 {
 		return errors.New("ports: no published port")
 	}
@@ -205,6 +212,23 @@ func (c *Container) Validate() error {
 		if err := c.Ports[i].validate(); err != nil {
 			return fmt.Errorf("ports[%d]: %w", i, err)
 		}
+	}
+	return nil
+}
+
+// TagsTXT is the TXT character-string that carries a container's tags.
+func TagsTXT(tags []string) string { return "tags=" + strings.Join(tags, ",") }
+
+// validTags checks tags fit their TXT string: each non-empty, printable,
+// without a comma (the separator), all of them within one 255-octet string.
+func validTags(tags []string) error {
+	for i, t := range tags {
+		if t == "" || strings.Contains(t, ",") || !printable(t) {
+			return fmt.Errorf("[%d] %q: empty, with a comma, or not printable", i, t)
+		}
+	}
+	if len(tags) > 0 && len(TagsTXT(tags)) > 255 {
+		return fmt.Errorf("%d octets as %q, over one TXT string's 255", len(TagsTXT(tags)), "tags=...")
 	}
 	return nil
 }

@@ -533,3 +533,26 @@ func TestContainerAliases(t *testing.T) {
 		}
 	}
 }
+
+// TestContainerTags proves tags must fit their TXT string: non-empty,
+// printable, without commas, 255 octets at most as tags=a,b.
+func TestContainerTags(t *testing.T) {
+	base := func(tags ...string) *Container {
+		return &Container{V: 1, ID: strings.Repeat("a", 64), Name: "web-1", Service: "web", Image: "img",
+			Health: HealthNone, Priority: 10, Weight: 10, Tags: tags,
+			Ports: []Port{{Port: 80, Proto: "tcp", Addr: netip.MustParseAddr("192.0.2.10"), HostPort: 8080}}}
+	}
+	for _, ok := range [][]string{nil, {"prod"}, {"prod", "eu west"}, {strings.Repeat("x", 250)}} {
+		if err := base(ok...).Validate(); err != nil {
+			t.Errorf("tags %q: %v", ok, err)
+		}
+	}
+	for _, bad := range [][]string{{""}, {"a,b"}, {"bell\a"}, {strings.Repeat("x", 251)}} {
+		if err := base(bad...).Validate(); err == nil {
+			t.Errorf("tags %q accepted", bad)
+		}
+	}
+	if got := TagsTXT([]string{"a", "b"}); got != "tags=a,b" {
+		t.Errorf("TagsTXT = %q", got)
+	}
+}
