@@ -54,9 +54,9 @@ const (
 // labelSkipReasons are the reasons a SkippedLabel may carry.
 var labelSkipReasons = []string{ReasonTooManyAliases, ReasonBadTag, ReasonTooManyTags, ReasonTooLong, ReasonReserved}
 
-// maxTagsLen bounds the tags as the plugin would serve them, "tags=a,b", to
-// one 255-octet TXT string, as record.MaxImageLen does for the image.
-const maxTagsLen = 255 - len("tags=")
+// maxTagsLen bounds the tags as the plugin serves them, "tags=a,b", to one
+// TXT string (record.MaxTagsTXT).
+const maxTagsLen = record.MaxTagsTXT - len("tags=")
 
 // SkippedLabel is a part of a label or variable left out of a document that
 // is published without it. One SkippedLabel stands for every part of one
@@ -312,7 +312,7 @@ func (m meta) tags(skipped *skippedSet) []string {
 		switch {
 		case t == "" || slices.Contains(out, t):
 			continue
-		case strings.Contains(t, ",") || !printableTag(t):
+		case record.ValidTag(t) != nil:
 			skipped.add(v.from, ReasonBadTag, t)
 			continue
 		case full || size+1+len(t) > maxTagsLen:
@@ -346,18 +346,6 @@ func splitEscaped(s string) []string {
 		}
 	}
 	return append(parts, b.String())
-}
-
-func printableTag(s string) bool {
-	if !utf8.ValidString(s) {
-		return false
-	}
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // truncateUTF8 cuts s to at most n bytes without splitting a character.

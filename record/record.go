@@ -219,15 +219,27 @@ func (c *Container) Validate() error {
 // TagsTXT is the TXT character-string that carries a container's tags.
 func TagsTXT(tags []string) string { return "tags=" + strings.Join(tags, ",") }
 
-// validTags checks tags fit their TXT string: each non-empty, printable,
-// without a comma (the separator), all of them within one 255-octet string.
+// ValidTag reports why t cannot be a tag: empty, with a comma (the
+// separator of tags=a,b), or not printable; nil when it can.
+func ValidTag(t string) error {
+	if t == "" || strings.Contains(t, ",") || !printable(t) {
+		return fmt.Errorf("%q: empty, with a comma, or not printable", t)
+	}
+	return nil
+}
+
+// MaxTagsTXT is the most tags=a,b may take: one TXT character-string.
+const MaxTagsTXT = 255
+
+// validTags checks tags fit their TXT string: each a ValidTag, all of them
+// within MaxTagsTXT as tags=a,b.
 func validTags(tags []string) error {
 	for i, t := range tags {
-		if t == "" || strings.Contains(t, ",") || !printable(t) {
-			return fmt.Errorf("[%d] %q: empty, with a comma, or not printable", i, t)
+		if err := ValidTag(t); err != nil {
+			return fmt.Errorf("[%d] %w", i, err)
 		}
 	}
-	if len(tags) > 0 && len(TagsTXT(tags)) > 255 {
+	if len(tags) > 0 && len(TagsTXT(tags)) > MaxTagsTXT {
 		return fmt.Errorf("%d octets as %q, over one TXT string's 255", len(TagsTXT(tags)), "tags=...")
 	}
 	return nil
