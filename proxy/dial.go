@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -21,7 +22,21 @@ const (
 	failHostUnreachable    = "host_unreachable"
 	failDNS                = "dns"
 	failOther              = "other"
+	// Not failures but refusals: the zone does not publish the port, or
+	// every address was one the proxy does not dial. They are counted as
+	// Rejected (with the ForbiddenAddressError's reason for the latter).
+	failNotPublished = "not_published"
+	failForbidden    = "forbidden"
 )
+
+// failureRank orders the reasons from the most telling: a refusal proves
+// the target host was reached, so it outranks unreachability and timeouts;
+// any answer from a target outranks what DNS said; a forbidden address
+// outranks "not published", which outranks a name that does not exist.
+var failureRank = map[string]int{
+	failRefused: 9, failNetworkUnreachable: 8, failHostUnreachable: 7, failTimeout: 6,
+	failForbidden: 5, failNotPublished: 4, failNoSuchHost: 3, failDNS: 2, failOther: 1,
+}
 
 // connect checks hostport against the policy and dials it through the
 // resolver, counting the bytes that then pass through the returned
@@ -40,8 +55,21 @@ func (s *Server) connect(ctx context.Context, listener, hostport string) (net.Co
 	conn, err := s.resolver.Dial(ctx, "tcp", hostport)
 	if err != nil {
 		reason := dialFailure(err)
-		s.metrics.DialFailures.WithLabelValues(listener, reason).Inc()
-		s.log.Info("dial failed", "listener", listener, "destination", hostport, "reason", reason, "err", err)
+		var forbidden *ForbiddenAddressError
+		switch {
+		case reason == failForbidden && errors.As(err, &forbidden):
+			s.metrics.Rejected.WithLabelValues(listener, forbidden.Reason).Inc()
+			if s.logGate.allow("forbidden "+forbidden.Reason, time.Now()) {
+				s.log.Warn("refused to dial a forbidden address (logged once a minute per kind)", "listener", listener,
+					"destination", hostport, "reason", forbidden.Reason, "err", err)
+			}
+		case reason == failNotPublished:
+			s.metrics.Rejected.WithLabelValues(listener, rejectNotPublished).Inc()
+			s.log.Info("destination not published", "listener", listener, "destination", hostport, "err", err)
+		default:
+			s.metrics.DialFailures.WithLabelValues(listener, reason).Inc()
+			s.log.Info("dial failed", "listener", listener, "destination", hostport, "reason", reason, "err", err)
+		}
 		return nil, err
 	}
 	return &countingConn{Conn: conn,
@@ -50,13 +78,48 @@ func (s *Server) connect(ctx context.Context, listener, hostport string) (net.Co
 	}, nil
 }
 
-// dialFailure names why a dial failed. When attempts failed in different
-// ways, the most telling one wins: a refusal proves the target host was
-// reached, so it outranks unreachability and timeouts.
+// dialFailure names why a dial failed: of a resolver.DialError's lookups and
+// attempts, the most telling by failureRank.
 func dialFailure(err error) string {
+	var dialErr *resolver.DialError
+	if !errors.As(err, &dialErr) {
+		return leafFailure(err)
+	}
+	best := ""
+	consider := func(err error) {
+		if r := leafFailure(err); failureRank[r] > failureRank[best] {
+			best = r
+		}
+	}
+	for _, a := range dialErr.Lookups {
+		consider(a.Err)
+	}
+	for _, a := range dialErr.Dials {
+		consider(a.Err)
+	}
+	if dialErr.Err != nil {
+		consider(dialErr.Err)
+	}
+	if best == "" {
+		return failOther
+	}
+	return best
+}
+
+// leafFailure names why one lookup or attempt failed. A DNS query's failure
+// is "dns" whatever its cause: a DNS server that refuses UDP (ECONNREFUSED)
+// says nothing about the target.
+func leafFailure(err error) string {
 	var netErr net.Error
 	var queryErr *resolver.QueryError
+	var forbidden *ForbiddenAddressError
 	switch {
+	case errors.As(err, &forbidden):
+		return failForbidden
+	case errors.Is(err, resolver.ErrNotPublished):
+		return failNotPublished
+	case errors.As(err, &queryErr):
+		return failDNS
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return failRefused
 	case errors.Is(err, syscall.ENETUNREACH):
@@ -68,8 +131,6 @@ func dialFailure(err error) string {
 	case errors.Is(err, resolver.ErrNoSuchHost), errors.Is(err, resolver.ErrNoRecords),
 		errors.Is(err, resolver.ErrServiceUnavailable):
 		return failNoSuchHost
-	case errors.As(err, &queryErr):
-		return failDNS
 	}
 	return failOther
 }

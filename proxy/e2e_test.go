@@ -50,19 +50,18 @@ func TestE2ECurlThroughProxyToContainers(t *testing.T) {
 	web2 := startWebContainer(t, cli, image, "web-2")
 	publish(t, consul.Client().KV(), web1, web2)
 
-	dnsd := testenv.StartCoreDNS(t,
-		e2eZone+" {\n  berth {\n    consul "+consul.HTTP+"\n    ttl 5\n    allow_loopback\n  }\n}\n") // the containers publish on 127.0.0.1
+	dnsd := testenv.StartCoreDNS(t, e2eCorefile(consul.HTTP))
 	waitSRV(t, dnsd.Addr, "_80._tcp.web.shop."+e2eZone+".", 2)
 
 	// bin/berth-proxy as a user runs it.
-	bin := startProxyBinary(t, "--dns", dnsd.Addr, "--zones", e2eZone, "--dial-timeout", "1s")
+	bin := startProxyBinary(t, "--dns", dnsd.Addr, "--zones", e2eZone, "--dial-timeout", "1s", "--allow-loopback")
 	// The same server in-process, with a dialer that counts the attempts
 	// at web-1, to see the failover happen.
 	var dialsToWeb1 atomic.Int32
 	web1Addr := "127.0.0.1:" + strconv.Itoa(web1.hostPort)
 	counted, err := New(Config{
 		Zones: []string{e2eZone}, DNSServer: dnsd.Addr,
-		DialTimeout: time.Second, Registerer: prometheus.NewRegistry(),
+		DialTimeout: time.Second, Registerer: prometheus.NewRegistry(), AllowLoopback: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if addr == web1Addr {
 				dialsToWeb1.Add(1)
@@ -122,6 +121,13 @@ func TestE2ECurlThroughProxyToContainers(t *testing.T) {
 	if strings.Contains(metrics, "berth_proxy_dial_failures_total{") {
 		t.Errorf("dial failures were counted although every request succeeded:\n%s", grepLines(metrics, "berth_proxy_dial_failures_total"))
 	}
+}
+
+// e2eCorefile serves the e2e zone from Consul. The tests' services are on
+// 127.0.0.1, which the plugin publishes only with allow_loopback; whether
+// the proxy then goes there is the proxy's own decision (--allow-loopback).
+func e2eCorefile(consulHTTP string) string {
+	return e2eZone + " {\n  berth {\n    consul " + consulHTTP + "\n    ttl 5\n    allow_loopback\n  }\n}\n"
 }
 
 type proxyProcess struct{ socks, http, metrics string }

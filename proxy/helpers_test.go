@@ -21,12 +21,15 @@ import (
 
 // fixture is a proxy in front of a small Berth-like zone c.test. served by a
 // real DNS server: web.c.test:80 is an HTTP backend, down.c.test:80 a port
-// nothing listens on, silent.c.test:80 a server that never speaks.
+// nothing listens on, silent.c.test:80 a server that never speaks;
+// meta, ll6, any and group.c.test:80 point at link-local, unspecified and
+// multicast addresses. The proxy allows loopback, where the backends are.
 type fixture struct {
-	proxy     *Server
-	socksAddr string
-	httpAddr  string
-	dns       *testenv.DNSServer
+	proxy       *Server
+	backendPort int
+	socksAddr   string
+	httpAddr    string
+	dns         *testenv.DNSServer
 }
 
 func startFixture(t *testing.T, cfg Config) *fixture {
@@ -63,11 +66,21 @@ func startFixture(t *testing.T, cfg Config) *fixture {
 		"_80._tcp.down.c.test. 5 IN SRV 10 10 "+strconv.Itoa(deadPort)+" h1.hosts.c.test.",
 		"_80._tcp.silent.c.test. 5 IN SRV 10 10 "+strconv.Itoa(port(silent))+" h1.hosts.c.test.",
 		"h1.hosts.c.test. 5 IN A 127.0.0.1",
+		// Targets the proxy never dials, not even with AllowLoopback.
+		"_80._tcp.meta.c.test. 5 IN SRV 10 10 80 metadata.hosts.c.test.",
+		"metadata.hosts.c.test. 5 IN A 169.254.169.254",
+		"_80._tcp.ll6.c.test. 5 IN SRV 10 10 80 ll6.hosts.c.test.",
+		"ll6.hosts.c.test. 5 IN AAAA fe80::1",
+		"_80._tcp.any.c.test. 5 IN SRV 10 10 80 any.hosts.c.test.",
+		"any.hosts.c.test. 5 IN A 0.0.0.0",
+		"_80._tcp.group.c.test. 5 IN SRV 10 10 80 group.hosts.c.test.",
+		"group.hosts.c.test. 5 IN A 224.0.0.1",
 	)
 	if cfg.Zones == nil {
 		cfg.Zones = []string{"c.test"}
 	}
 	cfg.DNSServer = dns.Addr
+	cfg.AllowLoopback = true // every target here is on 127.0.0.1
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
@@ -76,7 +89,7 @@ func startFixture(t *testing.T, cfg Config) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{proxy: srv, dns: dns}
+	f := &fixture{proxy: srv, dns: dns, backendPort: port(backend)}
 	socksLn, httpLn := listen(t), listen(t)
 	f.socksAddr, f.httpAddr = socksLn.Addr().String(), httpLn.Addr().String()
 	go srv.ServeSOCKS(socksLn)

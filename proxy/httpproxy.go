@@ -135,10 +135,13 @@ func (s *Server) newTransport() *http.Transport {
 // httpFailure maps a failed dial or forward to a status and a message.
 func httpFailure(err error) (int, string) {
 	var notAllowed *NotAllowedError
-	switch {
-	case errors.As(err, &notAllowed):
+	if errors.As(err, &notAllowed) {
 		return http.StatusForbidden, notAllowed.Error()
-	case dialFailure(err) == failTimeout:
+	}
+	switch dialFailure(err) {
+	case failNotPublished, failForbidden:
+		return http.StatusForbidden, err.Error()
+	case failTimeout:
 		return http.StatusGatewayTimeout, err.Error()
 	}
 	return http.StatusBadGateway, err.Error()

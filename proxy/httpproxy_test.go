@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -65,7 +66,10 @@ func TestHTTPForwardingFailures(t *testing.T) {
 		{"http://example.com/", http.StatusForbidden, "example.com is not allowed"},
 		{"http://127.0.0.1/", http.StatusForbidden, "127.0.0.1 is not allowed"},
 		{"http://down.c.test/", http.StatusBadGateway, "_80._tcp.down.c.test. SRV: 1 target: h1.hosts.c.test.:"},
-		{"http://nx.c.test/", http.StatusBadGateway, "nx.c.test:80: no such host"},
+		{"http://nx.c.test/", http.StatusBadGateway, "nx.c.test. SRV: no such host"},
+		// A host's name has an A record but publishes no port of its own.
+		{"http://h1.hosts.c.test:" + strconv.Itoa(f.backendPort) + "/", http.StatusForbidden, "no SRV record publishes the port"},
+		{"http://meta.c.test/", http.StatusForbidden, "169.254.169.254:80 is a link_local address"},
 	} {
 		status, body := get(t, c, "GET", tc.url, "")
 		if status != tc.status || !strings.Contains(body, tc.says) {

@@ -29,6 +29,10 @@ const (
 	rejectAuth        = "auth"        // missing or wrong credentials
 	rejectBadRequest  = "bad_request" // malformed or truncated handshake or request
 	rejectUnsupported = "unsupported" // a command or address type not supported
+	// The zone does not publish the port asked for (resolver.ErrNotPublished).
+	rejectNotPublished = "not_published"
+	// And the forbid* reasons of guard.go: loopback, link_local,
+	// unspecified, multicast, broadcast, not_ip.
 )
 
 const (
@@ -49,7 +53,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"listener"}),
 		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "requests_rejected_total",
-			Help: "Connections or requests refused before dialling, by listener and reason (limit, not_allowed, auth, bad_request, unsupported).",
+			Help: "Connections or requests refused before dialling, by listener and reason (limit, not_allowed, auth, bad_request, unsupported, not_published; loopback, link_local, unspecified, multicast, broadcast: the target's address is not dialled).",
 		}, []string{"listener", "reason"}),
 		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "bytes_total",

@@ -33,6 +33,11 @@ type Config struct {
 	// DNSServer is the DNS server to ask ("host[:port]"); empty means the
 	// system's.
 	DNSServer string
+	// AllowLoopback lets the proxy dial loopback addresses (its own host)
+	// when DNS sends it there; off, they are refused like link-local,
+	// unspecified and multicast addresses, which stay refused regardless.
+	// For a proxy that serves services on its own host (tests, a demo).
+	AllowLoopback bool
 	// Users maps user names to passwords. When set, SOCKS clients must
 	// authenticate (RFC 1929) and HTTP clients send Proxy-Authorization.
 	Users map[string]string
@@ -47,6 +52,7 @@ type Config struct {
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 	// DialContext opens connections to targets; net.Dialer's by default.
+	// Forbidden addresses (see AllowLoopback) never reach it.
 	DialContext func(ctx context.Context, network, address string) (net.Conn, error)
 }
 
@@ -58,6 +64,7 @@ type Server struct {
 	resolver  *resolver.Resolver
 	metrics   *Metrics
 	log       *slog.Logger
+	logGate   *gate // rate-limits the logging of hostile input
 	transport *http.Transport
 	ctx       context.Context // ends at Close, aborting dials in flight
 	cancel    context.CancelFunc
@@ -86,11 +93,19 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	dial := cfg.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
 	res, err := resolver.New(resolver.Options{
-		Server:      cfg.DNSServer,
-		Zones:       policy.Zones(),
+		Server: cfg.DNSServer,
+		Zones:  policy.Zones(),
+		// The zone's names are reached only where their SRV records point:
+		// a host's A record at any port the client names would make the
+		// proxy a port scanner of every published host.
+		SRVOnly:     true,
 		DialTimeout: cfg.DialTimeout,
-		DialContext: cfg.DialContext,
+		DialContext: guardDial(dial, cfg.AllowLoopback),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)
@@ -101,6 +116,7 @@ func New(cfg Config) (*Server, error) {
 		resolver:  res,
 		metrics:   NewMetrics(cfg.Registerer),
 		log:       cfg.Logger,
+		logGate:   newGate(time.Minute, 10000),
 		conns:     make(map[net.Conn]struct{}),
 		listeners: make(map[net.Listener]struct{}),
 	}

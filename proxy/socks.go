@@ -53,6 +53,8 @@ var socksReplyFor = map[string]byte{
 	failNoSuchHost:         replyHostUnreachable,
 	failDNS:                replyHostUnreachable,
 	failOther:              replyGeneralFailure,
+	failNotPublished:       replyNotAllowed,
+	failForbidden:          replyNotAllowed,
 }
 
 // errBadRequest marks malformed client input: the connection is closed,

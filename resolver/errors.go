@@ -19,6 +19,9 @@ var (
 	// ErrServiceUnavailable: the SRV answer is the single target "." with
 	// which a domain says the service is decidedly not offered (RFC 2782).
 	ErrServiceUnavailable = errors.New(`service not available (SRV target ".")`)
+	// ErrNotPublished: under Options.SRVOnly, the name exists in a zone but
+	// no SRV record publishes the port asked for, so it is not dialled.
+	ErrNotPublished = errors.New("no SRV record publishes the port")
 )
 
 // QueryError is a DNS query that got no usable answer: a network error, a

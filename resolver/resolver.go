@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +36,13 @@ type Options struct {
 	// Zones, when set, limits SRV lookups to names at or under these zones;
 	// other names are dialled as given without asking for SRV records.
 	Zones []string
+	// SRVOnly, with Zones, reaches names in the zones only where SRV
+	// records send it: the targets of _<port>._<proto>.<name>, or else, when
+	// the name's own SRV set lists the port (a container's name and one of
+	// its published host ports), those targets. It never falls back to the
+	// name's A/AAAA records at the port as given, which would reach any port
+	// of a host named in the zone; Dial then fails with ErrNotPublished.
+	SRVOnly bool
 	// DialTimeout bounds each connection attempt (one address of one target).
 	DialTimeout time.Duration
 	// QueryTimeout bounds each DNS exchange with one server.
@@ -49,6 +57,7 @@ type Options struct {
 type Resolver struct {
 	servers      []string
 	zones        []string // canonical, fully qualified
+	srvOnly      bool
 	dialTimeout  time.Duration
 	queryTimeout time.Duration
 	cache        *cache
@@ -66,6 +75,7 @@ func New(opts Options) (*Resolver, error) {
 		dialTimeout:  orDefault(opts.DialTimeout, DefaultDialTimeout),
 		queryTimeout: orDefault(opts.QueryTimeout, DefaultQueryTimeout),
 		dial:         opts.DialContext,
+		srvOnly:      opts.SRVOnly,
 		now:          time.Now,
 		intn:         rand.IntN,
 	}
@@ -199,7 +209,40 @@ func (r *Resolver) Resolve(ctx context.Context, network, address string) (*Plan,
 		return nil, &DialError{Network: network, Address: address, Lookups: plan.Lookups,
 			Err: errors.New("not falling back to the name as given while its SRV lookup failed")}
 	}
+	if r.srvOnly && len(r.zones) > 0 {
+		return r.resolvePublished(ctx, network, address, host, port, plan)
+	}
 	plan.Targets = direct
+	return plan, nil
+}
+
+// resolvePublished is Resolve's last step under SRVOnly: the targets of the
+// name's own SRV records that carry the port asked for, or an error.
+func (r *Resolver) resolvePublished(ctx context.Context, network, address, host string, port uint16, plan *Plan) (*Plan, error) {
+	name := dns.Fqdn(host)
+	fail := &DialError{Network: network, Address: address, Lookups: plan.Lookups}
+	msg, err := r.query(ctx, name, dns.TypeSRV)
+	if err != nil {
+		fail.Lookups = append(fail.Lookups, Attempt{What: name + " SRV", Err: err})
+		return nil, fail
+	}
+	srvs, err := records[*dns.SRV](msg)
+	if errors.Is(err, ErrNoSuchHost) {
+		fail.Lookups = append(fail.Lookups, Attempt{What: name + " SRV", Err: err})
+		return nil, fail
+	}
+	srvs = slices.DeleteFunc(srvs, func(rr *dns.SRV) bool { return rr.Port != port || rr.Target == "." })
+	if len(srvs) == 0 {
+		fail.Err = fmt.Errorf("%w: port %d of %s", ErrNotPublished, port, name)
+		return nil, fail
+	}
+	plan.SRV = name
+	for _, srv := range orderSRV(srvs, r.intn) {
+		plan.Targets = append(plan.Targets, Target{
+			Host: srv.Target, Port: srv.Port, Priority: srv.Priority, Weight: srv.Weight,
+			Addrs: glue(msg, srv.Target),
+		})
+	}
 	return plan, nil
 }
 

@@ -379,3 +379,65 @@ func TestZonesAreMatchedAtLabelBoundaries(t *testing.T) {
 		}
 	}
 }
+
+// Under SRVOnly a name in the zones is reached only where SRV records send
+// it: a host's name with an A record is not dialled at whatever port was
+// asked, a container's name only at a port its own SRV set publishes.
+func TestSRVOnlyDialsOnlyPublishedPorts(t *testing.T) {
+	live := namedListener(t, "published")
+	var dials []string
+	var mu sync.Mutex
+	dnsServer := testenv.StartDNSServer(t, soa,
+		"h.hosts.z. 60 IN A 127.0.0.1",
+		"c1.h.hosts.z. 60 IN SRV 10 10 "+p(live)+" h.hosts.z.",
+		"_80._tcp.web.z. 60 IN SRV 10 10 "+p(live)+" h.hosts.z.")
+	r := newTestResolver(t, dnsServer.Addr, Options{Zones: []string{"z"}, SRVOnly: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			mu.Lock()
+			dials = append(dials, addr)
+			mu.Unlock()
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}})
+	for _, addr := range []string{"web.z:80", "c1.h.hosts.z:" + p(live)} {
+		conn, err := r.Dial(t.Context(), "tcp", addr)
+		if err != nil {
+			t.Fatalf("Dial(%s): %v", addr, err)
+		}
+		if g := greeting(t, conn); g != "published" {
+			t.Errorf("Dial(%s) reached %q", addr, g)
+		}
+	}
+	mu.Lock()
+	before := len(dials)
+	mu.Unlock()
+	for addr, want := range map[string]error{
+		"h.hosts.z:" + p(live): ErrNotPublished, // its A record, at a port no SRV names
+		"c1.h.hosts.z:80":      ErrNotPublished, // a container's name, at a port it does not publish
+		"nx.z:80":              ErrNoSuchHost,
+	} {
+		_, err := r.Dial(t.Context(), "tcp", addr)
+		if !errors.Is(err, want) {
+			t.Errorf("Dial(%s) = %v, want %v", addr, err, want)
+		}
+		if want == ErrNoSuchHost && errors.Is(err, ErrNotPublished) {
+			t.Errorf("Dial(%s) says not published for a name that does not exist: %v", addr, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(dials) != before {
+		t.Errorf("unpublished destinations were dialled: %v", dials[before:])
+	}
+	if n := dnsServer.Queries("h.hosts.z.", dns.TypeA); n != 1 {
+		// Once, for the SRV targets of web.z and c1: never for the fallback.
+		t.Errorf("h.hosts.z. A asked %d times, want 1 (the SRV target's address, then cached)", n)
+	}
+
+	// Without SRVOnly the same host name is dialled by its A record.
+	loose := newTestResolver(t, dnsServer.Addr, Options{Zones: []string{"z"}})
+	conn, err := loose.Dial(t.Context(), "tcp", "h.hosts.z:"+p(live))
+	if err != nil {
+		t.Fatalf("without SRVOnly: %v", err)
+	}
+	conn.Close()
+}

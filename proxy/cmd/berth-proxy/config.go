@@ -31,6 +31,7 @@ type config struct {
 	handshakeTimeout     time.Duration
 	idleTimeout          time.Duration
 	maxConns             int
+	allowLoopback        bool
 	logLevel             slog.Level
 	logFormat            string
 	version              bool
@@ -64,6 +65,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", proxy.DefaultConnectTimeout, "timeout of a whole dial: DNS and every attempt")
 	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", proxy.DefaultHandshakeTimeout, "time a client has for its SOCKS handshake or HTTP request header")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", proxy.DefaultIdleTimeout, "close a CONNECT or SOCKS tunnel after this long with no traffic either way")
+	fs.BoolVar(&c.allowLoopback, "allow-loopback", false, "also dial loopback addresses (this host) when DNS points there; link-local stays refused")
 	fs.IntVar(&c.maxConns, "max-conns", proxy.DefaultMaxConns, "client connections open at once, over both listeners")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")

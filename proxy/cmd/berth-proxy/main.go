@@ -66,6 +66,7 @@ func run(cfg config, logger *slog.Logger) error {
 		HandshakeTimeout: cfg.handshakeTimeout,
 		IdleTimeout:      cfg.idleTimeout,
 		MaxConns:         cfg.maxConns,
+		AllowLoopback:    cfg.allowLoopback,
 		Registerer:       reg,
 		Logger:           logger,
 	})
@@ -104,7 +105,11 @@ func run(cfg config, logger *slog.Logger) error {
 		return err
 	}
 	logger.Info("berth-proxy started", "version", proxy.Version, "zones", strings.Join(cfg.zones, ","),
-		"allow", strings.Join(cfg.allow, ","), "dns", orSystem(cfg.dns), "auth", len(cfg.users) > 0)
+		"allow", strings.Join(cfg.allow, ","), "dns", orSystem(cfg.dns), "auth", len(cfg.users) > 0,
+		"allow_loopback", cfg.allowLoopback)
+	if cfg.allowLoopback {
+		logger.Warn("--allow-loopback: names in the zones may send clients to this host's own ports")
+	}
 
 	select {
 	case <-ctx.Done():

@@ -1,0 +1,135 @@
+package proxy
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/berthdns/berth/internal/testenv"
+)
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int32
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// startInProcess runs a proxy for the e2e zone on loopback listeners.
+func startInProcess(t *testing.T, cfg Config) (*Server, string, string) {
+	t.Helper()
+	if cfg.Registerer == nil {
+		cfg.Registerer = prometheus.NewRegistry()
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	socksLn, httpLn := listen(t), listen(t)
+	go srv.ServeSOCKS(socksLn)
+	go srv.ServeHTTPProxy(httpLn)
+	return srv, socksLn.Addr().String(), httpLn.Addr().String()
+}
+
+// An attacker who can write KV (or a careless producer) publishes a host
+// whose address is 127.0.0.1, with a service at a port of the proxy's own
+// host. The proxy refuses to go there unless the operator opted in; the
+// host's own name is never dialled at a port no SRV record publishes.
+func TestE2ELoopbackTargetsNeedTheOptIn(t *testing.T) {
+	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
+	var accepted atomic.Int32
+	victim := listen(t)
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, "hello from the proxy's own host")
+	})}
+	go hs.Serve(countingListener{victim, &accepted})
+	t.Cleanup(func() { hs.Close() })
+
+	id := make([]byte, 32)
+	_, _ = rand.Read(id)
+	publish(t, consul.Client().KV(), webContainer{id: hex.EncodeToString(id), name: "victim-1", hostPort: port(victim)})
+	dnsd := testenv.StartCoreDNS(t, e2eCorefile(consul.HTTP))
+	waitSRV(t, dnsd.Addr, "_80._tcp.web.shop."+e2eZone+".", 1)
+	waitSRV(t, dnsd.Addr, "victim-1.testhost.hosts."+e2eZone+".", 1)
+
+	service := "web.shop." + e2eZone
+	hostName := "testhost.hosts." + e2eZone
+	containerName := "victim-1.testhost.hosts." + e2eZone
+
+	// Without the opt-in: refused, counted, and the listener sees nothing.
+	strict, socksAddr, httpAddr := startInProcess(t, Config{Zones: []string{e2eZone}, DNSServer: dnsd.Addr})
+	c, reply := socksConnect(t, socksAddr, service, 80)
+	if reply != replyNotAllowed {
+		t.Errorf("SOCKS %s:80 without --allow-loopback: reply %#x, want %#x", service, reply, replyNotAllowed)
+	}
+	c.Close()
+	if status, body := get(t, proxyClient(t, httpAddr, nil), "GET", "http://"+service+"/", ""); status != http.StatusForbidden {
+		t.Errorf("HTTP GET %s without --allow-loopback: %d %q, want 403", service, status, body)
+	}
+	if n := metricValue(strict.Metrics().Rejected.WithLabelValues("socks", forbidLoopback)); n != 1 {
+		t.Errorf("rejected{socks,loopback} = %v, want 1", n)
+	}
+	if n := metricValue(strict.Metrics().Rejected.WithLabelValues("http", forbidLoopback)); n != 1 {
+		t.Errorf("rejected{http,loopback} = %v, want 1", n)
+	}
+	if n := accepted.Load(); n != 0 {
+		t.Fatalf("the loopback listener accepted %d connections from a proxy without --allow-loopback", n)
+	}
+
+	// With it: the service and the container's published port are reached;
+	// the host's name at that same port is not, it publishes no port itself.
+	open, socksAddr, httpAddr := startInProcess(t, Config{Zones: []string{e2eZone}, DNSServer: dnsd.Addr, AllowLoopback: true})
+	for _, dest := range []struct {
+		host string
+		port uint16
+	}{{service, 80}, {containerName, uint16(port(victim))}} {
+		c, reply := socksConnect(t, socksAddr, dest.host, dest.port)
+		if reply != replySucceeded {
+			t.Fatalf("SOCKS %s:%d with --allow-loopback: reply %#x", dest.host, dest.port, reply)
+		}
+		fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", dest.host)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		if string(body) != "hello from the proxy's own host" {
+			t.Errorf("through %s:%d: %q", dest.host, dest.port, body)
+		}
+		c.Close()
+	}
+	if status, body := get(t, proxyClient(t, httpAddr, nil), "GET", "http://"+service+"/", ""); status != http.StatusOK {
+		t.Errorf("HTTP GET %s with --allow-loopback: %d %q", service, status, body)
+	}
+	before := accepted.Load()
+	c, reply = socksConnect(t, socksAddr, hostName, uint16(port(victim)))
+	if reply != replyNotAllowed {
+		t.Errorf("SOCKS %s:%d (a host's A record, no SRV): reply %#x, want %#x", hostName, port(victim), reply, replyNotAllowed)
+	}
+	c.Close()
+	if n := metricValue(open.Metrics().Rejected.WithLabelValues("socks", rejectNotPublished)); n != 1 {
+		t.Errorf("rejected{socks,not_published} = %v, want 1", n)
+	}
+	if after := accepted.Load(); after != before {
+		t.Errorf("the host's name at port %s was dialled (%d new connections)", strconv.Itoa(port(victim)), after-before)
+	}
+}
