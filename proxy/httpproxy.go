@@ -20,7 +20,9 @@ func (s *Server) ServeHTTPProxy(ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           &httpProxy{s: s, forward: s.newForwarder()},
 		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
-		IdleTimeout:       s.cfg.IdleTimeout,
+		// Between requests; CONNECT tunnels are hijacked and relayed under
+		// IdleTimeout instead.
+		IdleTimeout: s.cfg.KeepAliveTimeout,
 	}
 	s.mu.Lock()
 	if s.closed {

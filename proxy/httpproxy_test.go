@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func proxyClient(t *testing.T, proxyAddr string, user *url.Userinfo) *http.Client {
@@ -131,5 +133,40 @@ func TestHTTPProxyAuthentication(t *testing.T) {
 		if status != tc.status {
 			t.Errorf("credentials %v: %d, want %d", tc.user, status, tc.status)
 		}
+	}
+}
+
+// Two keep-alive clients that went quiet after a request hold both slots
+// of MaxConns 2 only until the keep-alive timeout, not the tunnels' idle
+// timeout: then the server closes them and a third user gets in.
+func TestIdleKeepAliveReleasesItsSlot(t *testing.T) {
+	f := startFixture(t, Config{MaxConns: 2, KeepAliveTimeout: 200 * time.Millisecond, IdleTimeout: time.Hour})
+	m := f.proxy.Metrics()
+	var idle []net.Conn
+	for range 2 {
+		c := dial(t, f.httpAddr)
+		fmt.Fprint(c, "GET http://web.c.test/ HTTP/1.1\r\nHost: web.c.test\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("keep-alive request: %d, close %v", resp.StatusCode, resp.Close)
+		}
+		idle = append(idle, c)
+	}
+	// Both slots are taken: a third connection is turned away now.
+	expectClosed(t, dial(t, f.httpAddr))
+	if n := metricValue(m.Rejected.WithLabelValues("http", rejectLimit)); n != 1 {
+		t.Fatalf("rejected{http,limit} = %v, want 1 while two keep-alive connections are open", n)
+	}
+	for _, c := range idle {
+		expectClosed(t, c) // by the server, at the keep-alive timeout
+	}
+	waitFor(t, "the idle keep-alive connections to be released", func() bool { return metricValue(m.Active.WithLabelValues("http")) == 0 })
+	if status, body := get(t, proxyClient(t, f.httpAddr, nil), "GET", "http://web.c.test/", ""); status != 200 {
+		t.Errorf("third user after the keep-alive timeout: %d %q", status, body)
 	}
 }

@@ -21,6 +21,7 @@ const (
 	DefaultConnectTimeout   = 30 * time.Second
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultIdleTimeout      = 5 * time.Minute
+	DefaultKeepAliveTimeout = 30 * time.Second
 	DefaultMaxConns         = 1024
 )
 
@@ -46,6 +47,10 @@ type Config struct {
 	ConnectTimeout   time.Duration // the whole dial: DNS and every attempt
 	HandshakeTimeout time.Duration // a client's SOCKS handshake or HTTP request header
 	IdleTimeout      time.Duration // a tunnel with no traffic either way is closed
+	// KeepAliveTimeout closes a plain HTTP proxy connection idle between
+	// requests. It is short, unlike IdleTimeout: an idle keep-alive
+	// connection holds a MaxConns slot while it waits.
+	KeepAliveTimeout time.Duration
 	MaxConns         int           // client connections open at once, both listeners
 
 	// Registerer receives the metrics; nil keeps them unregistered.
@@ -87,6 +92,7 @@ func New(cfg Config) (*Server, error) {
 	setDefault(&cfg.ConnectTimeout, DefaultConnectTimeout)
 	setDefault(&cfg.HandshakeTimeout, DefaultHandshakeTimeout)
 	setDefault(&cfg.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&cfg.KeepAliveTimeout, DefaultKeepAliveTimeout)
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = DefaultMaxConns
 	}

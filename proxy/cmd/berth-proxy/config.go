@@ -30,6 +30,7 @@ type config struct {
 	connectTimeout       time.Duration
 	handshakeTimeout     time.Duration
 	idleTimeout          time.Duration
+	keepAliveTimeout     time.Duration
 	maxConns             int
 	allowLoopback        bool
 	logLevel             slog.Level
@@ -66,6 +67,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", proxy.DefaultHandshakeTimeout, "time a client has for its SOCKS handshake or HTTP request header")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", proxy.DefaultIdleTimeout, "close a CONNECT or SOCKS tunnel after this long with no traffic either way")
 	fs.BoolVar(&c.allowLoopback, "allow-loopback", false, "also dial loopback addresses (this host) when DNS points there; link-local stays refused")
+	fs.DurationVar(&c.keepAliveTimeout, "keepalive-timeout", proxy.DefaultKeepAliveTimeout, "close an HTTP proxy connection idle this long between requests (it holds a --max-conns slot)")
 	fs.IntVar(&c.maxConns, "max-conns", proxy.DefaultMaxConns, "client connections open at once, over both listeners")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -155,7 +157,7 @@ func (c *config) validate() error {
 		name string
 		v    time.Duration
 	}{{"dial-timeout", c.dialTimeout}, {"connect-timeout", c.connectTimeout},
-		{"handshake-timeout", c.handshakeTimeout}, {"idle-timeout", c.idleTimeout}} {
+		{"handshake-timeout", c.handshakeTimeout}, {"idle-timeout", c.idleTimeout}, {"keepalive-timeout", c.keepAliveTimeout}} {
 		if d.v <= 0 {
 			return fmt.Errorf("--%s %s: must be positive", d.name, d.v)
 		}

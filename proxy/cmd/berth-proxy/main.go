@@ -65,6 +65,7 @@ func run(cfg config, logger *slog.Logger) error {
 		ConnectTimeout:   cfg.connectTimeout,
 		HandshakeTimeout: cfg.handshakeTimeout,
 		IdleTimeout:      cfg.idleTimeout,
+		KeepAliveTimeout: cfg.keepAliveTimeout,
 		MaxConns:         cfg.maxConns,
 		AllowLoopback:    cfg.allowLoopback,
 		Registerer:       reg,
