@@ -5,8 +5,9 @@
 // resync.
 //
 // Files, one role each:
-//   - exporter.go: the Exporter, New, Run, Once, Deregister and the worker
-//     loop that reconciles whenever woken and retries after a failure.
+//   - exporter.go: the Exporter, New, Run, Once, Deregister, the worker
+//     loop that reconciles whenever woken and retries after a failure, and
+//     the detection of the engine behind the Docker API (Docker, Podman).
 //   - advertise.go: the advertise addresses: the configured ones, checked
 //     with record.Publishable, or the detected ones (the source address
 //     towards Consul, else of the default route, and its twin of the other
@@ -14,7 +15,9 @@
 //   - queue.go: the dirty queue events and resyncs feed the worker.
 //   - reconcile.go: one reconcile: refresh the desired state from Docker,
 //     then hand it to the Publisher.
-//   - events.go: the Docker event stream, reopened after it breaks.
+//   - events.go: the Docker event stream, reopened after it breaks, and
+//     what Podman's needs: a filter by type only, its action names, and a
+//     listing every 2 s for the events it loses.
 //   - dryrun.go: the --dry-run table.
 //   - health.go: /healthz, and the cache of its Docker and Consul pings.
 //   - docker.go: the Mapper, from Docker's inspect result to a document,

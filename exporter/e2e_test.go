@@ -15,13 +15,17 @@ import (
 	"github.com/berthdns/berth/internal/testenv"
 )
 
-// TestEndToEnd runs the whole pipeline: a container on this engine, the
+// TestEndToEnd runs the whole pipeline: a container on each engine, the
 // exporter, Consul, and the project's CoreDNS with the berth plugin. The SRV
 // answer for _80._tcp.<service> carries the container's host port and a
 // target whose address, dialled at that port, reaches the container.
 func TestEndToEnd(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, testenv.ConsulOptions{})
+	forEachEngine(t, testEndToEnd)
+}
+
+func testEndToEnd(t *testing.T, engine string) {
+	r := newEngineRig(t, engine, testenv.ConsulOptions{})
 	const zone = "c.example.org."
 	service := "e2e-" + r.run + ".shop"
 	id := r.runContainer(runOpts{name: "e2e", labels: map[string]string{LabelService: service},

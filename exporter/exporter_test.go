@@ -135,6 +135,27 @@ func testExporter(t *testing.T, engine string) {
 		t.Fatal(err)
 	}
 	r.waitDoc("removed", gone, eventWait, absent)
+	// Each came through its engine's event, whatever the engine calls it.
+	die, destroy := "die", "destroy"
+	if engine == EnginePodman {
+		destroy = "remove" // and "die" (Podman's "died" in its own API)
+	}
+	for _, action := range []string{die, destroy, "kill", "pause", "unpause", "rename", "start"} {
+		if value(e.Metrics().Events.WithLabelValues(action)) == 0 {
+			t.Errorf("no %s event counted", action)
+		}
+	}
+
+	// Compose's labels name the service <service>.<project>.
+	compose := r.runContainer(runOpts{name: "compose", labels: map[string]string{
+		LabelComposeService: "api", LabelComposeProject: "shop-" + r.run}})
+	if d := r.waitDoc("compose-style", compose, eventWait, present); d.Service != "api.shop-"+r.run {
+		t.Errorf("compose-style service %q, want api.shop-%s", d.Service, r.run)
+	}
+	if _, err := r.docker.ContainerRemove(ctx, compose, client.ContainerRemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitDoc("compose-style removed", compose, eventWait, absent)
 
 	// Skipped containers are counted by reason, and nothing is written for
 	// them.

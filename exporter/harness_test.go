@@ -60,8 +60,12 @@ func forEachEngine(t *testing.T, body func(t *testing.T, engine string)) {
 	}
 }
 
+// podmanRootless asks newEngineRig for a Podman service of an unprivileged
+// user (testenv.StartRootlessPodman); the rig's engine is still Podman.
+const podmanRootless = "podman-rootless"
+
 // newEngineRig is a rig on engine: the Docker engine of DOCKER_HOST, or a
-// rootful Podman service started for the test.
+// Podman service started for the test, rootful or (podmanRootless) not.
 func newEngineRig(t *testing.T, engine string, opts testenv.ConsulOptions) *rig {
 	t.Helper()
 	r := &rig{t: t, engine: engine}
@@ -69,8 +73,12 @@ func newEngineRig(t *testing.T, engine string, opts testenv.ConsulOptions) *rig 
 	case EngineDocker:
 		r.docker = testenv.Docker(t)
 		r.image = testenv.EnsureTestServiceImage(t, r.docker)
-	case EnginePodman:
-		r.podman = testenv.StartPodman(t)
+	case EnginePodman, podmanRootless:
+		if engine == podmanRootless {
+			r.engine, r.podman = EnginePodman, testenv.StartRootlessPodman(t)
+		} else {
+			r.podman = testenv.StartPodman(t)
+		}
 		r.docker = r.podman.Client
 		r.image = testenv.EnsurePodmanTestServiceImage(t, r.podman)
 	default:
@@ -159,8 +167,16 @@ func (r *rig) runContainer(o runOpts) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	hc := &container.HostConfig{PortBindings: ports}
+	if r.podman != nil && r.podman.Rootless {
+		// Podman 4.3's rootless bridge needs a rootless network namespace
+		// that fails to set up here ("failed to mount runtime directory
+		// for rootless netns"); slirp4netns is rootless Podman's own
+		// default, with the bindings forwarded by rootlessport.
+		hc.NetworkMode = "slirp4netns"
+	}
 	res, err := r.docker.ContainerCreate(ctx, client.ContainerCreateOptions{Name: o.name + "-" + r.run, Config: cfg,
-		HostConfig: &container.HostConfig{PortBindings: ports}})
+		HostConfig: hc})
 	if err != nil {
 		r.t.Fatalf("create %s: %v", o.name, err)
 	}

@@ -57,7 +57,11 @@ func TestConsulOutage(t *testing.T) {
 // meanwhile show once it reconnects.
 func TestDockerStreamBreak(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, testenv.ConsulOptions{})
+	forEachEngine(t, testDockerStreamBreak)
+}
+
+func testDockerStreamBreak(t *testing.T, engine string) {
+	r := newEngineRig(t, engine, testenv.ConsulOptions{})
 	ctx := context.Background()
 	u, err := url.Parse(r.docker.DaemonHost())
 	if err != nil || u.Scheme != "unix" {

@@ -54,6 +54,7 @@ type proc struct {
 // containers, configured through the environment as the image would be.
 func (r *rig) env() []string {
 	return append(os.Environ(),
+		"DOCKER_HOST="+r.dockerHost(),
 		"CONSUL_HTTP_ADDR="+r.consul.HTTP,
 		"BERTH_NODE="+r.host,
 		"BERTH_ADVERTISE_ADDR=127.0.0.1",
@@ -114,7 +115,11 @@ func (r *rig) holder(key string) string {
 // that one too and see its records expire within twice the TTL.
 func TestProcessKillRestartExpire(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, testenv.ConsulOptions{})
+	forEachEngine(t, testProcessKillRestartExpire)
+}
+
+func testProcessKillRestartExpire(t *testing.T, engine string) {
+	r := newEngineRig(t, engine, testenv.ConsulOptions{})
 	c1 := r.runContainer(runOpts{name: "steady"})
 	a := r.startProc()
 	r.waitDoc("published by the first exporter", c1, 10*time.Second, present)

@@ -15,6 +15,9 @@ declare -A packages=(
   [chromium]=chromium
   # Podman, the second engine the exporter's end-to-end tests run against.
   [podman]=podman
+  # Rootless Podman: the user's ID ranges and its network.
+  [newuidmap]=uidmap
+  [slirp4netns]=slirp4netns
 )
 
 missing=()

@@ -272,3 +272,119 @@ func reapPodmanOrphans(cli *client.Client) {
 		}
 	})
 }
+
+// RootlessUser is the unprivileged user StartRootlessPodman runs Podman as,
+// created (with a subordinate ID range) on first use.
+const RootlessUser = "berth-rootless"
+
+// StartRootlessPodman runs `podman system service` as RootlessUser on that
+// user's standard socket, $XDG_RUNTIME_DIR/podman/podman.sock, until the
+// test ends. It needs root (to create the user and its runtime directory),
+// user namespaces open to unprivileged users, newuidmap and slirp4netns,
+// and a /dev/net/tun the user may open (slirp4netns, the network of every
+// rootless container, opens it as the user). What is missing is named: a
+// missing tool through Unavailable, a machine that forbids the rest by a
+// skip.
+func StartRootlessPodman(t testing.TB) *Podman {
+	t.Helper()
+	bin, err := exec.LookPath("podman")
+	if err != nil {
+		Unavailable(t, "podman not installed (hack/deps.sh installs it): %v", err)
+	}
+	for _, tool := range []string{"newuidmap", "newgidmap", "slirp4netns"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			Unavailable(t, "rootless podman needs %s (hack/deps.sh installs it): %v", tool, err)
+		}
+	}
+	if reason := rootlessForbidden(); reason != "" {
+		t.Skipf("rootless podman cannot run on this machine: %s", reason)
+	}
+	uid, gid, home, err := rootlessUser()
+	if err != nil {
+		t.Skipf("rootless podman: no user to run it as: %v", err)
+	}
+	runtime := fmt.Sprintf("/run/user/%d", uid)
+	for _, d := range []string{runtime, filepath.Join(runtime, "podman")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(d, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir, err := os.MkdirTemp(home, "service-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chown(dir, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	p := &Podman{Socket: filepath.Join(runtime, "podman", "podman.sock"), Rootless: true, UID: uid, GID: gid,
+		Env: []string{"HOME=" + home, "XDG_RUNTIME_DIR=" + runtime, "USER=" + RootlessUser}}
+	p.Host = "unix://" + p.Socket
+	rootlessMu.Lock() // one service on the user's one socket at a time
+	t.Cleanup(rootlessMu.Unlock)
+	p.start(t, bin, dir, &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)})
+	return p
+}
+
+var rootlessMu sync.Mutex
+
+// rootlessForbidden says why this machine cannot run rootless containers,
+// or "" when it can as far as can be seen without trying.
+func rootlessForbidden() string {
+	if b, err := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); err == nil && strings.TrimSpace(string(b)) != "1" {
+		return "kernel.unprivileged_userns_clone is " + strings.TrimSpace(string(b)) + ": unprivileged users may not create user namespaces"
+	}
+	if b, err := os.ReadFile("/proc/sys/user/max_user_namespaces"); err == nil && strings.TrimSpace(string(b)) == "0" {
+		return "user.max_user_namespaces is 0: no user namespaces"
+	}
+	if os.Geteuid() != 0 {
+		return "the test is not root, and creating the user and its /run/user directory takes root"
+	}
+	st, err := os.Stat("/dev/net/tun")
+	if err != nil {
+		return "no /dev/net/tun, which slirp4netns needs: " + err.Error()
+	}
+	if st.Mode().Perm()&0o006 != 0o006 {
+		return fmt.Sprintf("/dev/net/tun is mode %04o, so slirp4netns (the network of rootless containers) cannot open it as an unprivileged user", st.Mode().Perm())
+	}
+	return ""
+}
+
+// rootlessUser creates RootlessUser, a system user with a home directory
+// and a subordinate ID range for its user namespace, unless it exists.
+func rootlessUser() (uid, gid int, home string, err error) {
+	lookup := func() error {
+		out, err := exec.Command("getent", "passwd", RootlessUser).Output()
+		if err != nil {
+			return err
+		}
+		f := strings.Split(strings.TrimSpace(string(out)), ":")
+		if len(f) < 6 {
+			return fmt.Errorf("getent passwd %s: %q", RootlessUser, out)
+		}
+		uid, _ = strconv.Atoi(f[2])
+		gid, _ = strconv.Atoi(f[3])
+		home = f[5]
+		return nil
+	}
+	if lookup() != nil {
+		if out, err := exec.Command("useradd", "--system", "--create-home", "--home-dir", "/var/lib/"+RootlessUser,
+			"--shell", "/usr/sbin/nologin", RootlessUser).CombinedOutput(); err != nil {
+			return 0, 0, "", fmt.Errorf("useradd: %v: %s", err, out)
+		}
+		if err := lookup(); err != nil {
+			return 0, 0, "", err
+		}
+	}
+	// A system user gets no subordinate IDs from useradd.
+	if b, _ := os.ReadFile("/etc/subuid"); !strings.Contains(string(b), RootlessUser+":") {
+		if out, err := exec.Command("usermod", "--add-subuids", "200000-265535", "--add-subgids", "200000-265535",
+			RootlessUser).CombinedOutput(); err != nil {
+			return 0, 0, "", fmt.Errorf("usermod: %v: %s", err, out)
+		}
+	}
+	return uid, gid, home, nil
+}
