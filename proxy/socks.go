@@ -74,7 +74,12 @@ func (s *Server) serveSOCKS(client net.Conn) {
 		s.log.Debug("socks handshake failed", "client", client.RemoteAddr(), "err", err)
 		return
 	}
+	// The dial has its own bounds (--dial-timeout, --connect-timeout); the
+	// handshake's deadline must not cut it short nor leave the reply no
+	// time. The reply gets a deadline of its own, counted from the dial's end.
+	_ = client.SetDeadline(time.Time{})
 	target, err := s.connect(s.ctx, "socks", dest)
+	_ = client.SetWriteDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	if err != nil {
 		var code byte
 		var notAllowed *NotAllowedError

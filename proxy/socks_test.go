@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -243,4 +244,37 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// A dial that takes longer than the handshake timeout still gets its reply,
+// success or failure: the reply's deadline follows the dial.
+func TestSOCKSReplyAfterSlowDial(t *testing.T) {
+	const handshake = 150 * time.Millisecond
+	f := startFixture(t, Config{HandshakeTimeout: handshake,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			select { // a slow network: four handshake timeouts before the connect
+			case <-time.After(4 * handshake):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}})
+	c, reply := socksConnect(t, f.socksAddr, "web.c.test", 80)
+	if reply != replySucceeded {
+		t.Fatalf("slow dial to web.c.test:80: reply %#x, want success", reply)
+	}
+	fmt.Fprint(c, "GET / HTTP/1.0\r\nHost: web.c.test\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if string(body) != "hello from backend\n" {
+		t.Errorf("through the tunnel: %q", body)
+	}
+	c, reply = socksConnect(t, f.socksAddr, "down.c.test", 80)
+	if reply != replyConnectionRefused {
+		t.Errorf("slow dial to a closed port: reply %#x, want %#x (refused)", reply, replyConnectionRefused)
+	}
+	expectClosed(t, c)
 }
