@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -38,7 +37,7 @@ type Podman struct {
 // Containers get nofile and nproc ulimits from a containers.conf written
 // here: Podman's defaults are above what this machine lets a process raise
 // to, and the runtime then refuses to start any container.
-func StartPodman(t testing.TB) *Podman {
+func StartPodman(t T) *Podman {
 	t.Helper()
 	bin, err := exec.LookPath("podman")
 	if err != nil {
@@ -57,7 +56,7 @@ func StartPodman(t testing.TB) *Podman {
 
 // start writes the containers.conf, runs the service with attr's
 // credentials (nil: this process's), waits for its socket and connects.
-func (p *Podman) start(t testing.TB, bin, dir string, cred *syscall.Credential) {
+func (p *Podman) start(t T, bin, dir string, cred *syscall.Credential) {
 	t.Helper()
 	nofile, nproc, err := podmanLimits(bin, cred, p.Env)
 	if err != nil {
@@ -229,7 +228,7 @@ type podmanImageResult struct {
 // Docker-compatible /build endpoint as EnsureTestServiceImage does for
 // Docker. Podman stores it as localhost/berth-testsvc:test, which the
 // short name finds.
-func EnsurePodmanTestServiceImage(t testing.TB, p *Podman) string {
+func EnsurePodmanTestServiceImage(t T, p *Podman) string {
 	t.Helper()
 	key := "root"
 	if p.Rootless {
@@ -285,7 +284,7 @@ const RootlessUser = "berth-rootless"
 // rootless container, opens it as the user). What is missing is named: a
 // missing tool through Unavailable, a machine that forbids the rest by a
 // skip.
-func StartRootlessPodman(t testing.TB) *Podman {
+func StartRootlessPodman(t T) *Podman {
 	t.Helper()
 	bin, err := exec.LookPath("podman")
 	if err != nil {
