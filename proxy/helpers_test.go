@@ -84,7 +84,9 @@ func startFixture(t *testing.T, cfg Config) *fixture {
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)

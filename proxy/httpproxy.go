@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -44,8 +45,11 @@ type httpProxy struct {
 }
 
 func (h *httpProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !h.s.authorizedHTTP(r) {
+	if ok, user, presented := h.s.authorizedHTTP(r); !ok {
 		h.s.metrics.Rejected.WithLabelValues("http", rejectAuth).Inc()
+		if presented { // a first request without credentials is the usual challenge, not a failure
+			h.s.loginFailed(r.Context(), "http", remoteAddr(r), user)
+		}
 		w.Header().Set("Proxy-Authenticate", `Basic realm="berth-proxy"`)
 		http.Error(w, "proxy authentication required", http.StatusProxyAuthRequired)
 		return
@@ -149,21 +153,39 @@ func httpFailure(err error) (int, string) {
 	return http.StatusBadGateway, err.Error()
 }
 
-// authorizedHTTP checks Proxy-Authorization: Basic when users are set.
-func (s *Server) authorizedHTTP(r *http.Request) bool {
+// authorizedHTTP checks Proxy-Authorization: Basic when users are set. It
+// says whether the request may pass, and which user presented credentials
+// (presented is false when there were none to judge).
+func (s *Server) authorizedHTTP(r *http.Request) (ok bool, user string, presented bool) {
 	if len(s.cfg.Users) == 0 {
-		return true
+		return true, "", false
 	}
-	scheme, encoded, ok := strings.Cut(r.Header.Get("Proxy-Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Basic") {
-		return false
+	header := r.Header.Get("Proxy-Authorization")
+	if header == "" {
+		return false, "", false
+	}
+	scheme, encoded, found := strings.Cut(header, " ")
+	if !found || !strings.EqualFold(scheme, "Basic") {
+		return false, "", true
 	}
 	decoded, err := base64.StdEncoding.DecodeString(strings.TrimSpace(encoded))
 	if err != nil {
-		return false
+		return false, "", true
 	}
-	user, pass, ok := strings.Cut(string(decoded), ":")
-	return ok && s.validUser(user, pass)
+	user, pass, found := strings.Cut(string(decoded), ":")
+	if !found || !s.validUser(user, pass) {
+		return false, user, true
+	}
+	s.logins.succeeded(clientAddr(remoteAddr(r)))
+	return true, user, true
+}
+
+// remoteAddr is the client's address of an HTTP request.
+func remoteAddr(r *http.Request) net.Addr {
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		return net.TCPAddrFromAddrPort(ap)
+	}
+	return &net.TCPAddr{}
 }
 
 // admittingListener puts HTTP clients under the same connection limit and

@@ -20,6 +20,8 @@ type Metrics struct {
 	Bytes        *prometheus.CounterVec // bytes relayed, upstream (to the target) and downstream
 	DialFailures *prometheus.CounterVec // failed connections to targets, by reason
 	BuildInfo    *prometheus.GaugeVec   // 1, labelled with the version and Go version
+	// LoginFailures are wrong user names or passwords, by listener.
+	LoginFailures *prometheus.CounterVec
 }
 
 // Reasons for Rejected.
@@ -63,6 +65,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Namespace: namespace, Subsystem: subsystem, Name: "dial_failures_total",
 			Help: "Failed connections to destinations, by listener and reason (refused, timeout, no_such_host, network_unreachable, host_unreachable, dns, other).",
 		}, []string{"listener", "reason"}),
+		LoginFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Subsystem: subsystem, Name: "login_failures_total",
+			Help: "Credentials presented and refused (wrong user name or password), by listener; each is also a rejected{auth}.",
+		}, []string{"listener"}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "build_info",
 			Help: "Always 1; its labels are berth-proxy's version and the Go version it was built with.",
@@ -70,7 +76,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	m.BuildInfo.WithLabelValues(Version, runtime.Version()).Set(1)
 	if reg != nil {
-		reg.MustRegister(m.Connections, m.Active, m.Rejected, m.Bytes, m.DialFailures, m.BuildInfo)
+		reg.MustRegister(m.Connections, m.Active, m.Rejected, m.Bytes, m.DialFailures, m.BuildInfo, m.LoginFailures)
 	}
 	return m
 }

@@ -51,7 +51,7 @@ type Config struct {
 	// requests. It is short, unlike IdleTimeout: an idle keep-alive
 	// connection holds a MaxConns slot while it waits.
 	KeepAliveTimeout time.Duration
-	MaxConns         int           // client connections open at once, both listeners
+	MaxConns         int // client connections open at once, both listeners
 
 	// Registerer receives the metrics; nil keeps them unregistered.
 	Registerer prometheus.Registerer
@@ -70,6 +70,7 @@ type Server struct {
 	metrics   *Metrics
 	log       *slog.Logger
 	logGate   *gate // rate-limits the logging of hostile input
+	logins    *loginGuard
 	transport *http.Transport
 	ctx       context.Context // ends at Close, aborting dials in flight
 	cancel    context.CancelFunc
@@ -123,6 +124,7 @@ func New(cfg Config) (*Server, error) {
 		metrics:   NewMetrics(cfg.Registerer),
 		log:       cfg.Logger,
 		logGate:   newGate(time.Minute, 10000),
+		logins:    newLoginGuard(),
 		conns:     make(map[net.Conn]struct{}),
 		listeners: make(map[net.Listener]struct{}),
 	}

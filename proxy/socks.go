@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
@@ -177,9 +178,13 @@ func (s *Server) socksAuthenticate(c net.Conn) (reject string, err error) {
 		return rejectBadRequest, fmt.Errorf("auth password: %w", err)
 	}
 	if !s.validUser(user, pass) {
+		s.loginFailed(context.Background(), "socks", c.RemoteAddr(), user)
+		// The delay may have outlasted the handshake's deadline.
+		_ = c.SetWriteDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 		_, _ = c.Write([]byte{userPassVersion, userPassFailed})
 		return rejectAuth, fmt.Errorf("user %q: wrong user name or password", user)
 	}
+	s.logins.succeeded(clientAddr(c.RemoteAddr()))
 	_, err = c.Write([]byte{userPassVersion, userPassOK})
 	return "", err
 }

@@ -224,7 +224,8 @@ func splitList(s string) []string {
 }
 
 // readUsers reads user:password lines; blank lines and # comments are
-// skipped. Passwords come from a file, not a flag, so they do not show in ps.
+// skipped. Passwords come from a file, not a flag, so they do not show in ps;
+// the file must be its owner's alone, and no password may be empty.
 func readUsers(path string) (map[string]string, error) {
 	if path == "" {
 		return nil, nil
@@ -234,6 +235,13 @@ func readUsers(path string) (map[string]string, error) {
 		return nil, fmt.Errorf("--auth-file: %w", err)
 	}
 	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("--auth-file: %w", err)
+	}
+	if mode := info.Mode().Perm(); mode&0o077 != 0 {
+		return nil, fmt.Errorf("--auth-file %s: mode %04o lets group or others at the passwords; make it the owner's alone: chmod 600 %s", path, mode, path)
+	}
 	users := map[string]string{}
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
@@ -244,6 +252,9 @@ func readUsers(path string) (map[string]string, error) {
 		user, pass, ok := strings.Cut(line, ":")
 		if !ok || user == "" || len(user) > 255 || len(pass) > 255 {
 			return nil, fmt.Errorf("--auth-file %s:%d: want user:password, each at most 255 bytes", path, n)
+		}
+		if pass == "" {
+			return nil, fmt.Errorf("--auth-file %s:%d: user %q has an empty password; give every user one", path, n, user)
 		}
 		users[user] = pass
 	}
