@@ -45,6 +45,13 @@ type httpProxy struct {
 }
 
 func (h *httpProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The PAC file is asked of the proxy itself, before a browser has any
+	// reason to present proxy credentials; it holds no secret (the zones and
+	// this address).
+	if !r.URL.IsAbs() && r.URL.Path == pacPath && (r.Method == http.MethodGet || r.Method == http.MethodHead) {
+		h.servePAC(w, r)
+		return
+	}
 	if ok, user, presented := h.s.authorizedHTTP(r); !ok {
 		h.s.metrics.Rejected.WithLabelValues("http", rejectAuth).Inc()
 		if presented { // a first request without credentials is the usual challenge, not a failure

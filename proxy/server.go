@@ -80,6 +80,7 @@ type Server struct {
 	closed      bool
 	conns       map[net.Conn]struct{}
 	listeners   map[net.Listener]struct{}
+	socksAddrs  []net.Addr // the SOCKS listeners' addresses, for the PAC file
 	httpServers []*http.Server
 }
 
@@ -147,6 +148,9 @@ func (s *Server) ServeSOCKS(ln net.Listener) error {
 	if !s.addListener(ln) {
 		return errors.New("proxy: server closed")
 	}
+	s.mu.Lock()
+	s.socksAddrs = append(s.socksAddrs, ln.Addr())
+	s.mu.Unlock()
 	for {
 		conn, err := ln.Accept()
 		if err != nil {

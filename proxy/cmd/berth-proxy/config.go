@@ -56,7 +56,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	fs := flag.NewFlagSet("berth-proxy", flag.ContinueOnError)
 	fs.SetOutput(output)
 	fs.StringVar(&c.socks, "socks", "127.0.0.1:1080", "SOCKS5 listen address (empty to disable)")
-	fs.StringVar(&c.http, "http", "127.0.0.1:3128", "HTTP proxy listen address (empty to disable)")
+	fs.StringVar(&c.http, "http", "127.0.0.1:3128", "HTTP proxy listen address, which also serves /proxy.pac (empty to disable)")
 	fs.StringVar(&c.metrics, "metrics", "", "address to serve Prometheus /metrics on (empty: off)")
 	fs.StringVar(&c.dns, "dns", "", "DNS server to ask, host[:port] (default: the system's, from /etc/resolv.conf)")
 	fs.StringVar(&zones, "zones", "", "comma-separated zones whose names are resolved through SRV records")
