@@ -96,7 +96,7 @@ type Result struct {
 	Bindings []SkippedBinding // left out for their host IP's address class
 	Labels   []SkippedLabel   // label values left out of Doc (labels.go)
 	// Tags are registrator's SERVICE_TAGS under CompatRegistrator, parsed
-	// and bounded for a TXT record; the document has no field for them yet.
+	// and bounded for a TXT record; they are also Doc.Tags.
 	Tags []string
 }
 
@@ -152,6 +152,7 @@ func (m *Mapper) MapResult(c *container.InspectResponse) (Result, error) {
 	var skipped skippedSet
 	doc.Aliases = md.aliases(doc.Service, doc.Ports, &skipped)
 	r.Tags = md.tags(&skipped)
+	doc.Tags = r.Tags
 	if err := doc.Validate(); err != nil {
 		return Result{}, skip(ReasonInvalid, "%v", err)
 	}

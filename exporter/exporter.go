@@ -56,6 +56,7 @@ type Exporter struct {
 	desired map[string]*record.Container
 	skipped map[string]string           // id -> reason last logged, so each is logged once
 	unbound map[string][]SkippedBinding // id -> bindings left out, as last logged
+	labels  labelNotes                  // id -> label values left out, as last logged
 	pending map[string]time.Time        // id -> event time, until a publish reflects it
 }
 
@@ -70,7 +71,7 @@ func New(ctx context.Context, cfg Config, docker *client.Client, consulCfg *api.
 	}
 	e := &Exporter{cfg: cfg, docker: docker, consul: consul, log: log, metrics: NewMetrics(),
 		dirty: map[string]time.Time{}, wake: make(chan struct{}, 1),
-		desired: map[string]*record.Container{}, skipped: map[string]string{}, unbound: map[string][]SkippedBinding{}, pending: map[string]time.Time{},
+		desired: map[string]*record.Container{}, skipped: map[string]string{}, unbound: map[string][]SkippedBinding{}, labels: labelNotes{}, pending: map[string]time.Time{},
 		engineInfo: newEngineInfo()}
 	e.health = newHealthCache(e.checkHealth)
 	node := cfg.Node
@@ -95,7 +96,7 @@ func New(ctx context.Context, cfg Config, docker *client.Client, consulCfg *api.
 	if err != nil {
 		return nil, err
 	}
-	e.mapper = Mapper{Explicit: cfg.Explicit, Addrs: addrs, AllowLoopback: cfg.AllowLoopback}
+	e.mapper = Mapper{Explicit: cfg.Explicit, Addrs: addrs, AllowLoopback: cfg.AllowLoopback, Compat: cfg.Compat}
 	popts := []PublisherOption(nil)
 	if cfg.AllowLoopback {
 		popts = append(popts, WithAllowLoopback())

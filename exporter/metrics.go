@@ -24,6 +24,7 @@ type Metrics struct {
 	ContainersPublished prometheus.Gauge
 	ContainersSkipped   *prometheus.GaugeVec   // by reason
 	BindingsSkipped     *prometheus.CounterVec // by reason: the host IP's address class
+	LabelsSkipped       *prometheus.CounterVec // by reason: label values left out of published documents
 	Reconciles          *prometheus.CounterVec
 	ReconcileDuration   prometheus.Histogram
 	KVWrites            *prometheus.CounterVec // by op: set, delete
@@ -47,6 +48,9 @@ func NewMetrics() *Metrics {
 		BindingsSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "bindings_skipped_total",
 			Help: "Port bindings not published because of their host IP's address class (loopback, link-local, multicast), each counted once when first seen."},
 			[]string{"reason"}),
+		LabelsSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "label_values_skipped_total",
+			Help: "Label or variable values left out of published documents (aliases past 8, reserved or too long aliases, bad or surplus tags), by reason, each counted once when first seen."},
+			[]string{"reason"}),
 		Reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "reconciles_total",
 			Help: "Reconciles, by kind (full, partial) and result (ok, error)."}, []string{"kind", "result"}),
 		ReconcileDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "reconcile_duration_seconds",
@@ -68,7 +72,7 @@ func NewMetrics() *Metrics {
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.ContainersSeen, m.ContainersPublished, m.ContainersSkipped, m.BindingsSkipped,
+	return []prometheus.Collector{m.ContainersSeen, m.ContainersPublished, m.ContainersSkipped, m.BindingsSkipped, m.LabelsSkipped,
 		m.Reconciles, m.ReconcileDuration, m.KVWrites, m.KVTxns, m.ConsulErrors, m.DockerErrors, m.Events, m.EventLatency}
 }
 

@@ -93,8 +93,10 @@ func (e *Exporter) refresh(ctx context.Context, full bool, dirty map[string]time
 			e.forget(id)
 			continue
 		}
-		doc, unbound, err := e.mapper.MapAll(c)
-		e.noteUnbound(id, strings.TrimPrefix(c.Name, "/"), unbound)
+		mapped, err := e.mapper.MapResult(c)
+		doc := mapped.Doc
+		e.noteUnbound(id, strings.TrimPrefix(c.Name, "/"), mapped.Bindings)
+		e.labels.note(id, strings.TrimPrefix(c.Name, "/"), mapped.Labels, e.log, e.metrics.LabelsSkipped)
 		var skip *SkipError
 		switch {
 		case errors.As(err, &skip):
@@ -119,6 +121,7 @@ func (e *Exporter) forget(id string) {
 	delete(e.desired, id)
 	delete(e.skipped, id)
 	delete(e.unbound, id)
+	delete(e.labels, id)
 }
 
 // noteUnbound logs and counts each binding of a container left out for its
