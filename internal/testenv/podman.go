@@ -173,7 +173,19 @@ func probePodmanLimits(bin string, cred *syscall.Credential, env []string) (uint
 	if err := cmd.Start(); err != nil {
 		return 0, 0, err
 	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	// SIGTERM, which podman forwards: a rootless podman re-executes itself
+	// inside the user namespace, and SIGKILL would end only the outer one.
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}()
 	// The limits are set before the socket is created.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if _, err := os.Stat(sock); err == nil {
@@ -324,6 +336,16 @@ func StartRootlessPodman(t T) *Podman {
 	p.Host = "unix://" + p.Socket
 	rootlessMu.Lock() // one service on the user's one socket at a time
 	t.Cleanup(rootlessMu.Unlock)
+	// Rootless podman leaves a pause process holding the user's namespace
+	// behind when the service ends; it belongs to the test as well. (This
+	// cleanup runs after the service's, registered below.)
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(filepath.Join(runtime, "libpod", "tmp", "pause.pid")); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+	})
 	p.start(t, bin, dir, &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)})
 	return p
 }
