@@ -18,6 +18,9 @@
 //     containers.go: container logs and waits; network.go: test networks.
 //   - doc.go: Unavailable (skip, or fail under CI), free ports, the
 //     repository's root.
+//   - podman.go: a Podman API service (rootful, or as the rootless user
+//     berth-rootless) on a test socket, its image and its own podman
+//     commands.
 //   - reap.go: labels naming each object's test process, and removal of
 //     what dead test processes left.
 //   - dnsserver.go: a scriptable DNS server for resolver and proxy tests.

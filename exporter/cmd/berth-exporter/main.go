@@ -74,7 +74,7 @@ func run(cfg exporter.Config, log *slog.Logger) error {
 	// The binary's registry: the exporter's metrics, the build, and the Go
 	// runtime's and the process's.
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(e.Metrics(), exporter.BuildInfo(), collectors.NewGoCollector(),
+	reg.MustRegister(e.Metrics(), exporter.BuildInfo(), e.EngineInfo(), collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	// The listener is bound before anything is published, so that a taken
