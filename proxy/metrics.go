@@ -55,7 +55,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"listener"}),
 		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "requests_rejected_total",
-			Help: "Connections or requests refused before dialling, by listener and reason (limit, not_allowed, auth, bad_request, unsupported, not_published; loopback, link_local, unspecified, multicast, broadcast: the target's address is not dialled).",
+			Help: "Connections or requests refused before dialling, by listener and reason (limit, not_allowed, auth, bad_request, unsupported, not_published; loopback, link_local, unspecified, multicast, broadcast, not_ip: the target's address is not dialled).",
 		}, []string{"listener", "reason"}),
 		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Subsystem: subsystem, Name: "bytes_total",
