@@ -4,18 +4,23 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berthdns/berth/internal/testenv"
+	"github.com/berthdns/berth/record"
 )
 
 // countingListener counts the connections it accepts.
@@ -131,5 +136,83 @@ func TestE2ELoopbackTargetsNeedTheOptIn(t *testing.T) {
 	}
 	if after := accepted.Load(); after != before {
 		t.Errorf("the host's name at port %s was dialled (%d new connections)", strconv.Itoa(port(victim)), after-before)
+	}
+}
+
+// A host that claims another host's service (docker run -l
+// berth.service=web.shop -l berth.priority=0 on its own machine) put its
+// SRV record first, and berth-proxy sent every request to it. With the
+// ownership policy giving web.shop to its owner, the impostor's claim is
+// not served and every request reaches the owner; the test first shows the
+// capture without the policy, so it can fail.
+func TestE2EImpostorServiceRefused(t *testing.T) {
+	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
+	kv := consul.Client().KV()
+	// Each server counts the requests it answers.
+	serve := func(who string) (net.Listener, *atomic.Int32) {
+		ln := listen(t)
+		var n atomic.Int32
+		hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			n.Add(1)
+			fmt.Fprint(w, who)
+		})}
+		go hs.Serve(ln)
+		t.Cleanup(func() { hs.Close() })
+		return ln, &n
+	}
+	owner, ownerHits := serve("owner")
+	evil, evilHits := serve("impostor")
+	id := make([]byte, 32)
+	_, _ = rand.Read(id)
+	publish(t, kv, webContainer{id: hex.EncodeToString(id), name: "web-1", hostPort: port(owner)})
+	loopback := netip.MustParseAddr("127.0.0.1")
+	impostor := &record.Container{V: record.Version, ID: strings.Repeat("e", 64), Name: "impostor", Service: "web.shop",
+		Image: "evil", Health: record.HealthNone, Priority: 0, Weight: 65535,
+		Ports: []record.Port{{Port: 80, Proto: "tcp", Name: "http", Addr: loopback, HostPort: port(evil)}}}
+	putJSON(t, kv, record.ContainerKey("berth", "evilhost", impostor.ID), impostor)
+	putJSON(t, kv, record.HostKey("berth", "evilhost"), &record.Host{V: record.Version, Name: "evilhost", Addrs: []netip.Addr{loopback}, Rev: 1})
+
+	dnsd := testenv.StartCoreDNS(t, e2eCorefile(consul.HTTP))
+	service := "web.shop." + e2eZone
+	// A proxy per phase: each starts with an empty answer cache.
+	fetch := func(httpAddr string) string {
+		t.Helper()
+		_, body := get(t, proxyClient(t, httpAddr, nil), "GET", "http://"+service+"/", "")
+		return body
+	}
+
+	// Without a policy, v1's rule: the impostor's priority 0 wins.
+	waitSRV(t, dnsd.Addr, "_80._tcp."+service+".", 2)
+	_, _, before := startInProcess(t, Config{Zones: []string{e2eZone}, DNSServer: dnsd.Addr, AllowLoopback: true})
+	if got := fetch(before); got != "impostor" {
+		t.Fatalf("without a policy the request reached %q; the capture this test guards against did not happen", got)
+	}
+
+	putJSON(t, kv, record.PolicyKey("berth"), &record.Policy{V: record.Version, Default: record.PolicyDeny,
+		Rules: []record.PolicyRule{{Service: "web.shop", Hosts: []string{"testhost"}}}})
+	waitSRV(t, dnsd.Addr, "_80._tcp."+service+".", 1)
+	_, _, after := startInProcess(t, Config{Zones: []string{e2eZone}, DNSServer: dnsd.Addr, AllowLoopback: true})
+	ownerBefore, evilBefore := ownerHits.Load(), evilHits.Load()
+	for i := range 5 {
+		if got := fetch(after); got != "owner" {
+			t.Errorf("request %d with the policy reached %q, want the owner", i+1, got)
+		}
+	}
+	if n := evilHits.Load() - evilBefore; n != 0 {
+		t.Errorf("the impostor answered %d requests after the policy", n)
+	}
+	if n := ownerHits.Load() - ownerBefore; n != 5 {
+		t.Errorf("the owner answered %d requests, want 5", n)
+	}
+}
+
+func putJSON(t *testing.T, kv *api.KV, key string, doc any) {
+	t.Helper()
+	b, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(&api.KVPair{Key: key, Value: b}, nil); err != nil {
+		t.Fatal(err)
 	}
 }
