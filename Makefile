@@ -57,7 +57,7 @@ bench: build consul
 demo: build consul
 	bash hack/demo.sh
 
-image: exporter
+image: exporter coredns
 	bash hack/image.sh
 
 # staticcheck, pinned (module v0.8.2 is release 2026.2.2), from the Go module

@@ -18,6 +18,8 @@ declare -A packages=(
   # Rootless Podman: the user's ID ranges and its network.
   [newuidmap]=uidmap
   [slirp4netns]=slirp4netns
+  # Prometheus's promtool checks and unit-tests deploy/prometheus's rules.
+  [promtool]=prometheus
 )
 
 missing=()
