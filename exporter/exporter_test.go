@@ -14,7 +14,6 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/berthdns/berth/internal/testenv"
 	"github.com/berthdns/berth/record"
@@ -94,18 +93,18 @@ func testExporter(t *testing.T, engine string) {
 
 	// Health checks that find what they found before change nothing in
 	// KV, though Podman sends health_status for every one of them.
-	txns, healthEvents := value(e.Metrics().KVTxns), value(e.Metrics().Events.WithLabelValues("health_status"))
-	waitFor(t, "four more health checks", 10*time.Second, func() bool {
-		return value(e.Metrics().Events.WithLabelValues("health_status")) >= healthEvents+4 || engine == EngineDocker
+	txns, healthEvents := testenv.MetricValue(e.Metrics().KVTxns), testenv.MetricValue(e.Metrics().Events.WithLabelValues("health_status"))
+	testenv.EventuallyTrue(t, 10*time.Second, "four more health checks", func() bool {
+		return testenv.MetricValue(e.Metrics().Events.WithLabelValues("health_status")) >= healthEvents+4 || engine == EngineDocker
 	})
 	if engine == EngineDocker {
 		time.Sleep(2 * time.Second) // four check intervals; Docker sends no event for an unchanged status
 	}
-	if n := value(e.Metrics().KVTxns); n != txns {
+	if n := testenv.MetricValue(e.Metrics().KVTxns); n != txns {
 		t.Errorf("%v KV transactions while the health status stayed healthy", n-txns)
 	}
 	t.Logf("%s: %v health_status events over the unchanged checks", engine,
-		value(e.Metrics().Events.WithLabelValues("health_status"))-healthEvents)
+		testenv.MetricValue(e.Metrics().Events.WithLabelValues("health_status"))-healthEvents)
 
 	if _, err := r.docker.ContainerRename(ctx, web, client.ContainerRenameOptions{NewName: "renamed-" + r.run}); err != nil {
 		t.Fatal(err)
@@ -141,7 +140,7 @@ func testExporter(t *testing.T, engine string) {
 		destroy = "remove" // and "die" (Podman's "died" in its own API)
 	}
 	for _, action := range []string{die, destroy, "kill", "pause", "unpause", "rename", "start"} {
-		if value(e.Metrics().Events.WithLabelValues(action)) == 0 {
+		if testenv.MetricValue(e.Metrics().Events.WithLabelValues(action)) == 0 {
 			t.Errorf("no %s event counted", action)
 		}
 	}
@@ -164,10 +163,10 @@ func testExporter(t *testing.T, engine string) {
 	bad := r.runContainer(runOpts{name: "bad", labels: map[string]string{LabelService: "db.hosts"}})
 	ok := r.runContainer(runOpts{name: "ok"})
 	r.waitDoc("after skipped ones", ok, eventWait, present)
-	waitFor(t, "skip metrics", eventWait, func() bool {
+	testenv.EventuallyTrue(t, eventWait, "skip metrics", func() bool {
 		m := e.Metrics().ContainersSkipped
-		return value(m.WithLabelValues(ReasonNoPort)) == 1 && value(m.WithLabelValues(ReasonDisabled)) == 1 &&
-			value(m.WithLabelValues(ReasonReserved)) == 1
+		return testenv.MetricValue(m.WithLabelValues(ReasonNoPort)) == 1 && testenv.MetricValue(m.WithLabelValues(ReasonDisabled)) == 1 &&
+			testenv.MetricValue(m.WithLabelValues(ReasonReserved)) == 1
 	})
 	for _, id := range []string{lo, off, bad} {
 		if d := r.doc(id); d != nil {
@@ -176,10 +175,10 @@ func testExporter(t *testing.T, engine string) {
 	}
 	// web's and loonly's bindings on 127.0.0.1, each counted once however
 	// often they were mapped.
-	if n := value(e.Metrics().BindingsSkipped.WithLabelValues(record.ClassLoopback)); n != 3 {
+	if n := testenv.MetricValue(e.Metrics().BindingsSkipped.WithLabelValues(record.ClassLoopback)); n != 3 {
 		t.Errorf("loopback bindings counted %v times, want 3 (web's two, loonly's one)", n)
 	}
-	if n := value(e.Metrics().EventLatency); n == 0 {
+	if n := testenv.MetricValue(e.Metrics().EventLatency); n == 0 {
 		t.Error("no event-to-KV latency observed")
 	}
 
@@ -200,34 +199,6 @@ func testExporter(t *testing.T, engine string) {
 		if !strings.Contains(metrics, m) {
 			t.Errorf("/metrics lacks %q", m)
 		}
-	}
-}
-
-// value is a gauge's or counter's value, or a histogram's sample count.
-func value(m prometheus.Metric) float64 {
-	var out dto.Metric
-	if err := m.Write(&out); err != nil {
-		panic(err)
-	}
-	switch {
-	case out.Gauge != nil:
-		return out.Gauge.GetValue()
-	case out.Counter != nil:
-		return out.Counter.GetValue()
-	case out.Histogram != nil:
-		return float64(out.Histogram.GetSampleCount())
-	}
-	return 0
-}
-
-func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s", what, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -277,7 +248,7 @@ func testExporterNetworkEvents(t *testing.T, engine string) {
 		return d != nil && d.Ports[0].HostPort == r.hostPort(id, "80/tcp")
 	})
 	for _, action := range []string{"disconnect", "connect"} {
-		if value(e.Metrics().Events.WithLabelValues(action)) == 0 {
+		if testenv.MetricValue(e.Metrics().Events.WithLabelValues(action)) == 0 {
 			t.Errorf("no %s event counted", action)
 		}
 	}

@@ -296,7 +296,7 @@ func TestLabelNotes(t *testing.T) {
 	for range 3 {
 		notes.note(testID, "web", first, log, count)
 	}
-	if n := value(count.WithLabelValues(ReasonTooManyAliases)); n != 1 {
+	if n := testenv.MetricValue(count.WithLabelValues(ReasonTooManyAliases)); n != 1 {
 		t.Errorf("counted %v times, want 1", n)
 	}
 	if n := strings.Count(buf.String(), "label value not published"); n != 1 {
@@ -307,7 +307,7 @@ func TestLabelNotes(t *testing.T) {
 	}
 	changed := []SkippedLabel{{LabelAlias, ReasonTooManyAliases, 3, "a9"}}
 	notes.note(testID, "web", changed, log, count)
-	if n := value(count.WithLabelValues(ReasonTooManyAliases)); n != 2 {
+	if n := testenv.MetricValue(count.WithLabelValues(ReasonTooManyAliases)); n != 2 {
 		t.Errorf("a changed value counted %v times in all, want 2", n)
 	}
 	notes.note(testID, "web", nil, log, count)

@@ -37,7 +37,7 @@ func TestConsulOutage(t *testing.T) {
 	if _, err := r.docker.ContainerStop(ctx, brief, client.ContainerStopOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "failed writes during the outage", 10*time.Second, func() bool { return value(e.Metrics().ConsulErrors) > 0 })
+	testenv.EventuallyTrue(t, 10*time.Second, "failed writes during the outage", func() bool { return testenv.MetricValue(e.Metrics().ConsulErrors) > 0 })
 	time.Sleep(3 * time.Second)
 	r.consul.Start()
 	outageEnd := time.Now()
@@ -98,7 +98,7 @@ func testDockerStreamBreak(t *testing.T, engine string) {
 	proxy.setDown(false)
 	r.waitDoc("started during the break", during, 20*time.Second, present)
 	r.waitDoc("removed during the break", before, time.Second, absent)
-	if value(e.Metrics().DockerErrors) == 0 {
+	if testenv.MetricValue(e.Metrics().DockerErrors) == 0 {
 		t.Error("no Docker error counted")
 	}
 	// And events flow again on the new stream.

@@ -200,12 +200,12 @@ func TestPodmanCLIStop(t *testing.T) {
 	}
 	for i := range 4 {
 		id := r.runContainer(runOpts{name: fmt.Sprintf("stop%d", i), labels: map[string]string{LabelService: service}})
-		waitFor(t, fmt.Sprintf("run %d: SRV served", i), 15*time.Second, func() bool { return answers() == 1 })
+		testenv.EventuallyTrue(t, 15*time.Second, fmt.Sprintf("run %d: SRV served", i), func() bool { return answers() == 1 })
 		if out, err := r.podman.Command("stop", "-t", "1", id).CombinedOutput(); err != nil {
 			t.Fatalf("podman stop: %v\n%s", err, out)
 		}
 		stopped := time.Now()
-		waitFor(t, fmt.Sprintf("run %d: SRV gone after podman stop", i), eventWait, func() bool { return answers() == 0 })
+		testenv.EventuallyTrue(t, eventWait, fmt.Sprintf("run %d: SRV gone after podman stop", i), func() bool { return answers() == 0 })
 		t.Logf("run %d: SRV gone %s after podman stop returned", i, time.Since(stopped).Round(10*time.Millisecond))
 	}
 }

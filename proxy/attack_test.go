@@ -90,10 +90,10 @@ func TestE2ELoopbackTargetsNeedTheOptIn(t *testing.T) {
 	if status, body := get(t, proxyClient(t, httpAddr, nil), "GET", "http://"+service+"/", ""); status != http.StatusForbidden {
 		t.Errorf("HTTP GET %s without --allow-loopback: %d %q, want 403", service, status, body)
 	}
-	if n := metricValue(strict.Metrics().Rejected.WithLabelValues("socks", forbidLoopback)); n != 1 {
+	if n := testenv.MetricValue(strict.Metrics().Rejected.WithLabelValues("socks", forbidLoopback)); n != 1 {
 		t.Errorf("rejected{socks,loopback} = %v, want 1", n)
 	}
-	if n := metricValue(strict.Metrics().Rejected.WithLabelValues("http", forbidLoopback)); n != 1 {
+	if n := testenv.MetricValue(strict.Metrics().Rejected.WithLabelValues("http", forbidLoopback)); n != 1 {
 		t.Errorf("rejected{http,loopback} = %v, want 1", n)
 	}
 	if n := accepted.Load(); n != 0 {
@@ -131,7 +131,7 @@ func TestE2ELoopbackTargetsNeedTheOptIn(t *testing.T) {
 		t.Errorf("SOCKS %s:%d (a host's A record, no SRV): reply %#x, want %#x", hostName, port(victim), reply, replyNotAllowed)
 	}
 	c.Close()
-	if n := metricValue(open.Metrics().Rejected.WithLabelValues("socks", rejectNotPublished)); n != 1 {
+	if n := testenv.MetricValue(open.Metrics().Rejected.WithLabelValues("socks", rejectNotPublished)); n != 1 {
 		t.Errorf("rejected{socks,not_published} = %v, want 1", n)
 	}
 	if after := accepted.Load(); after != before {

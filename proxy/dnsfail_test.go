@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/berthdns/berth/internal/testenv"
 )
 
 // When the DNS server cannot be reached (its port refuses, or it never
@@ -37,10 +39,10 @@ func TestUnreachableDNSServer(t *testing.T) {
 				t.Errorf("HTTP: %d %q, want 502 naming the SRV query and %s", status, body, server)
 			}
 			m := srv.Metrics()
-			if n := metricValue(m.DialFailures.WithLabelValues("socks", failDNS)); n != 1 {
+			if n := testenv.MetricValue(m.DialFailures.WithLabelValues("socks", failDNS)); n != 1 {
 				t.Errorf("dial_failures{socks,dns} = %v, want 1", n)
 			}
-			if n := metricValue(m.DialFailures.WithLabelValues("socks", failRefused)); n != 0 {
+			if n := testenv.MetricValue(m.DialFailures.WithLabelValues("socks", failRefused)); n != 0 {
 				t.Errorf("dial_failures{socks,refused} = %v: the DNS server's refusal was taken for the target's", n)
 			}
 		})

@@ -158,7 +158,7 @@ func startProxyBinary(t *testing.T, args ...string) proxyProcess {
 	})
 	// Wait for its log rather than probing the ports: a probe would count
 	// as a client connection in the metrics this test checks.
-	waitFor(t, "berth-proxy to start", func() bool { return strings.Contains(out.String(), `msg="berth-proxy started"`) })
+	testenv.EventuallyTrue(t, 5*time.Second, "berth-proxy to start", func() bool { return strings.Contains(out.String(), `msg="berth-proxy started"`) })
 	return p
 }
 
@@ -232,7 +232,7 @@ func startWebContainer(t *testing.T, cli *client.Client, image, name string) web
 	}
 	// Wait until it serves, so a failure later is the proxy's.
 	addr := "http://127.0.0.1:" + strconv.Itoa(hostPort) + "/"
-	waitFor(t, name+" to serve on "+addr, func() bool {
+	testenv.EventuallyTrue(t, 5*time.Second, name+" to serve on "+addr, func() bool {
 		resp, err := http.Get(addr)
 		if err != nil {
 			return false
@@ -312,7 +312,7 @@ func stop(t *testing.T, cli *client.Client, c webContainer) {
 		t.Fatalf("stop %s: %v", c.name, err)
 	}
 	// Stopped means refused at its published port.
-	waitFor(t, "the stopped container's port to refuse", func() bool {
+	testenv.EventuallyTrue(t, 5*time.Second, "the stopped container's port to refuse", func() bool {
 		conn, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(c.hostPort), time.Second)
 		if err != nil {
 			return true

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+
+	"github.com/berthdns/berth/internal/testenv"
 )
 
 func TestForbiddenReason(t *testing.T) {
@@ -59,7 +61,7 @@ func TestForbiddenTargetsAreNotDialled(t *testing.T) {
 		expectClosed(t, c)
 	}
 	for reason, want := range map[string]float64{forbidLinkLocal: 2, forbidUnspecified: 1, forbidMulticast: 1, rejectNotPublished: 1} {
-		if n := metricValue(f.proxy.Metrics().Rejected.WithLabelValues("socks", reason)); n != want {
+		if n := testenv.MetricValue(f.proxy.Metrics().Rejected.WithLabelValues("socks", reason)); n != want {
 			t.Errorf("rejected{socks,%s} = %v, want %v", reason, n, want)
 		}
 	}

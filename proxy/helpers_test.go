@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/berthdns/berth/internal/testenv"
 )
@@ -235,16 +234,4 @@ func proxyGoroutines() []string {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// metricValue reads a counter or gauge.
-func metricValue(m prometheus.Metric) float64 {
-	var out dto.Metric
-	if err := m.Write(&out); err != nil {
-		panic(err)
-	}
-	if c := out.GetCounter(); c != nil {
-		return c.GetValue()
-	}
-	return out.GetGauge().GetValue()
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berthdns/berth/internal/testenv"
 )
 
 func proxyClient(t *testing.T, proxyAddr string, user *url.Userinfo) *http.Client {
@@ -51,7 +53,7 @@ func TestHTTPForwarding(t *testing.T) {
 		t.Error("want exactly one SRV query for _80._tcp.web.c.test. (then cached)")
 	}
 	m := f.proxy.Metrics()
-	if metricValue(m.Bytes.WithLabelValues("http", "upstream")) == 0 || metricValue(m.Bytes.WithLabelValues("http", "downstream")) == 0 {
+	if testenv.MetricValue(m.Bytes.WithLabelValues("http", "upstream")) == 0 || testenv.MetricValue(m.Bytes.WithLabelValues("http", "downstream")) == 0 {
 		t.Error("forwarded bytes were not counted")
 	}
 }
@@ -159,13 +161,13 @@ func TestIdleKeepAliveReleasesItsSlot(t *testing.T) {
 	}
 	// Both slots are taken: a third connection is turned away now.
 	expectClosed(t, dial(t, f.httpAddr))
-	if n := metricValue(m.Rejected.WithLabelValues("http", rejectLimit)); n != 1 {
+	if n := testenv.MetricValue(m.Rejected.WithLabelValues("http", rejectLimit)); n != 1 {
 		t.Fatalf("rejected{http,limit} = %v, want 1 while two keep-alive connections are open", n)
 	}
 	for _, c := range idle {
 		expectClosed(t, c) // by the server, at the keep-alive timeout
 	}
-	waitFor(t, "the idle keep-alive connections to be released", func() bool { return metricValue(m.Active.WithLabelValues("http")) == 0 })
+	testenv.EventuallyTrue(t, 5*time.Second, "the idle keep-alive connections to be released", func() bool { return testenv.MetricValue(m.Active.WithLabelValues("http")) == 0 })
 	if status, body := get(t, proxyClient(t, f.httpAddr, nil), "GET", "http://web.c.test/", ""); status != 200 {
 		t.Errorf("third user after the keep-alive timeout: %d %q", status, body)
 	}

@@ -93,7 +93,7 @@ func TestFailedLoginsAreSlowedCountedAndLoggedOnce(t *testing.T) {
 		t.Errorf("delays before the failure replies %v, want %v", got, want)
 	}
 	m := f.proxy.Metrics()
-	if s, h := metricValue(m.LoginFailures.WithLabelValues("socks")), metricValue(m.LoginFailures.WithLabelValues("http")); s != 3 || h != 1 {
+	if s, h := testenv.MetricValue(m.LoginFailures.WithLabelValues("socks")), testenv.MetricValue(m.LoginFailures.WithLabelValues("http")); s != 3 || h != 1 {
 		t.Errorf("login_failures{socks} = %v, {http} = %v; want 3 and 1", s, h)
 	}
 	if n := strings.Count(logs.String(), "failed login"); n != 1 {

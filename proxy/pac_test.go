@@ -170,7 +170,7 @@ func TestE2EChromiumWithPACFile(t *testing.T) {
 	if dom := browse("http://web.shop." + e2eZone + "/"); !strings.Contains(dom, "hello from web-1 in the zone") {
 		t.Errorf("chromium got, for the service in the zone:\n%s", dom)
 	}
-	viaProxy := metricValue(m.Bytes.WithLabelValues("http", "downstream"))
+	viaProxy := testenv.MetricValue(m.Bytes.WithLabelValues("http", "downstream"))
 	if viaProxy == 0 {
 		t.Error("the in-zone page did not come through the proxy")
 	}
@@ -180,8 +180,8 @@ func TestE2EChromiumWithPACFile(t *testing.T) {
 	if directHits.Load() == 0 {
 		t.Error("the out-of-zone server was not reached")
 	}
-	if metricValue(m.Bytes.WithLabelValues("http", "downstream")) != viaProxy ||
-		metricValue(m.Rejected.WithLabelValues("http", rejectNotAllowed)) != 0 {
+	if testenv.MetricValue(m.Bytes.WithLabelValues("http", "downstream")) != viaProxy ||
+		testenv.MetricValue(m.Rejected.WithLabelValues("http", rejectNotAllowed)) != 0 {
 		t.Error("the out-of-zone page went to the proxy, not DIRECT")
 	}
 }

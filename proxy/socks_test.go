@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berthdns/berth/internal/testenv"
 )
 
 // A SOCKS5 CONNECT to a service name reaches the SRV target's published
@@ -31,11 +33,11 @@ func TestSOCKSConnectReachesServiceBySRV(t *testing.T) {
 	}
 	c.Close()
 	m := f.proxy.Metrics()
-	waitFor(t, "the tunnel to be released", func() bool { return metricValue(m.Active.WithLabelValues("socks")) == 0 })
-	if n := metricValue(m.Connections.WithLabelValues("socks")); n != 1 {
+	testenv.EventuallyTrue(t, 5*time.Second, "the tunnel to be released", func() bool { return testenv.MetricValue(m.Active.WithLabelValues("socks")) == 0 })
+	if n := testenv.MetricValue(m.Connections.WithLabelValues("socks")); n != 1 {
 		t.Errorf("connections_total{socks} = %v, want 1", n)
 	}
-	up, down := metricValue(m.Bytes.WithLabelValues("socks", "upstream")), metricValue(m.Bytes.WithLabelValues("socks", "downstream"))
+	up, down := testenv.MetricValue(m.Bytes.WithLabelValues("socks", "upstream")), testenv.MetricValue(m.Bytes.WithLabelValues("socks", "downstream"))
 	if up != float64(len("GET / HTTP/1.0\r\nHost: web.c.test\r\n\r\n")) || down < float64(len(body)) {
 		t.Errorf("bytes upstream %v, downstream %v: want the request's length and at least the body's", up, down)
 	}
@@ -74,10 +76,10 @@ func TestSOCKSReplyCodes(t *testing.T) {
 		got  float64
 		want float64
 	}{
-		{"dial_failures{refused}", metricValue(m.DialFailures.WithLabelValues("socks", failRefused)), 1},
-		{"dial_failures{no_such_host}", metricValue(m.DialFailures.WithLabelValues("socks", failNoSuchHost)), 1},
-		{"rejected{not_allowed}", metricValue(m.Rejected.WithLabelValues("socks", rejectNotAllowed)), 2},
-		{"rejected{unsupported}", metricValue(m.Rejected.WithLabelValues("socks", rejectUnsupported)), 3},
+		{"dial_failures{refused}", testenv.MetricValue(m.DialFailures.WithLabelValues("socks", failRefused)), 1},
+		{"dial_failures{no_such_host}", testenv.MetricValue(m.DialFailures.WithLabelValues("socks", failNoSuchHost)), 1},
+		{"rejected{not_allowed}", testenv.MetricValue(m.Rejected.WithLabelValues("socks", rejectNotAllowed)), 2},
+		{"rejected{unsupported}", testenv.MetricValue(m.Rejected.WithLabelValues("socks", rejectUnsupported)), 3},
 	} {
 		if check.got != check.want {
 			t.Errorf("%s = %v, want %v", check.name, check.got, check.want)
@@ -95,7 +97,7 @@ func TestSOCKSBadInputIsClosedCleanly(t *testing.T) {
 	// Warm up once, so lazily started goroutines are counted in the baseline.
 	c, _ := socksConnect(t, f.socksAddr, "web.c.test", 80)
 	c.Close()
-	waitFor(t, "the warm-up to end", func() bool { return metricValue(f.proxy.Metrics().Active.WithLabelValues("socks")) == 0 })
+	testenv.EventuallyTrue(t, 5*time.Second, "the warm-up to end", func() bool { return testenv.MetricValue(f.proxy.Metrics().Active.WithLabelValues("socks")) == 0 })
 	baseline := stableGoroutines()
 
 	for _, tc := range []struct {
@@ -132,14 +134,14 @@ func TestSOCKSBadInputIsClosedCleanly(t *testing.T) {
 		})
 	}
 	m := f.proxy.Metrics()
-	waitFor(t, "every connection to be released", func() bool { return metricValue(m.Active.WithLabelValues("socks")) == 0 })
+	testenv.EventuallyTrue(t, 5*time.Second, "every connection to be released", func() bool { return testenv.MetricValue(m.Active.WithLabelValues("socks")) == 0 })
 	if after := settledGoroutines(baseline); after > baseline {
 		t.Errorf("%d goroutines after the bad clients, %d before: a handler leaked", after, baseline)
 	}
-	if n := metricValue(m.Rejected.WithLabelValues("socks", rejectBadRequest)); n != 8 {
+	if n := testenv.MetricValue(m.Rejected.WithLabelValues("socks", rejectBadRequest)); n != 8 {
 		t.Errorf("rejected{bad_request} = %v, want 8", n)
 	}
-	if n := metricValue(m.Rejected.WithLabelValues("socks", rejectAuth)); n != 2 {
+	if n := testenv.MetricValue(m.Rejected.WithLabelValues("socks", rejectAuth)); n != 2 {
 		t.Errorf("rejected{auth} = %v, want 2 (no acceptable method)", n)
 	}
 	f.proxy.Close()
@@ -202,11 +204,11 @@ func TestConnectionLimit(t *testing.T) {
 	expectClosed(t, second)
 	third := dial(t, f.httpAddr)
 	expectClosed(t, third)
-	if n := metricValue(f.proxy.Metrics().Rejected.WithLabelValues("socks", rejectLimit)); n != 1 {
+	if n := testenv.MetricValue(f.proxy.Metrics().Rejected.WithLabelValues("socks", rejectLimit)); n != 1 {
 		t.Errorf("rejected{socks,limit} = %v, want 1", n)
 	}
 	first.Close()
-	waitFor(t, "the slot to be freed", func() bool { return metricValue(f.proxy.Metrics().Active.WithLabelValues("socks")) == 0 })
+	testenv.EventuallyTrue(t, 5*time.Second, "the slot to be freed", func() bool { return testenv.MetricValue(f.proxy.Metrics().Active.WithLabelValues("socks")) == 0 })
 	if _, reply := socksConnect(t, f.socksAddr, "web.c.test", 80); reply != replySucceeded {
 		t.Errorf("after the first client left: reply %#x", reply)
 	}
@@ -232,17 +234,6 @@ func TestIdleTunnelIsClosed(t *testing.T) {
 	expectClosed(t, c)
 	if waited := time.Since(start); waited < idle/2 || waited > 5*idle {
 		t.Errorf("closed %v after the last traffic, want about %v", waited, idle)
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

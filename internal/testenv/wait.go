@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"errors"
 	"time"
 
 	"github.com/miekg/dns"
@@ -40,21 +41,35 @@ func Exchange(network, addr, name string, qtype, udpSize uint16) (*dns.Msg, erro
 	return r, err
 }
 
-// MetricValue is the value of an in-process counter or gauge. (It does
-// what prometheus/testutil.ToFloat64 does; that package needs a module,
-// kylelemons/godebug, that go.mod does not list.)
-func MetricValue(c prometheus.Collector) float64 {
-	ch := make(chan prometheus.Metric, 1)
-	c.Collect(ch)
-	var m dto.Metric
-	if err := (<-ch).Write(&m); err != nil {
+// MetricValue is the value of an in-process counter or gauge, or the
+// sample count of a histogram. (It does what prometheus/testutil.ToFloat64
+// does; that package needs a module, kylelemons/godebug, that go.mod does
+// not list.)
+func MetricValue(m prometheus.Metric) float64 {
+	var out dto.Metric
+	if err := m.Write(&out); err != nil {
 		panic(err)
 	}
 	switch {
-	case m.Counter != nil:
-		return m.Counter.GetValue()
-	case m.Gauge != nil:
-		return m.Gauge.GetValue()
+	case out.Counter != nil:
+		return out.Counter.GetValue()
+	case out.Gauge != nil:
+		return out.Gauge.GetValue()
+	case out.Histogram != nil:
+		return float64(out.Histogram.GetSampleCount())
 	}
-	panic("not a counter or gauge")
+	panic("not a counter, gauge or histogram")
 }
+
+// EventuallyTrue is Eventually for a condition that has no error to tell.
+func EventuallyTrue(t T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	Eventually(t, within, what, func() error {
+		if cond() {
+			return nil
+		}
+		return errNotYet
+	})
+}
+
+var errNotYet = errors.New("not yet")
