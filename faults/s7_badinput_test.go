@@ -76,24 +76,15 @@ func idOf(n int) string { return fmt.Sprintf("%064x", n) }
 // instances of service big, an answer too large for 512 bytes).
 func seedBaseline(t testing.TB, kv *api.KV) {
 	t.Helper()
-	put := func(key string, doc any) {
-		b, err := json.Marshal(doc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := kv.Put(&api.KVPair{Key: key, Value: b}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	put(record.ContainerKey(prefix, "good", idOf(0xa1)), goodDoc(0xa1, "web-1", "web.shop", 32768))
-	put(record.ContainerKey(prefix, "good", idOf(0xb1)), goodDoc(0xb1, "db-1", "db.shop", 32769))
-	put(record.HostKey(prefix, "good"), record.Host{V: 1, Name: "good", Addrs: []netip.Addr{goodAddr}, Rev: 1})
+	testenv.PutJSON(t, kv, record.ContainerKey(prefix, "good", idOf(0xa1)), goodDoc(0xa1, "web-1", "web.shop", 32768))
+	testenv.PutJSON(t, kv, record.ContainerKey(prefix, "good", idOf(0xb1)), goodDoc(0xb1, "db-1", "db.shop", 32769))
+	testenv.PutJSON(t, kv, record.HostKey(prefix, "good"), record.Host{V: 1, Name: "good", Addrs: []netip.Addr{goodAddr}, Rev: 1})
 	for i := range 60 {
-		put(record.ContainerKey(prefix, "big", idOf(0x1000+i)), record.Container{V: 1, ID: idOf(0x1000 + i),
+		testenv.PutJSON(t, kv, record.ContainerKey(prefix, "big", idOf(0x1000+i)), record.Container{V: 1, ID: idOf(0x1000 + i),
 			Name: "big-" + strconv.Itoa(i), Service: "big", Image: "app", Health: record.HealthNone, Priority: 10, Weight: 10,
 			Ports: []record.Port{{Port: 8080, Proto: "tcp", Addr: bigAddr, HostPort: 40000 + i}}})
 	}
-	put(record.HostKey(prefix, "big"), record.Host{V: 1, Name: "big", Addrs: []netip.Addr{bigAddr}, Rev: 1})
+	testenv.PutJSON(t, kv, record.HostKey(prefix, "big"), record.Host{V: 1, Name: "big", Addrs: []netip.Addr{bigAddr}, Rev: 1})
 }
 
 func goodDoc(n int, name, service string, hostPort int) record.Container {

@@ -1,7 +1,6 @@
 package berth_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -30,27 +29,18 @@ const e2eZone = "c.example.org."
 // "big", whose SRV answer cannot fit in 512 bytes.
 func seed(t *testing.T, kv *api.KV) {
 	t.Helper()
-	put := func(key string, doc any) {
-		b, err := json.Marshal(doc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := kv.Put(&api.KVPair{Key: key, Value: b}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
 	host1 := netip.MustParseAddr("192.0.2.10")
-	put(record.HostKey("berth", "host1"), record.Host{V: 1, Name: "host1", Addrs: []netip.Addr{host1}, Rev: 1})
-	put(record.ContainerKey("berth", "host1", strings.Repeat("a", 64)), record.Container{
+	testenv.PutJSON(t, kv, record.HostKey("berth", "host1"), record.Host{V: 1, Name: "host1", Addrs: []netip.Addr{host1}, Rev: 1})
+	testenv.PutJSON(t, kv, record.ContainerKey("berth", "host1", strings.Repeat("a", 64)), record.Container{
 		V: 1, ID: strings.Repeat("a", 64), Name: "web-1", Service: "web.shop", Image: "nginx:1.27",
 		Health: record.HealthHealthy, Priority: 10, Weight: 10,
 		Ports: []record.Port{{Port: 80, Proto: "tcp", Name: "http", Addr: host1, HostPort: 32768}},
 	})
 	host2 := netip.MustParseAddr("192.0.2.20")
-	put(record.HostKey("berth", "host2"), record.Host{V: 1, Name: "host2", Addrs: []netip.Addr{host2}, Rev: 1})
+	testenv.PutJSON(t, kv, record.HostKey("berth", "host2"), record.Host{V: 1, Name: "host2", Addrs: []netip.Addr{host2}, Rev: 1})
 	for i := range 60 {
 		id := fmt.Sprintf("%064x", i+1)
-		put(record.ContainerKey("berth", "host2", id), record.Container{
+		testenv.PutJSON(t, kv, record.ContainerKey("berth", "host2", id), record.Container{
 			V: 1, ID: id, Name: "big-" + strconv.Itoa(i), Service: "big", Image: "app",
 			Health: record.HealthNone, Priority: 10, Weight: 10,
 			Ports: []record.Port{{Port: 8080, Proto: "tcp", Addr: host2, HostPort: 40000 + i}},

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,7 +15,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/berthdns/berth/internal/testenv"
@@ -169,8 +167,8 @@ func TestE2EImpostorServiceRefused(t *testing.T) {
 	impostor := &record.Container{V: record.Version, ID: strings.Repeat("e", 64), Name: "impostor", Service: "web.shop",
 		Image: "evil", Health: record.HealthNone, Priority: 0, Weight: 65535,
 		Ports: []record.Port{{Port: 80, Proto: "tcp", Name: "http", Addr: loopback, HostPort: port(evil)}}}
-	putJSON(t, kv, record.ContainerKey("berth", "evilhost", impostor.ID), impostor)
-	putJSON(t, kv, record.HostKey("berth", "evilhost"), &record.Host{V: record.Version, Name: "evilhost", Addrs: []netip.Addr{loopback}, Rev: 1})
+	testenv.PutJSON(t, kv, record.ContainerKey("berth", "evilhost", impostor.ID), impostor)
+	testenv.PutJSON(t, kv, record.HostKey("berth", "evilhost"), &record.Host{V: record.Version, Name: "evilhost", Addrs: []netip.Addr{loopback}, Rev: 1})
 
 	dnsd := testenv.StartCoreDNS(t, e2eCorefile(consul.HTTP))
 	service := "web.shop." + e2eZone
@@ -188,7 +186,7 @@ func TestE2EImpostorServiceRefused(t *testing.T) {
 		t.Fatalf("without a policy the request reached %q; the capture this test guards against did not happen", got)
 	}
 
-	putJSON(t, kv, record.PolicyKey("berth"), &record.Policy{V: record.Version, Default: record.PolicyDeny,
+	testenv.PutJSON(t, kv, record.PolicyKey("berth"), &record.Policy{V: record.Version, Default: record.PolicyDeny,
 		Rules: []record.PolicyRule{{Service: "web.shop", Hosts: []string{"testhost"}}}})
 	waitSRV(t, dnsd.Addr, "_80._tcp."+service+".", 1)
 	_, _, after := startInProcess(t, Config{Zones: []string{e2eZone}, DNSServer: dnsd.Addr, AllowLoopback: true})
@@ -203,16 +201,5 @@ func TestE2EImpostorServiceRefused(t *testing.T) {
 	}
 	if n := ownerHits.Load() - ownerBefore; n != 5 {
 		t.Errorf("the owner answered %d requests, want 5", n)
-	}
-}
-
-func putJSON(t *testing.T, kv *api.KV, key string, doc any) {
-	t.Helper()
-	b, err := json.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := kv.Put(&api.KVPair{Key: key, Value: b}, nil); err != nil {
-		t.Fatal(err)
 	}
 }

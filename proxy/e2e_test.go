@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -247,16 +246,6 @@ func startWebContainer(t *testing.T, cli *client.Client, image, name string) web
 // document and one container document per instance of web.shop.
 func publish(t *testing.T, kv *api.KV, containers ...webContainer) {
 	t.Helper()
-	put := func(key string, doc any) {
-		t.Helper()
-		b, err := json.Marshal(doc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := kv.Put(&api.KVPair{Key: key, Value: b}, nil); err != nil {
-			t.Fatalf("consul put %s: %v", key, err)
-		}
-	}
 	loopback := netip.MustParseAddr("127.0.0.1")
 	for _, c := range containers {
 		doc := &record.Container{V: record.Version, ID: c.id, Name: c.name, Service: "web.shop",
@@ -266,10 +255,10 @@ func publish(t *testing.T, kv *api.KV, containers ...webContainer) {
 		if err := doc.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		put(record.ContainerKey("berth", "testhost", c.id), doc)
+		testenv.PutJSON(t, kv, record.ContainerKey("berth", "testhost", c.id), doc)
 	}
 	// The host document last, with its rev: it is what the plugin watches.
-	put(record.HostKey("berth", "testhost"), &record.Host{V: record.Version, Name: "testhost",
+	testenv.PutJSON(t, kv, record.HostKey("berth", "testhost"), &record.Host{V: record.Version, Name: "testhost",
 		Addrs: []netip.Addr{loopback}, Rev: 1, Exporter: "proxy e2e test"})
 }
 

@@ -1,9 +1,11 @@
 package testenv
 
 import (
+	"encoding/json"
 	"errors"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -73,3 +75,16 @@ func EventuallyTrue(t T, within time.Duration, what string, cond func() bool) {
 }
 
 var errNotYet = errors.New("not yet")
+
+// PutJSON writes doc, as JSON, at key: how tests seed Consul KV with
+// documents as a producer would.
+func PutJSON(t T, kv *api.KV, key string, doc any) {
+	t.Helper()
+	b, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(&api.KVPair{Key: key, Value: b}, nil); err != nil {
+		t.Fatalf("consul put %s: %v", key, err)
+	}
+}
