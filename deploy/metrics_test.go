@@ -31,16 +31,17 @@ var scrapeMetrics = map[string]bool{"up": true}
 
 var (
 	definedOnce sync.Once
-	defined     map[string]bool
+	defined     map[string]string // exposed name -> its metric family
 	definedErr  string
 )
 
 // definedMetrics is every metric name the sources define, as Prometheus
-// exposes it (a histogram's _bucket, _sum and _count), read from their Go
+// exposes it (a histogram's _bucket, _sum and _count), mapped to its family
+// (the histogram's name), read from their Go
 // source: each prometheus.*Opts literal's Namespace, Subsystem and Name,
 // with constants followed through the package and CoreDNS's
 // plugin.Namespace.
-func definedMetrics(t *testing.T) map[string]bool {
+func definedMetrics(t *testing.T) map[string]string {
 	t.Helper()
 	definedOnce.Do(func() {
 		root := testenv.RepoRoot(t)
@@ -54,7 +55,7 @@ func definedMetrics(t *testing.T) map[string]bool {
 		for k, v := range constants(filepath.Join(corednsDir, "plugin")) {
 			imported["plugin."+k] = v
 		}
-		defined = map[string]bool{}
+		defined = map[string]string{}
 		for _, s := range metricSources {
 			dir := filepath.Join(root, s.dir)
 			if s.module != "" {
@@ -64,8 +65,8 @@ func definedMetrics(t *testing.T) map[string]bool {
 			for k, v := range imported {
 				consts[k] = v
 			}
-			for _, name := range metricNames(dir, consts) {
-				defined[name] = true
+			for name, family := range metricNames(dir, consts) {
+				defined[name] = family
 			}
 		}
 	})
@@ -151,9 +152,10 @@ func resolve(e ast.Expr, exprs map[string]ast.Expr, consts map[string]string, de
 }
 
 // metricNames is the full names of the metrics that dir's
-// prometheus.{Counter,Gauge,Histogram,Summary}Opts literals define.
-func metricNames(dir string, consts map[string]string) []string {
-	var names []string
+// prometheus.{Counter,Gauge,Histogram,Summary}Opts literals define, each
+// mapped to its family.
+func metricNames(dir string, consts map[string]string) map[string]string {
+	names := map[string]string{}
 	for _, f := range packageFiles(dir) {
 		ast.Inspect(f, func(n ast.Node) bool {
 			lit, ok := n.(*ast.CompositeLit)
@@ -190,13 +192,17 @@ func metricNames(dir string, consts map[string]string) []string {
 				}
 			}
 			name := strings.Join(full, "_")
+			var exposed []string
 			switch kind {
 			case "Histogram":
-				names = append(names, name+"_bucket", name+"_sum", name+"_count")
+				exposed = []string{name + "_bucket", name + "_sum", name + "_count"}
 			case "Summary":
-				names = append(names, name, name+"_sum", name+"_count")
+				exposed = []string{name, name + "_sum", name + "_count"}
 			case "Counter", "Gauge":
-				names = append(names, name)
+				exposed = []string{name}
+			}
+			for _, e := range exposed {
+				names[e] = name
 			}
 			return true
 		})
@@ -233,7 +239,7 @@ func checkMetrics(t *testing.T, where, expr string) []string {
 		t.Errorf("%s: no metric in %q", where, expr)
 	}
 	for _, m := range used {
-		if !definedMetrics(t)[m] && !scrapeMetrics[m] {
+		if _, ok := definedMetrics(t)[m]; !ok && !scrapeMetrics[m] {
 			t.Errorf("%s uses %s, which no metrics.go defines (renamed?)", where, m)
 		}
 	}
@@ -248,12 +254,15 @@ func TestDefinedMetrics(t *testing.T) {
 		"coredns_berth_stale", "coredns_berth_invalid_records_total", "coredns_dns_requests_total",
 		"berth_exporter_reconcile_duration_seconds_bucket", "berth_proxy_connections_total",
 	} {
-		if !d[name] {
+		if _, ok := d[name]; !ok {
 			t.Errorf("%s not found among the %d metrics read", name, len(d))
 		}
 	}
+	if f := d["berth_exporter_reconcile_duration_seconds_sum"]; f != "berth_exporter_reconcile_duration_seconds" {
+		t.Errorf("the family of berth_exporter_reconcile_duration_seconds_sum is %q", f)
+	}
 	for _, name := range []string{"berth_exporter_reconcile_duration_seconds", "coredns_berth"} {
-		if d[name] {
+		if _, ok := d[name]; ok {
 			t.Errorf("%s read as a metric", name)
 		}
 	}
