@@ -37,7 +37,7 @@ func TestLoopbackNeedsOptIn(t *testing.T) {
 	}
 
 	// The detected address, as an operator with a local agent gets it.
-	cmd := exec.Command(binary(t), "--once")
+	cmd := exec.Command(testenv.ExporterBinary(t), "--once")
 	cmd.Env = append(r.env(), "BERTH_ADVERTISE_ADDR=", "BERTH_ALLOW_LOOPBACK=false")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -78,7 +78,7 @@ func TestLoopbackNeedsOptIn(t *testing.T) {
 	}
 
 	// The opt-in is announced.
-	cmd = exec.Command(binary(t), "--dry-run")
+	cmd = exec.Command(testenv.ExporterBinary(t), "--dry-run")
 	cmd.Env = r.env()
 	out, err = cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "level=WARN") || !strings.Contains(string(out), "--allow-loopback") {

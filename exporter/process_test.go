@@ -7,10 +7,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,30 +16,6 @@ import (
 	"github.com/berthdns/berth/internal/testenv"
 	"github.com/berthdns/berth/record"
 )
-
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// binary builds cmd/berth-exporter once per test binary.
-func binary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "berth-exporter-test-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "berth-exporter")
-		binErr = testenv.BuildStatic(testenv.RepoRoot(t), "./exporter/cmd/berth-exporter", binPath)
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
 
 // proc is a berth-exporter subprocess.
 type proc struct {
@@ -67,7 +41,7 @@ func (r *rig) env() []string {
 
 func (r *rig) startProc(args ...string) *proc {
 	r.t.Helper()
-	p := &proc{cmd: exec.Command(binary(r.t), args...), done: make(chan struct{})}
+	p := &proc{cmd: exec.Command(testenv.ExporterBinary(r.t), args...), done: make(chan struct{})}
 	p.cmd.Env = r.env()
 	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -221,7 +195,7 @@ func TestProcessDryRunOnce(t *testing.T) {
 	c := r.runContainer(runOpts{name: "table", labels: map[string]string{LabelService: "tbl.shop"}})
 	r.runContainer(runOpts{name: "hidden", labels: map[string]string{LabelEnable: "false"}})
 
-	cmd := exec.Command(binary(t), "--dry-run")
+	cmd := exec.Command(testenv.ExporterBinary(t), "--dry-run")
 	cmd.Env = r.env()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -236,7 +210,7 @@ func TestProcessDryRunOnce(t *testing.T) {
 		t.Errorf("--dry-run wrote %v", keys)
 	}
 
-	cmd = exec.Command(binary(t), "--once")
+	cmd = exec.Command(testenv.ExporterBinary(t), "--once")
 	cmd.Env = r.env()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("--once: %v\n%s", err, out)
@@ -250,7 +224,7 @@ func TestProcessDryRunOnce(t *testing.T) {
 // returns its exit code and everything it printed.
 func exitCode(t *testing.T, env []string, args ...string) (int, string) {
 	t.Helper()
-	cmd := exec.Command(binary(t), args...)
+	cmd := exec.Command(testenv.ExporterBinary(t), args...)
 	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError

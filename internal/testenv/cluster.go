@@ -19,19 +19,17 @@ import (
 // binary hack/get-consul.sh builds.
 const ConsulImage = "berth-consul:test"
 
-var consulImageOnce sync.Once
-var consulImageErr error
+var consulImage built
 
 // EnsureConsulImage builds ConsulImage once per test binary.
 func EnsureConsulImage(t T, cli *client.Client) string {
 	t.Helper()
 	bin := ConsulBinary(t)
-	consulImageOnce.Do(func() {
-		consulImageErr = BuildImage(cli, ConsulImage, map[string]string{"consul": bin},
+	if _, err := consulImage.get(func() (string, error) {
+		return ConsulImage, BuildImage(cli, ConsulImage, map[string]string{"consul": bin},
 			"FROM scratch\nCOPY consul /bin/consul\nENTRYPOINT [\"/bin/consul\"]\n")
-	})
-	if consulImageErr != nil {
-		t.Fatalf("consul image: %v", consulImageErr)
+	}); err != nil {
+		t.Fatalf("consul image: %v", err)
 	}
 	return ConsulImage
 }

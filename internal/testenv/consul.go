@@ -22,25 +22,20 @@ func ConsulBinary(t T) string {
 	if p := os.Getenv("BERTH_CONSUL"); p != "" {
 		return p
 	}
-	consulOnce.Do(func() {
+	p, err := consulBinary.get(func() (string, error) {
 		out, err := exec.Command("bash", filepath.Join(RepoRoot(t), "hack", "get-consul.sh")).Output()
 		if err != nil {
-			consulErr = fmt.Errorf("hack/get-consul.sh: %w", err)
-			return
+			return "", fmt.Errorf("hack/get-consul.sh: %w", err)
 		}
-		consulPath = string(bytes.TrimSpace(out))
+		return string(bytes.TrimSpace(out)), nil
 	})
-	if consulErr != nil {
-		Unavailable(t, "consul: %v", consulErr)
+	if err != nil {
+		Unavailable(t, "consul: %v", err)
 	}
-	return consulPath
+	return p
 }
 
-var (
-	consulOnce sync.Once
-	consulPath string
-	consulErr  error
-)
+var consulBinary built
 
 // Consul is a real Consul agent started for one test, on loopback ports of
 // its own.

@@ -1,48 +1,23 @@
 package testenv
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
 )
 
-var (
-	corednsOnce sync.Once
-	corednsPath string
-	corednsErr  error
-)
+var corednsBinary = &goBinary{pkg: "./plugin/coredns", name: "coredns", env: "BERTH_COREDNS"}
 
 // CoreDNSBinary is the project's CoreDNS build: $BERTH_COREDNS if set (make
 // test sets it to bin/coredns), else built once per test binary.
 func CoreDNSBinary(t T) string {
 	t.Helper()
-	if p := os.Getenv("BERTH_COREDNS"); p != "" {
-		return p
-	}
-	corednsOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "berth-coredns-")
-		if err != nil {
-			corednsErr = err
-			return
-		}
-		corednsPath = filepath.Join(dir, "coredns")
-		cmd := exec.Command("go", "build", "-o", corednsPath, "./plugin/coredns")
-		cmd.Dir = RepoRoot(t)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			corednsErr = fmt.Errorf("go build ./plugin/coredns: %v\n%s", err, out)
-		}
-	})
-	if corednsErr != nil {
-		t.Fatal(corednsErr)
-	}
-	return corednsPath
+	return corednsBinary.path(t)
 }
 
 // CoreDNS is a running bin/coredns.

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -41,24 +40,22 @@ func Docker(t T) *client.Client {
 // use HEALTHCHECK CMD ["/testsvc", "-check", "http://127.0.0.1/healthz"].
 const TestServiceImage = "berth-testsvc:test"
 
-var testsvcOnce sync.Once
-var testsvcErr error
+var testsvcImage built
 
 // EnsureTestServiceImage builds TestServiceImage if this test binary has not
 // yet.
 func EnsureTestServiceImage(t T, cli *client.Client) string {
 	t.Helper()
-	testsvcOnce.Do(func() {
+	if _, err := testsvcImage.get(func() (string, error) {
 		bin := filepath.Join(os.TempDir(), fmt.Sprintf("berth-testsvc-%d", os.Getpid()))
 		defer os.Remove(bin)
-		if testsvcErr = BuildStatic(RepoRoot(t), "./internal/testenv/testsvc", bin); testsvcErr != nil {
-			return
+		if err := BuildStatic(RepoRoot(t), "./internal/testenv/testsvc", bin); err != nil {
+			return "", err
 		}
-		testsvcErr = BuildImage(cli, TestServiceImage, map[string]string{"testsvc": bin},
+		return TestServiceImage, BuildImage(cli, TestServiceImage, map[string]string{"testsvc": bin},
 			"FROM scratch\nCOPY testsvc /testsvc\nEXPOSE 80\nENTRYPOINT [\"/testsvc\"]\n")
-	})
-	if testsvcErr != nil {
-		t.Fatalf("test service image: %v", testsvcErr)
+	}); err != nil {
+		t.Fatalf("test service image: %v", err)
 	}
 	return TestServiceImage
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -12,52 +11,31 @@ import (
 	"github.com/moby/moby/client"
 )
 
-var (
-	exporterOnce sync.Once
-	exporterPath string
-	exporterErr  error
-)
+var exporterBinary = &goBinary{pkg: "./exporter/cmd/berth-exporter", name: "berth-exporter", env: "BERTH_EXPORTER"}
 
 // ExporterBinary is a static berth-exporter: $BERTH_EXPORTER if set, else
 // built from the working tree once per test binary (so that it is never
 // older than the source).
 func ExporterBinary(t T) string {
 	t.Helper()
-	if p := os.Getenv("BERTH_EXPORTER"); p != "" {
-		return p
-	}
-	exporterOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "berth-exporter-")
-		if err != nil {
-			exporterErr = err
-			return
-		}
-		exporterPath = filepath.Join(dir, "berth-exporter")
-		exporterErr = BuildStatic(RepoRoot(t), "./exporter/cmd/berth-exporter", exporterPath)
-	})
-	if exporterErr != nil {
-		t.Fatal(exporterErr)
-	}
-	return exporterPath
+	return exporterBinary.path(t)
 }
 
 // ExporterImage is the tag of an image FROM scratch holding berth-exporter.
 const ExporterImage = "berth-exporter:faults-test"
 
-var exporterImageOnce sync.Once
-var exporterImageErr error
+var exporterImage built
 
 // EnsureExporterImage builds ExporterImage from ExporterBinary once per test
 // binary.
 func EnsureExporterImage(t T, cli *client.Client) string {
 	t.Helper()
 	bin := ExporterBinary(t)
-	exporterImageOnce.Do(func() {
-		exporterImageErr = BuildImage(cli, ExporterImage, map[string]string{"berth-exporter": bin},
+	if _, err := exporterImage.get(func() (string, error) {
+		return ExporterImage, BuildImage(cli, ExporterImage, map[string]string{"berth-exporter": bin},
 			"FROM scratch\nCOPY berth-exporter /berth-exporter\nENTRYPOINT [\"/berth-exporter\"]\n")
-	})
-	if exporterImageErr != nil {
-		t.Fatalf("exporter image: %v", exporterImageErr)
+	}); err != nil {
+		t.Fatalf("exporter image: %v", err)
 	}
 	return ExporterImage
 }
