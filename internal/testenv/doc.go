@@ -16,6 +16,7 @@
 //     process.go: liveness and RSS of any process, from /proc.
 //   - docker.go: the Docker client and test images built FROM scratch;
 //     containers.go: container logs and waits; network.go: test networks.
+//   - once.go: what a test binary makes once (binaries, images).
 //   - doc.go: Unavailable (skip, or fail under CI), free ports, the
 //     repository's root.
 //   - podman.go: a Podman API service (rootful, or as the rootless user
