@@ -1,7 +1,6 @@
 package exporter
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthdns/berth/internal/envflag"
 	"github.com/berthdns/berth/record"
 )
 
@@ -85,24 +85,8 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	if fs.NArg() > 0 {
 		return cfg, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		env := envName(f.Name)
-		if env == "" {
-			return
-		}
-		v, ok := lookupEnv(env)
-		if !ok || set[f.Name] || v == "" && !isString(f) {
-			return
-		}
-		if err := fs.Set(f.Name, v); err != nil {
-			envErr = errors.Join(envErr, fmt.Errorf("%s: %w", env, err))
-		}
-	})
-	if envErr != nil {
-		return cfg, envErr
+	if err := envflag.Apply(fs, lookupEnv); err != nil {
+		return cfg, err
 	}
 	if addrs != "" {
 		for _, s := range strings.Split(addrs, ",") {
@@ -120,15 +104,6 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 		}
 	}
 	return cfg, cfg.validate()
-}
-
-// envName is the variable that sets flag name: BERTH_<NAME>, upper case, -
-// as _; "" for --version, which only the command line asks for.
-func envName(name string) string {
-	if name == "version" {
-		return ""
-	}
-	return "BERTH_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
 // usage prints --help: every flag with its variable, and the variables of
@@ -149,7 +124,7 @@ wins over its variable.
 		if kind != "" {
 			fmt.Fprintf(w, " %s", kind)
 		}
-		if env := envName(f.Name); env != "" {
+		if env := envflag.Name(f.Name); env != "" {
 			fmt.Fprintf(w, "    (%s)", env)
 		}
 		fmt.Fprintf(w, "\n    \t%s", text)
@@ -164,15 +139,6 @@ CONSUL_HTTP_TOKEN, CONSUL_HTTP_TOKEN_FILE, CONSUL_HTTP_SSL, CONSUL_CACERT,
 ...), Docker by its own (DOCKER_HOST, DOCKER_TLS_VERIFY, DOCKER_CERT_PATH,
 DOCKER_API_VERSION).
 `)
-}
-
-func isString(f *flag.Flag) bool {
-	g, ok := f.Value.(flag.Getter)
-	if !ok {
-		return false
-	}
-	_, ok = g.Get().(string)
-	return ok
 }
 
 func (c *Config) validate() error {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/berthdns/berth/internal/envflag"
 	"github.com/berthdns/berth/proxy"
 )
 
@@ -36,12 +37,6 @@ type config struct {
 	logLevel             slog.Level
 	logFormat            string
 	version              bool
-}
-
-// envName is the variable that sets flag name: BERTH_<NAME>, upper case,
-// - as _, the exporter's convention (exporter/config.go).
-func envName(flagName string) string {
-	return "BERTH_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
 // parseFlags parses args (without the program name) and checks them, so
@@ -74,7 +69,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	fs.VisitAll(func(f *flag.Flag) {
 		if f.Name != "version" {
-			f.Usage += " [$" + envName(f.Name) + "]"
+			f.Usage += " [$" + envflag.Name(f.Name) + "]"
 		}
 	})
 	fs.Usage = func() {
@@ -93,21 +88,8 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	if c.version {
 		return c, nil
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		env := envName(f.Name)
-		v, ok := lookupEnv(env)
-		if !ok || set[f.Name] || f.Name == "version" || v == "" && !isString(f) {
-			return
-		}
-		if err := fs.Set(f.Name, v); err != nil {
-			envErr = errors.Join(envErr, fmt.Errorf("%s: %w", env, err))
-		}
-	})
-	if envErr != nil {
-		return c, envErr
+	if err := envflag.Apply(fs, lookupEnv); err != nil {
+		return c, err
 	}
 	c.zones, c.allow = splitList(zones), splitList(allow)
 	if err := c.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
@@ -119,15 +101,6 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	users, err := readUsers(c.authFile)
 	c.users = users
 	return c, err
-}
-
-func isString(f *flag.Flag) bool {
-	g, ok := f.Value.(flag.Getter)
-	if !ok {
-		return false
-	}
-	_, ok = g.Get().(string)
-	return ok
 }
 
 // validate refuses values the proxy could only fail on later, naming the

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berthdns/berth/internal/envflag"
 )
 
 // Every flag is read from the command line and from its BERTH_ variable,
@@ -87,8 +89,8 @@ func TestHelpNamesEveryVariable(t *testing.T) {
 		if name, ok := strings.CutPrefix(strings.TrimSpace(line), "-"); ok {
 			name, _, _ = strings.Cut(name, " ")
 			n++
-			if name != "version" && !strings.Contains(out.String(), "[$"+envName(name)+"]") {
-				t.Errorf("help does not name %s for --%s", envName(name), name)
+			if name != "version" && !strings.Contains(out.String(), "[$"+envflag.Name(name)+"]") {
+				t.Errorf("help does not name %s for --%s", envflag.Name(name), name)
 			}
 		}
 	}
