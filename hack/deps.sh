@@ -20,6 +20,8 @@ declare -A packages=(
   [slirp4netns]=slirp4netns
   # Prometheus's promtool checks and unit-tests deploy/prometheus's rules.
   [promtool]=prometheus
+  # systemd-analyze verifies deploy/systemd's units.
+  [systemd-analyze]=systemd
 )
 
 missing=()
