@@ -131,14 +131,6 @@ func NewPublisher(client *api.Client, prefix, host string, opts ...PublisherOpti
 	return p, nil
 }
 
-// Invalidate makes the next Publish read the subtree from KV again, for when
-// something else may have changed it.
-func (p *Publisher) Invalidate() {
-	p.mu.Lock()
-	p.loaded = false
-	p.mu.Unlock()
-}
-
 // Publish makes KV hold exactly desired (container id -> document) for this
 // host, with addrs as the host's addresses, every key acquired by session.
 // Documents must pass record validation and be keyed by their own ID, and
