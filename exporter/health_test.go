@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"context"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -34,6 +35,16 @@ func TestHealthzCache(t *testing.T) {
 	}
 	r.consul.Pause()
 	t.Cleanup(r.consul.Resume) // before the agent's own cleanup stops it
+	// The agent is frozen once a request to it hangs: on a loaded machine
+	// the stop can lag the signal.
+	probe := &http.Client{Timeout: 300 * time.Millisecond}
+	testenv.EventuallyTrue(t, 10*time.Second, "consul frozen", func() bool {
+		resp, err := probe.Get("http://" + r.consul.HTTP + "/v1/status/leader")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err != nil
+	})
 	for range 3 {
 		if body := get(t, srv.URL+"/healthz", 200); body != "ok\n" {
 			t.Fatalf("/healthz within the cache's lifetime pinged again: %q", body)
