@@ -22,6 +22,8 @@ declare -A packages=(
   [promtool]=prometheus
   # systemd-analyze verifies deploy/systemd's units.
   [systemd-analyze]=systemd
+  # docker-compose validates deploy/'s Compose files.
+  [docker-compose]=docker-compose
 )
 
 missing=()
