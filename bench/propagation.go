@@ -54,10 +54,9 @@ type PropResult struct {
 // are started one at a time, each timed until its SRV record answers, then
 // stopped (even ones) or killed (odd ones) one at a time, each timed until
 // the record is gone.
-func RunPropagation(t *TB, cfg PropConfig) *PropResult {
+func RunPropagation(t *TB, cfg PropConfig, eng Engine) *PropResult {
 	ctx := t.Context()
-	docker := testenv.Docker(t)
-	image := testenv.EnsureTestServiceImage(t, docker)
+	docker, image := eng.Client, eng.Image
 	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
 	run := strconv.FormatInt(time.Now().UnixNano()%1e9, 36)
 	const prefix, host = "prop", "benchprop"
@@ -70,7 +69,7 @@ func RunPropagation(t *TB, cfg PropConfig) *PropResult {
 	cmd := exec.Command(testenv.ExporterBinary(t), "--node", host, "--advertise-addr", benchAdvertiseAddr,
 		"--prefix", prefix, "--only-label", "berth.bench="+group, "--session-ttl", "60s", "--resync", "5m",
 		"--listen", metrics, "--log-level", "warn")
-	cmd.Env = append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.HTTP)
+	cmd.Env = append(append(os.Environ(), "CONSUL_HTTP_ADDR="+consul.HTTP), eng.Env...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	t.Check(cmd.Start(), "start berth-exporter")
@@ -108,8 +107,13 @@ func RunPropagation(t *TB, cfg PropConfig) *PropResult {
 	evs := newEventLog()
 	ectx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	sub := docker.Events(ectx, client.EventsListOptions{Filters: make(client.Filters).
-		Add("type", string(events.ContainerEventType)).Add("label", "berth.bench="+group)})
+	// Podman's event filter matches fewer actions and labels than Docker's:
+	// take every container event there and keep this run's by ID.
+	filter := make(client.Filters).Add("type", string(events.ContainerEventType))
+	if eng.Name == "docker" {
+		filter.Add("label", "berth.bench="+group)
+	}
+	sub := docker.Events(ectx, client.EventsListOptions{Filters: filter})
 	go func() {
 		for {
 			select {

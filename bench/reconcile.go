@@ -41,11 +41,10 @@ type ReconcileResult struct {
 // listing, an inspect per container, the Publisher's diff and transactions);
 // and the Publisher alone on n synthetic documents, the KV part without
 // Docker.
-func RunReconcile(t *TB, n int) *ReconcileResult {
+func RunReconcile(t *TB, n int, eng Engine) *ReconcileResult {
 	ctx := t.Context()
 	res := &ReconcileResult{Containers: n}
-	docker := testenv.Docker(t)
-	image := testenv.EnsureTestServiceImage(t, docker)
+	docker, image := eng.Client, eng.Image
 	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
 	c := consul.Client()
 

@@ -64,6 +64,11 @@ type Report struct {
 	ScaleErr string
 	Rec      *ReconcileResult
 	RecErr   string
+	// Parts 2 and 3's exporter runs again with the containers on Podman.
+	PropPodman    *PropResult
+	PropPodmanErr string
+	RecPodman     *ReconcileResult
+	RecPodmanErr  string
 	// Part 4, one result per size (bench/secondary.go).
 	Secondary    []*SecondaryResult
 	SecondaryErr []string
@@ -215,6 +220,11 @@ func (r *Report) summaryPropagation(p printf) {
 		p("| 2 | start event → SRV answered | %s | | |\n", st["event"])
 		p("| 2 | `docker stop`/`kill` returned → record gone (n=%d) | %s | the stop/kill call itself, p50 %s | %s |\n", sp["ret"].N, sp["ret"], ms(sp["call"].P50), dratio(sp["ret"].P50, sp["call"].P50))
 		p("| 2 | die event → record gone | %s | | |\n", sp["event"])
+		if pp := r.PropPodman; pp != nil {
+			pst, psp := pp.startDists(), pp.stopDists()
+			p("| 2 | Podman: start returned → SRV answered (n=%d) | %s | Docker, same run: p50 %s | %s (p50) |\n", pst["ret"].N, pst["ret"], ms(st["ret"].P50), dratio(pst["ret"].P50, st["ret"].P50))
+			p("| 2 | Podman: stop/kill returned → record gone (n=%d) | %s | Docker, same run: p50 %s | %s (p50) |\n", psp["ret"].N, psp["ret"], ms(sp["ret"].P50), dratio(psp["ret"].P50, sp["ret"].P50))
+		}
 	}
 }
 
@@ -264,13 +274,21 @@ func (r *Report) summaryReconcile(p printf) {
 		if re != nil && ex != nil {
 			p("| 3 | exporter restarted, host up to date | %s, %d writes | from empty: %s | %s |\n", ms(re.Time), re.Sets+re.Deletes+re.Txns, ms(ex.Time), dratio(re.Time, ex.Time))
 		}
+		if rp := r.RecPodman; rp != nil && ex != nil {
+			if pex, pup := rp.run("exporter, from empty"), rp.run("exporter, up to date"); pex != nil && pup != nil {
+				p("| 3 | exporter on Podman: reconcile a host of %d containers from empty | %s, %d writes in %d txns | Docker, same run: %s | %s |\n", rp.Containers, ms(pex.Time), pex.Sets+pex.Deletes, pex.Txns, ms(ex.Time), dratio(pex.Time, ex.Time))
+				if up != nil {
+					p("| 3 | exporter on Podman: the same host up to date | %s, %d writes | Docker, same run: %s | %s |\n", ms(pup.Time), pup.Sets+pup.Deletes+pup.Txns, ms(up.Time), dratio(pup.Time, up.Time))
+				}
+			}
+		}
 	}
 }
 
 // notMeasured lists the parts that failed, after the summary.
 func (r *Report) notMeasured(p printf) {
 	p("\n")
-	for _, errs := range [][]string{{r.GoErr}, r.QueryErr, {r.PropErr}, {r.ScaleErr}, {r.RecErr}, r.SecondaryErr} {
+	for _, errs := range [][]string{{r.GoErr}, r.QueryErr, {r.PropErr}, {r.PropPodmanErr}, {r.ScaleErr}, {r.RecErr}, {r.RecPodmanErr}, r.SecondaryErr} {
 		for _, err := range errs {
 			if err != "" {
 				p("**Not measured:** %s\n\n", err)
@@ -324,25 +342,35 @@ func (r *Report) propagationMarkdown(p printf) {
 	if pr := r.Prop; pr != nil {
 		p("## 2. Propagation latency\n\n")
 		p("%d containers of the test service image (FROM scratch, 80/tcp published on 0.0.0.0, label `berth.service=prop-NNN`), created beforehand, started one at a time and then stopped (even ones, `docker stop`) or killed (odd ones, `docker kill`) one at a time, through the Docker API. The exporter is `bin/berth-exporter` (`--advertise-addr 198.18.255.1`, an address of the benchmarking range that is only data here: the driver asks DNS, it never dials), berth is `bin/coredns`, both against one Consul agent. The driver asks `_80._tcp.prop-NNN.%s` SRV every millisecond until the answer changes, holds a blocking query on the host's container keys (when the KV write landed) and a Docker event subscription (the engine's time stamp of `start` / `die`).\n\n", len(pr.Starts), strings.TrimSuffix(Zone, "."))
-		p("| interval | p50 / p90 / p99 / max |\n| --- | --- |\n")
-		st, sp := pr.startDists(), pr.stopDists()
-		p("| `docker start` call (Docker itself) | %s |\n", st["call"])
-		p("| `docker start` returned → SRV answered | %s |\n", st["ret"])
-		p("| start event → SRV answered | %s |\n", st["event"])
-		p("| · start event → KV write seen (exporter: event, inspect, transaction) | %s |\n", st["event→kv"])
-		p("| · KV write seen → SRV answered (berth: blocking query returns, host fetch, index update) | %s |\n", st["kv→dns"])
-		p("| `docker stop`/`kill` call (Docker itself) | %s |\n", sp["call"])
-		p("| `docker stop`/`kill` returned → record gone | %s |\n", sp["ret"])
-		p("| die event → record gone | %s |\n", sp["event"])
-		p("| · die event → KV delete seen | %s |\n", sp["event→kv"])
-		p("| · KV delete seen → record gone | %s |\n", sp["kv→dns"])
-		for _, m := range []string{"stop", "kill"} {
-			p("| only `docker %s`: returned → record gone | %s |\n", m, pr.methodDist(m))
-		}
-		if pr.ExporterEventToKV != "" {
-			p("\nThe exporter's own `berth_exporter_event_to_kv_seconds`: %s.\n", pr.ExporterEventToKV)
+		propTable(p, pr)
+		if pp := r.PropPodman; pp != nil {
+			p("\n### The same on Podman\n\n")
+			p("The same run on a rootful Podman 4 API service started by the driver (`podman system service` on a socket of its own; the exporter is pointed at it with `DOCKER_HOST`), the test image built there, %d containers.\n\n", len(pp.Starts))
+			propTable(p, pp)
 		}
 		p("\n")
+	}
+}
+
+// propTable is one engine's propagation intervals.
+func propTable(p printf, pr *PropResult) {
+	p("| interval | p50 / p90 / p99 / max |\n| --- | --- |\n")
+	st, sp := pr.startDists(), pr.stopDists()
+	p("| `docker start` call (Docker itself) | %s |\n", st["call"])
+	p("| `docker start` returned → SRV answered | %s |\n", st["ret"])
+	p("| start event → SRV answered | %s |\n", st["event"])
+	p("| · start event → KV write seen (exporter: event, inspect, transaction) | %s |\n", st["event→kv"])
+	p("| · KV write seen → SRV answered (berth: blocking query returns, host fetch, index update) | %s |\n", st["kv→dns"])
+	p("| `docker stop`/`kill` call (Docker itself) | %s |\n", sp["call"])
+	p("| `docker stop`/`kill` returned → record gone | %s |\n", sp["ret"])
+	p("| die event → record gone | %s |\n", sp["event"])
+	p("| · die event → KV delete seen | %s |\n", sp["event→kv"])
+	p("| · KV delete seen → record gone | %s |\n", sp["kv→dns"])
+	for _, m := range []string{"stop", "kill"} {
+		p("| only `docker %s`: returned → record gone | %s |\n", m, pr.methodDist(m))
+	}
+	if pr.ExporterEventToKV != "" {
+		p("\nThe exporter's own `berth_exporter_event_to_kv_seconds`: %s.\n", pr.ExporterEventToKV)
 	}
 }
 
@@ -382,6 +410,15 @@ func (r *Report) reconcileMarkdown(p printf) {
 		p("One host with %d running containers of the test image (created and started in %s, 4 at a time). `exporter` rows run the exporter package in this process (`exporter.New` and `Exporter.Once`: a full listing, one inspect per container, the Publisher's diff and transactions) against the local engine and a fresh Consul agent; `Publisher alone` publishes %d synthetic documents for one host, the Consul half without Docker. Writes are the exporter's own counters (documents set + deleted); `subtree index moved` is Consul's index of the host's keys, checked independently.\n\n", rc.Containers, ms(rc.StartAll), rc.Containers)
 		p("| run | time | documents set | deleted | transactions | subtree index moved |\n| --- | --- | --- | --- | --- | --- |\n")
 		for _, x := range rc.Runs {
+			p("| %s | %s | %d | %d | %d | %v |\n", x.What, ms(x.Time), x.Sets, x.Deletes, x.Txns, x.IndexMoved)
+		}
+		p("\n")
+	}
+	if rp := r.RecPodman; rp != nil {
+		p("### Exporter reconcile on Podman\n\n")
+		p("The same %d containers on a rootful Podman 4 API service (created and started in %s).\n\n", rp.Containers, ms(rp.StartAll))
+		p("| run | time | documents set | deleted | transactions | subtree index moved |\n| --- | --- | --- | --- | --- | --- |\n")
+		for _, x := range rp.Runs {
 			p("| %s | %s | %d | %d | %d | %v |\n", x.What, ms(x.Time), x.Sets, x.Deletes, x.Txns, x.IndexMoved)
 		}
 		p("\n")

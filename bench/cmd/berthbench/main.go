@@ -140,10 +140,19 @@ func main() {
 	}
 	if want["propagation"] {
 		err := bench.Section("propagation", func(t *bench.TB) {
-			r.Prop = bench.RunPropagation(t, bench.PropConfig{Containers: *containers, Poll: time.Millisecond})
+			r.Prop = bench.RunPropagation(t, bench.PropConfig{Containers: *containers, Poll: time.Millisecond}, bench.DockerEngine(t))
 		})
 		if err != nil {
 			r.PropErr = err.Error()
+			log.Print(err)
+		}
+		save()
+		// The same on Podman, beside Docker's in this run.
+		err = bench.Section("propagation on podman", func(t *bench.TB) {
+			r.PropPodman = bench.RunPropagation(t, bench.PropConfig{Containers: *containers, Poll: time.Millisecond}, bench.PodmanEngine(t))
+		})
+		if err != nil {
+			r.PropPodmanErr = err.Error()
 			log.Print(err)
 		}
 		save()
@@ -162,10 +171,17 @@ func main() {
 	}
 	if want["reconcile"] {
 		err := bench.Section("reconcile", func(t *bench.TB) {
-			r.Rec = bench.RunReconcile(t, *reconcile)
+			r.Rec = bench.RunReconcile(t, *reconcile, bench.DockerEngine(t))
 		})
 		if err != nil {
 			r.RecErr = err.Error()
+			log.Print(err)
+		}
+		err = bench.Section("reconcile on podman", func(t *bench.TB) {
+			r.RecPodman = bench.RunReconcile(t, *reconcile, bench.PodmanEngine(t))
+		})
+		if err != nil {
+			r.RecPodmanErr = err.Error()
 			log.Print(err)
 		}
 	}
