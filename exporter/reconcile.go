@@ -81,7 +81,7 @@ func (e *Exporter) refresh(ctx context.Context, full bool, dirty map[string]time
 		ictx, cancel := context.WithTimeout(ctx, dockerTimeout)
 		res, err := e.docker.ContainerInspect(ictx, id, client.ContainerInspectOptions{})
 		cancel()
-		if errdefs.IsNotFound(err) {
+		if gone(err) {
 			e.forget(id)
 			continue
 		}
@@ -197,3 +197,11 @@ func hasLabel(cfg *container.Config, sel string) bool {
 }
 
 func shortID(id string) string { return id[:min(12, len(id))] }
+
+// gone reports whether an inspect failed because the container no longer
+// exists. Podman answers a container removed while it was being inspected
+// with a 500 "does not exist in database: no such container" rather than
+// a 404; either way there is nothing left to publish.
+func gone(err error) bool {
+	return errdefs.IsNotFound(err) || err != nil && strings.Contains(err.Error(), "no such container")
+}

@@ -1,10 +1,12 @@
 package testenv
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,17 +44,27 @@ func StartCoreDNS(t T, corefile string, env ...string) *CoreDNS {
 	if err := os.WriteFile(path, []byte(corefile), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c := &CoreDNS{Port: FreePort(t), bin: CoreDNSBinary(t), env: env}
-	c.Addr = "127.0.0.1:" + strconv.Itoa(c.Port)
-	c.args = []string{"-conf", path, "-dns.port", strconv.Itoa(c.Port)}
+	c := &CoreDNS{bin: CoreDNSBinary(t), env: env}
 	t.Cleanup(func() {
 		c.kill()
 		if t.Failed() {
 			t.Logf("coredns output:\n%s", c.out.String())
 		}
 	})
-	c.start(t)
-	return c
+	// A port free a moment ago can be taken by a test running beside this
+	// one before CoreDNS binds it: then take another.
+	for attempt := 1; ; attempt++ {
+		c.Port = FreePort(t)
+		c.Addr = "127.0.0.1:" + strconv.Itoa(c.Port)
+		c.args = []string{"-conf", path, "-dns.port", strconv.Itoa(c.Port)}
+		if err := c.start(t); err == nil {
+			return c
+		} else if attempt == 3 || !strings.Contains(c.out.String(), "address already in use") {
+			t.Fatal(err)
+		}
+		t.Logf("coredns: port %d was taken meanwhile; trying another", c.Port)
+		c.out.Reset()
+	}
 }
 
 // Restart kills the server and starts it again on the same port and
@@ -61,7 +73,9 @@ func StartCoreDNS(t T, corefile string, env ...string) *CoreDNS {
 func (c *CoreDNS) Restart(t T) {
 	t.Helper()
 	c.kill()
-	c.start(t)
+	if err := c.start(t); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func (c *CoreDNS) kill() {
@@ -71,14 +85,16 @@ func (c *CoreDNS) kill() {
 	}
 }
 
-func (c *CoreDNS) start(t T) {
+// start runs the server and returns once it answers queries, or the
+// reason it does not, with its output.
+func (c *CoreDNS) start(t T) error {
 	t.Helper()
 	c.cmd = exec.Command(c.bin, c.args...)
 	c.cmd.Env = append(os.Environ(), c.env...)
 	c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := c.cmd.Start(); err != nil {
-		t.Fatal(err)
+		return err
 	}
 	c.done = make(chan struct{})
 	go func() { _ = c.cmd.Wait(); close(c.done) }()
@@ -88,15 +104,15 @@ func (c *CoreDNS) start(t T) {
 		m := new(dns.Msg)
 		m.SetQuestion("berth-probe.invalid.", dns.TypeA)
 		if _, _, err := client.Exchange(m, c.Addr); err == nil {
-			return
+			return nil
 		}
 		select {
 		case <-c.done:
-			t.Fatalf("coredns exited:\n%s", c.out.String())
+			return fmt.Errorf("coredns exited:\n%s", c.out.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("coredns did not answer within 20s:\n%s", c.out.String())
+			return fmt.Errorf("coredns did not answer within 20s:\n%s", c.out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
