@@ -208,6 +208,11 @@ func (w *watcher) watchOnce(ctx context.Context, index uint64) (uint64, error) {
 			continue
 		}
 		if !reset && !w.fetchAllowed(name) {
+			// Held to its allowance: this round's serial stands for data
+			// that lacks the host's latest change, which a later round
+			// brings (with the serial one up, if Consul's index did not
+			// move meanwhile). Only a host far over its allowance, hostile
+			// or broken, ever gets here (see hostByteRate).
 			deferred[name] = true
 			continue
 		}
