@@ -263,7 +263,7 @@ func environment() bench.Env {
 	e.Consul = strings.TrimPrefix(e.Consul, "Consul ")
 	e.DNSPerf = bench.DNSPerfVersion()
 	e.Docker = "unavailable"
-	if cli, err := client.New(client.FromEnv, client.WithAPIVersionNegotiation()); err == nil {
+	if cli, err := client.New(client.FromEnv); err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		if v, err := cli.ServerVersion(ctx, client.ServerVersionOptions{}); err == nil {
 			e.Docker = v.Version
