@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -109,13 +108,7 @@ func TestE2ELoopbackTargetsNeedTheOptIn(t *testing.T) {
 		if reply != replySucceeded {
 			t.Fatalf("SOCKS %s:%d with --allow-loopback: reply %#x", dest.host, dest.port, reply)
 		}
-		fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", dest.host)
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		if string(body) != "hello from the proxy's own host" {
+		if body := getThrough(t, c, dest.host); body != "hello from the proxy's own host" {
 			t.Errorf("through %s:%d: %q", dest.host, dest.port, body)
 		}
 		c.Close()

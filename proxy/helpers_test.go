@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -234,4 +235,18 @@ func proxyGoroutines() []string {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// getThrough sends GET / for host over c, an open tunnel, and returns the
+// response body.
+func getThrough(t *testing.T, c net.Conn, host string) string {
+	t.Helper()
+	fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", host)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return string(body)
 }

@@ -1,12 +1,8 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
-	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -22,13 +18,8 @@ func TestSOCKSConnectReachesServiceBySRV(t *testing.T) {
 	if reply != replySucceeded {
 		t.Fatalf("reply %#x, want success", reply)
 	}
-	fmt.Fprint(c, "GET / HTTP/1.0\r\nHost: web.c.test\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	if string(body) != "hello from backend\n" {
+	body := getThrough(t, c, "web.c.test")
+	if body != "hello from backend\n" {
 		t.Fatalf("body %q", body)
 	}
 	c.Close()
@@ -254,13 +245,7 @@ func TestSOCKSReplyAfterSlowDial(t *testing.T) {
 	if reply != replySucceeded {
 		t.Fatalf("slow dial to web.c.test:80: reply %#x, want success", reply)
 	}
-	fmt.Fprint(c, "GET / HTTP/1.0\r\nHost: web.c.test\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	if string(body) != "hello from backend\n" {
+	if body := getThrough(t, c, "web.c.test"); body != "hello from backend\n" {
 		t.Errorf("through the tunnel: %q", body)
 	}
 	c, reply = socksConnect(t, f.socksAddr, "down.c.test", 80)
