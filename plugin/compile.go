@@ -12,20 +12,18 @@ import (
 // dnssdServices is the RFC 6763 service type enumeration name.
 const dnssdServices = "_services._dns-sd._udp."
 
-// builder collects one host's contribution; every name it touches keeps a
-// set of the records already added, so that a port bound on both 0.0.0.0
-// and :: or two instances on one host give each record once.
+// builder collects one host's contribution, each record once (addOnce).
 type builder struct {
 	z       *Zone
-	c       *contribution
-	seen    map[string]map[rrKey]bool
-	skipped map[skipKey]string // names left out -> why
+	c       *compiled
+	seen    map[*node]map[rrKey]bool // the records of a large node, to add each once (see addOnce)
+	skipped map[skipKey]string       // names left out -> why
 }
 
 // skipKey is one name left out of a host's records, for one reason.
 type skipKey struct{ reason, name string }
 
-func (b *builder) node(name string, owned bool) (*node, map[rrKey]bool) {
+func (b *builder) node(name string, owned bool) *node {
 	m := b.c.shared
 	if owned {
 		m = b.c.owned
@@ -39,20 +37,15 @@ func (b *builder) node(name string, owned bool) (*node, map[rrKey]bool) {
 			b.skip("conflict", name, "the Corefile's ns line already defines this name")
 		}
 	}
-	s := b.seen[name]
-	if s == nil {
-		s = map[rrKey]bool{}
-		b.seen[name] = s
-	}
-	return n, s
+	return n
 }
 
 // compile turns one host's documents into the records it contributes, as
 // the README lays them out (README.md#names-and-answers). Names that do not fit DNS's limits
 // are left out and returned in skipped, with the reason.
-func (z *Zone) compile(data *hostDocs) (c *contribution, skipped map[skipKey]string) {
-	b := &builder{z: z, c: &contribution{owned: map[string]*node{}, shared: map[string]*node{}, aliases: map[string]aliasPart{}},
-		seen: map[string]map[rrKey]bool{}, skipped: map[skipKey]string{}}
+func (z *Zone) compile(data *hostDocs) (c *compiled, skipped map[skipKey]string) {
+	b := &builder{z: z, c: &compiled{owned: map[string]*node{}, shared: map[string]*node{}, aliases: map[string]aliasPart{}},
+		seen: map[*node]map[rrKey]bool{}, skipped: map[skipKey]string{}}
 	if data == nil {
 		return b.c, nil
 	}
@@ -60,12 +53,12 @@ func (z *Zone) compile(data *hostDocs) (c *contribution, skipped map[skipKey]str
 	if !b.fits("host", hostName) {
 		return b.c, b.skipped
 	}
-	hostNode, seen := b.node(hostName, true)
+	hostNode := b.node(hostName, true)
 	hostAddrs := map[netip.Addr]bool{}
 	for _, a := range data.Host.Addrs {
 		if b.publishable(hostName, a) {
 			hostAddrs[a] = true
-			hostNode.addOnce(z.addrRR(hostName, a), seen)
+			b.addOnce(hostNode, z.addrRR(hostName, a))
 		}
 	}
 	for _, ctr := range data.Containers {
@@ -84,12 +77,12 @@ func (z *Zone) compile(data *hostDocs) (c *contribution, skipped map[skipKey]str
 func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool, ctr *record.Container) {
 	z := b.z
 	ctrName := ctr.Name + "." + hostName
-	ctrNode, seen := b.node(ctrName, true)
+	ctrNode := b.node(ctrName, true)
 	ports := make([]record.Port, 0, len(ctr.Ports))
 	for _, p := range ctr.Ports {
 		if b.publishable(ctrName, p.Addr) {
 			ports = append(ports, p)
-			ctrNode.addOnce(z.addrRR(ctrName, p.Addr), seen)
+			b.addOnce(ctrNode, z.addrRR(ctrName, p.Addr))
 		}
 	}
 	// A service name too long for the zone, or that the ownership policy
@@ -118,23 +111,22 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 	// host's name; one bound on another specific address through the
 	// container's own name, which resolves to the addresses its ports use.
 	hostNode := b.c.owned[hostName]
-	srv := func(n *node, seen map[rrKey]bool, owner string, prio, weight int, p record.Port) {
+	srv := func(n *node, owner string, prio, weight int, p record.Port) {
 		target, tnode := hostName, hostNode
 		if !hostAddrs[p.Addr] {
 			target, tnode = ctrName, ctrNode
 		}
-		n.addOnce(&dns.SRV{Hdr: z.hdr(owner, dns.TypeSRV), Priority: uint16(prio),
-			Weight: uint16(weight), Port: uint16(p.HostPort), Target: target}, seen)
-		for _, rr := range tnode.a {
-			n.glueOnce(rr, seen)
+		b.addOnce(n, &dns.SRV{Hdr: z.hdr(owner, dns.TypeSRV), Priority: uint16(prio),
+			Weight: uint16(weight), Port: uint16(p.HostPort), Target: target})
+		for _, rr := range tnode.records(kindA) {
+			b.glueOnce(n, rr)
 		}
-		for _, rr := range tnode.aaaa {
-			n.glueOnce(rr, seen)
+		for _, rr := range tnode.records(kindAAAA) {
+			b.glueOnce(n, rr)
 		}
 	}
 	addSRV := func(owner string, owned bool, p record.Port) {
-		n, seen := b.node(owner, owned)
-		srv(n, seen, owner, prio, weight, p)
+		srv(b.node(owner, owned), owner, prio, weight, p)
 	}
 	for _, p := range ports {
 		addSRV(ctrName, true, p)
@@ -147,8 +139,7 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 		b.alias(host, ctr, alias, ports, srv)
 	}
 	for _, p := range ports {
-		svc, seen := b.node(svcName, false)
-		svc.addOnce(z.addrRR(svcName, p.Addr), seen)
+		b.addOnce(b.node(svcName, false), z.addrRR(svcName, p.Addr))
 		addSRV(svcName, false, p)
 
 		proto := "._" + p.Proto + "."
@@ -173,12 +164,10 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 			continue
 		}
 		browse := dnssdServices + z.origin
-		n, seen := b.node(browse, false)
-		n.addOnce(&dns.PTR{Hdr: z.hdr(browse, dns.TypePTR), Ptr: svcType}, seen)
-		n, seen = b.node(svcType, false)
-		n.addOnce(&dns.PTR{Hdr: z.hdr(svcType, dns.TypePTR), Ptr: instance}, seen)
-		inst, seen := b.node(instance, true)
-		inst.addOnce(&dns.TXT{Hdr: z.hdr(instance, dns.TypeTXT), Txt: txt}, seen)
+		b.addOnce(b.node(browse, false), &dns.PTR{Hdr: z.hdr(browse, dns.TypePTR), Ptr: svcType})
+		b.addOnce(b.node(svcType, false), &dns.PTR{Hdr: z.hdr(svcType, dns.TypePTR), Ptr: instance})
+		inst := b.node(instance, true)
+		b.addOnce(inst, &dns.TXT{Hdr: z.hdr(instance, dns.TypeTXT), Txt: txt})
 		addSRV(instance, true, p)
 	}
 }
@@ -198,7 +187,7 @@ func (b *builder) fits(kind, name string) bool {
 
 // srvFunc adds to n (under owner) the SRV record of port p at the given
 // priority and weight, with its target's addresses as glue.
-type srvFunc func(n *node, seen map[rrKey]bool, owner string, prio, weight int, p record.Port)
+type srvFunc func(n *node, owner string, prio, weight int, p record.Port)
 
 // alias gives the container's service the extra name alias: the service's
 // own addresses and SRV records, by port number and name too (no DNS-SD:
@@ -218,34 +207,29 @@ func (b *builder) alias(host string, ctr *record.Container, alias string, ports 
 		b.skip("refused", name, err.Error())
 		return
 	}
-	add := func(owner string) (*node, map[rrKey]bool) {
+	add := func(owner string) *node {
 		if z.static[owner] {
 			b.skip("conflict", owner, "the Corefile's ns line already defines this name")
-			return nil, nil
+			return nil
 		}
 		part, ok := b.c.aliases[owner]
 		if ok && part.service != ctr.Service {
 			b.skip("conflict", owner, "alias of "+ctr.Service+": another container of this host has it for "+part.service)
-			return nil, nil
+			return nil
 		}
 		if !ok {
 			part = aliasPart{service: ctr.Service, n: &node{}}
 			b.c.aliases[owner] = part
 		}
-		s := b.seen[owner+"\x00alias"]
-		if s == nil {
-			s = map[rrKey]bool{}
-			b.seen[owner+"\x00alias"] = s
-		}
-		return part.n, s
+		return part.n
 	}
 	for _, p := range ports {
-		n, seen := add(name)
+		n := add(name)
 		if n == nil {
 			return
 		}
-		n.addOnce(z.addrRR(name, p.Addr), seen)
-		srv(n, seen, name, prio, weight, p)
+		b.addOnce(n, z.addrRR(name, p.Addr))
+		srv(n, name, prio, weight, p)
 		proto := "._" + p.Proto + "."
 		owners := []string{"_" + strconv.Itoa(p.Port) + proto + name}
 		if p.Name != "" {
@@ -255,8 +239,8 @@ func (b *builder) alias(host string, ctr *record.Container, alias string, ports 
 			if !b.fits("alias", owner) {
 				continue
 			}
-			if n, seen := add(owner); n != nil {
-				srv(n, seen, owner, prio, weight, p)
+			if n := add(owner); n != nil {
+				srv(n, owner, prio, weight, p)
 			}
 		}
 	}
@@ -271,6 +255,60 @@ func (b *builder) publishable(name string, a netip.Addr) bool {
 		b.skip(class, name, record.Publishable(a, b.z.allowLoopback).Error())
 		return false
 	}
+	return true
+}
+
+// addOnce adds rr to n unless an identical record is already there: a port
+// bound on both 0.0.0.0 and :: gives the same SRV twice, and instances on
+// one host share its addresses. A node has one TXT record, so TXT needs no
+// key beyond its type. Most nodes hold a few records and are searched; a
+// large one (a DNS-SD list of a host of many containers) gets a set.
+func (b *builder) addOnce(n *node, rr dns.RR) {
+	if b.first(n, keyOf(rr, false)) {
+		n.add(rr)
+	}
+}
+
+func (b *builder) glueOnce(n *node, rr dns.RR) {
+	if b.first(n, keyOf(rr, true)) {
+		n.addGlue(rr)
+	}
+}
+
+// searchMax is the most records a node is searched through for a
+// duplicate; a larger one gets a set.
+const searchMax = 16
+
+// first reports whether n has no record (glue if k.glue) of key k, and
+// notes it.
+func (b *builder) first(n *node, k rrKey) bool {
+	set := b.seen[n]
+	if set == nil {
+		in := n.records(kindOf(k.rrtype))
+		if k.glue {
+			in = n.glue()
+		}
+		if len(in) < searchMax {
+			for _, rr := range in {
+				if keyOf(rr, k.glue) == k {
+					return false
+				}
+			}
+			return true
+		}
+		set = make(map[rrKey]bool, 2*len(n.rrs))
+		for _, rr := range n.all() {
+			set[keyOf(rr, false)] = true
+		}
+		for _, rr := range n.glue() {
+			set[keyOf(rr, true)] = true
+		}
+		b.seen[n] = set
+	}
+	if set[k] {
+		return false
+	}
+	set[k] = true
 	return true
 }
 

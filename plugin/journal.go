@@ -22,21 +22,21 @@ func (d *zoneDelta) addName(was, is *node) {
 		return
 	}
 	var oldRRs, newRRs []dns.RR
-	if was != nil && is != nil && was.parts != nil && is.parts != nil {
-		kept := make(map[*node]bool, len(is.parts))
-		for _, p := range is.parts {
-			kept[p] = true
+	if was != nil && is != nil && was.lazy != nil && is.lazy != nil {
+		kept := make(map[*node]bool, len(is.lazy.parts))
+		for _, p := range is.lazy.parts {
+			kept[p.n] = true
 		}
-		for _, p := range was.parts {
-			if kept[p] {
-				delete(kept, p) // in both: no difference
+		for _, p := range was.lazy.parts {
+			if kept[p.n] {
+				delete(kept, p.n) // in both: no difference
 			} else {
-				oldRRs = append(oldRRs, p.all()...)
+				oldRRs = append(oldRRs, p.n.all()...)
 			}
 		}
-		for _, p := range is.parts {
-			if kept[p] {
-				newRRs = append(newRRs, p.all()...)
+		for _, p := range is.lazy.parts {
+			if kept[p.n] {
+				newRRs = append(newRRs, p.n.all()...)
 			}
 		}
 	} else {

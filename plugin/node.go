@@ -8,36 +8,109 @@ import (
 	"github.com/miekg/dns"
 )
 
+// Kinds of record a node holds, in the order of its records: a node keeps
+// one slice, grouped by kind, so that it costs one small object and one
+// backing array however many types it has (the zone holds one node per
+// name, and most names have two or three records).
+const (
+	kindNS = iota
+	kindA
+	kindAAAA
+	kindSRV
+	kindTXT
+	kindPTR
+	kinds
+)
+
+func kindOf(rrtype uint16) int {
+	switch rrtype {
+	case dns.TypeNS:
+		return kindNS
+	case dns.TypeA:
+		return kindA
+	case dns.TypeAAAA:
+		return kindAAAA
+	case dns.TypeSRV:
+		return kindSRV
+	case dns.TypeTXT:
+		return kindTXT
+	case dns.TypePTR:
+		return kindPTR
+	}
+	return -1
+}
+
 // node holds the records of one owner name, built once when the data
 // changes and shared read-only by every query. A node with no records is an
 // empty non-terminal.
 type node struct {
-	a, aaaa, srv, txt, ptr, ns []dns.RR
-	glue                       []dns.RR // A/AAAA of SRV and NS targets, for the additional section
+	// rrs holds the records, grouped by kind (kindNS first), then the glue:
+	// A/AAAA of SRV and NS targets, for the additional section. end[k] is
+	// where kind k's records end; the glue runs from end[kinds-1].
+	rrs []dns.RR
+	end [kinds]uint32
 
 	// A large name that many hosts share (a DNS-SD service type lists every
 	// instance of the zone) keeps its hosts' parts, in host order, and joins
 	// their records on first use rather than at every change of any host:
 	// a change then costs the changed host's parts, not the zone's.
-	parts  []*node
-	count  int // records in parts
+	lazy *lazyJoin
+}
+
+// lazyJoin is a lazily joined node's parts.
+type lazyJoin struct {
+	parts  []part // never modified: update replaces the slice
+	count  int    // records in parts
 	joined sync.Once
 }
 
-// join puts a lazily merged node's records in place; every reader of the
-// record fields calls it first.
+// join puts a lazily joined node's records in place; every reader of rrs
+// and end calls it first.
 func (n *node) join() *node {
-	if n.parts != nil {
-		n.joined.Do(func() {
-			for _, p := range n.parts {
-				n.srv = append(n.srv, p.srv...)
-				n.txt = append(n.txt, p.txt...)
-				n.ptr = append(n.ptr, p.ptr...)
-				n.glue = append(n.glue, p.glue...)
-			}
+	if n.lazy != nil {
+		n.lazy.joined.Do(func() {
+			n.gather(n.lazy.parts, nil)
 		})
 	}
 	return n
+}
+
+// gather fills the empty node n with the records of parts, kind by kind and
+// in the parts' order, then their glue; keep, if not nil, says which
+// records of a kind go in.
+func (n *node) gather(parts []part, keep func(kind int, rr dns.RR) bool) {
+	size := 0
+	for _, p := range parts {
+		size += len(p.n.rrs)
+	}
+	n.rrs = make([]dns.RR, 0, size)
+	for k := range kinds {
+		for _, p := range parts {
+			for _, rr := range p.n.records(k) {
+				if keep == nil || keep(k, rr) {
+					n.rrs = append(n.rrs, rr)
+				}
+			}
+		}
+		n.end[k] = uint32(len(n.rrs))
+	}
+	for _, p := range parts {
+		n.rrs = append(n.rrs, p.n.glue()...)
+	}
+}
+
+// records returns the records of kind k. Like every slice a node hands
+// out, it has no room to append into: queries share it.
+func (n *node) records(k int) []dns.RR {
+	start := uint32(0)
+	if k > 0 {
+		start = n.end[k-1]
+	}
+	return n.rrs[start:n.end[k]:n.end[k]]
+}
+
+func (n *node) glue() []dns.RR {
+	return n.rrs[n.end[kinds-1]:len(n.rrs):len(n.rrs)]
 }
 
 func (n *node) empty() bool {
@@ -48,72 +121,50 @@ func (n *node) size() int {
 	switch {
 	case n == nil:
 		return 0
-	case n.parts != nil:
-		return n.count
+	case n.lazy != nil:
+		return n.lazy.count
 	}
-	return len(n.a) + len(n.aaaa) + len(n.srv) + len(n.txt) + len(n.ptr) + len(n.ns)
+	return int(n.end[kinds-1])
 }
 
 // answer returns the records of qtype and their additional records.
 func (n *node) answer(qtype uint16) (answer, extra []dns.RR) {
 	n.join()
 	switch qtype {
-	case dns.TypeA:
-		return n.a, nil
-	case dns.TypeAAAA:
-		return n.aaaa, nil
 	case dns.TypeSRV:
-		return n.srv, n.glue
-	case dns.TypeTXT:
-		return n.txt, nil
-	case dns.TypePTR:
-		return n.ptr, nil
+		return n.records(kindSRV), n.glue()
 	case dns.TypeNS:
-		return n.ns, n.glue
+		return n.records(kindNS), n.glue()
 	case dns.TypeANY:
 		return n.all(), nil
+	}
+	if k := kindOf(qtype); k >= 0 {
+		return n.records(k), nil
 	}
 	return nil, nil
 }
 
+// all returns every record but the glue: NS, A, AAAA, SRV, TXT, PTR.
 func (n *node) all() []dns.RR {
 	n.join()
-	return slices.Concat(n.ns, n.a, n.aaaa, n.srv, n.txt, n.ptr)
+	return n.rrs[:n.end[kinds-1]:n.end[kinds-1]]
 }
 
+// add puts rr after the records of its kind; a node is built by one
+// goroutine before any query sees it.
 func (n *node) add(rr dns.RR) {
-	switch rr.(type) {
-	case *dns.A:
-		n.a = append(n.a, rr)
-	case *dns.AAAA:
-		n.aaaa = append(n.aaaa, rr)
-	case *dns.SRV:
-		n.srv = append(n.srv, rr)
-	case *dns.TXT:
-		n.txt = append(n.txt, rr)
-	case *dns.PTR:
-		n.ptr = append(n.ptr, rr)
-	case *dns.NS:
-		n.ns = append(n.ns, rr)
+	k := kindOf(rr.Header().Rrtype)
+	if k < 0 {
+		return
+	}
+	n.rrs = slices.Insert(n.rrs, int(n.end[k]), rr)
+	for ; k < kinds; k++ {
+		n.end[k]++
 	}
 }
 
-// addOnce adds rr unless an identical record is already there: a port bound
-// on both 0.0.0.0 and :: gives the same SRV twice, and instances on one host
-// share its addresses. A node has one TXT record, so TXT needs no key beyond
-// its type.
-func (n *node) addOnce(rr dns.RR, seen map[rrKey]bool) {
-	if k := keyOf(rr, false); !seen[k] {
-		seen[k] = true
-		n.add(rr)
-	}
-}
-
-func (n *node) glueOnce(rr dns.RR, seen map[rrKey]bool) {
-	if k := keyOf(rr, true); !seen[k] {
-		seen[k] = true
-		n.glue = append(n.glue, rr)
-	}
+func (n *node) addGlue(rr dns.RR) {
+	n.rrs = append(n.rrs, rr)
 }
 
 // rrKey identifies a record within one owner name (all records of a node

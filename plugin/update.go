@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/berthdns/berth/record"
@@ -18,10 +17,10 @@ type hostDocs struct {
 	Containers []*record.Container // sorted by ID
 }
 
-// contribution is what one host adds to the zone: names that only it has,
-// its parts of names that several hosts share (services, DNS-SD), and its
-// parts of names that are aliases of its services.
-type contribution struct {
+// compiled is what one host adds to the zone, as compile builds it: names
+// that only it has, its parts of names that several hosts share (services,
+// DNS-SD), and its parts of names that are aliases of its services.
+type compiled struct {
 	owned   map[string]*node
 	shared  map[string]*node
 	aliases map[string]aliasPart
@@ -31,6 +30,44 @@ type contribution struct {
 type aliasPart struct {
 	service string
 	n       *node
+}
+
+// contribution is what the zone keeps of a host's compiled records: only
+// their names, to take them out at the host's next update. The nodes are
+// in names (owned) and shared (parts); the names are the keys' strings.
+type contribution struct {
+	owned, shared []string
+	aliases       []aliasName
+}
+
+// aliasName is a name a host has as an alias of service.
+type aliasName struct{ name, service string }
+
+func (c *compiled) empty() bool {
+	return len(c.owned) == 0 && len(c.shared) == 0 && len(c.aliases) == 0
+}
+
+func (c *compiled) names() *contribution {
+	k := &contribution{owned: make([]string, 0, len(c.owned)), shared: make([]string, 0, len(c.shared)),
+		aliases: make([]aliasName, 0, len(c.aliases))}
+	for name := range c.owned {
+		k.owned = append(k.owned, name)
+	}
+	for name := range c.shared {
+		k.shared = append(k.shared, name)
+	}
+	for name, a := range c.aliases {
+		k.aliases = append(k.aliases, aliasName{name, a.service})
+	}
+	return k
+}
+
+// part is one host's part of a shared name, under its partKey. A shared
+// name's parts are kept sorted by key, in a slice that is never modified
+// once made: a lazily joined node holds it.
+type part struct {
+	key string
+	n   *node
 }
 
 // partKey is the key of a host's part of a shared name: the host, or for
@@ -51,7 +88,7 @@ func partKey(host, aliasOf string) string {
 // changed. Only one goroutine may call update and MarkLoaded.
 func (z *Zone) update(updates map[string]*hostDocs, index uint64) bool {
 	changed := map[string]*node{}
-	touched := map[string]bool{}
+	edits := map[string][]part{} // shared name -> its parts that change (n nil: removed), in order
 	for host, data := range updates {
 		old := z.hosts[host]
 		if old == nil {
@@ -59,33 +96,36 @@ func (z *Zone) update(updates map[string]*hostDocs, index uint64) bool {
 		}
 		cur, skipped := z.compile(data)
 		z.reportSkipped(host, skipped)
-		if data == nil || (len(cur.owned) == 0 && len(cur.shared) == 0 && len(cur.aliases) == 0) {
+		if data == nil || cur.empty() {
 			delete(z.hosts, host)
 		} else {
-			z.hosts[host] = cur
+			z.hosts[host] = cur.names()
 		}
 		// Owned names contain the host's own label: no other host has them.
-		for name := range old.owned {
+		for _, name := range old.owned {
 			changed[name] = nil
 		}
 		for name, n := range cur.owned {
 			changed[name] = n
 		}
-		for name := range mergeKeys(old.shared, cur.shared) {
-			touched[name] = true
-			z.setPart(name, host, cur.shared[name])
+		for _, name := range old.shared {
+			if cur.shared[name] == nil {
+				edits[name] = append(edits[name], part{host, nil})
+			}
 		}
-		for name, a := range old.aliases {
-			touched[name] = true
-			delete(z.shared[name], partKey(host, a.service))
+		for name, n := range cur.shared {
+			edits[name] = append(edits[name], part{host, n})
+		}
+		for _, a := range old.aliases {
+			edits[a.name] = append(edits[a.name], part{partKey(host, a.service), nil})
 		}
 		for name, a := range cur.aliases {
-			touched[name] = true
-			z.setPart(name, partKey(host, a.service), a.n)
+			edits[name] = append(edits[name], part{partKey(host, a.service), a.n})
 		}
 	}
-	for name := range touched {
-		if parts := z.shared[name]; len(parts) > 0 {
+	for name, e := range edits {
+		if parts := editParts(z.shared[name], e); len(parts) > 0 {
+			z.shared[name] = parts
 			n, dropped := merge(name, parts)
 			changed[name] = n
 			z.reportConflicts(name, dropped)
@@ -98,18 +138,30 @@ func (z *Zone) update(updates map[string]*hostDocs, index uint64) bool {
 	return z.install(changed, index)
 }
 
-// setPart sets (n nil: removes) the part under key of the shared name.
-func (z *Zone) setPart(name, key string, n *node) {
-	parts := z.shared[name]
-	if n == nil {
-		delete(parts, key)
-		return
+// editParts returns a new slice of parts, sorted by key, with edits made
+// (a part of nil node removes its key; of one key, the last edit counts):
+// linear in the parts, so a batch that touches a name many times (the first
+// load, every host adding to a DNS-SD list) makes it once.
+func editParts(parts, edits []part) []part {
+	slices.SortStableFunc(edits, func(a, b part) int { return strings.Compare(a.key, b.key) })
+	out := make([]part, 0, len(parts)+len(edits))
+	i := 0
+	for j, e := range edits {
+		if j+1 < len(edits) && edits[j+1].key == e.key {
+			continue
+		}
+		for i < len(parts) && parts[i].key < e.key {
+			out = append(out, parts[i])
+			i++
+		}
+		if i < len(parts) && parts[i].key == e.key {
+			i++
+		}
+		if e.n != nil {
+			out = append(out, e)
+		}
 	}
-	if parts == nil {
-		parts = map[string]*node{}
-		z.shared[name] = parts
-	}
-	parts[key] = n
+	return append(out, parts[i:]...)
 }
 
 // reportConflicts reports the alias parts merge left out of name, once
@@ -144,17 +196,6 @@ func (z *Zone) reportSkipped(host string, skipped map[skipKey]string) {
 	} else {
 		z.skipped[host] = skipped
 	}
-}
-
-func mergeKeys(a, b map[string]*node) map[string]bool {
-	keys := make(map[string]bool, len(a)+len(b))
-	for k := range a {
-		keys[k] = true
-	}
-	for k := range b {
-		keys[k] = true
-	}
-	return keys
 }
 
 // install applies changed (name -> node, nil to remove), keeps empty
@@ -274,46 +315,41 @@ func sameRecords(a, b *node) bool {
 	if a.size() != b.size() {
 		return false
 	}
-	if a.parts != nil && b.parts != nil {
+	if a.lazy != nil && b.lazy != nil {
 		// Every record of a part names its host, so parts of different
 		// hosts never hold the same records: compare them in place.
-		return slices.EqualFunc(a.parts, b.parts, func(p, q *node) bool { return p == q || sameRecords(p, q) })
+		return slices.EqualFunc(a.lazy.parts, b.lazy.parts, func(p, q part) bool { return p.n == q.n || sameRecords(p.n, q.n) })
 	}
 	a, b = a.join(), b.join()
-	if len(a.glue) != len(b.glue) {
-		return false
-	}
-	same := func(x, y []dns.RR) bool {
-		return slices.EqualFunc(x, y, func(p, q dns.RR) bool {
-			return p == q || (dns.IsDuplicate(p, q) && p.Header().Ttl == q.Header().Ttl)
-		})
-	}
-	return same(a.a, b.a) && same(a.aaaa, b.aaaa) && same(a.srv, b.srv) && same(a.txt, b.txt) &&
-		same(a.ptr, b.ptr) && same(a.ns, b.ns) && same(a.glue, b.glue)
+	// Records are grouped by kind, so equal ends and equal records in
+	// order are equal records of each type, and equal glue.
+	return a.end == b.end && slices.EqualFunc(a.rrs, b.rrs, func(p, q dns.RR) bool {
+		return p == q || (dns.IsDuplicate(p, q) && p.Header().Ttl == q.Header().Ttl)
+	})
 }
 
 // lazyJoinMin is the size from which a shared name without addresses is
-// joined on first use (see node.parts) rather than when it changes.
+// joined on first use (see node.lazy) rather than when it changes.
 const lazyJoinMin = 256
 
-// merge joins several hosts' parts of one shared name, in host order so the
-// result does not depend on map order. Records of different hosts can only
-// coincide as addresses (two hosts binding one address) and as DNS-SD
-// service types in the browsing list; SRV and PTR records and glue name
-// their host, so they are appended without a check: merging stays linear in
-// the records of the name. A large name with neither (the zone-wide DNS-SD
-// instance lists, a service's SRV names) is left to join on first use.
+// merge joins several hosts' parts of one shared name, in key (host) order
+// so the result does not depend on map order. Records of different hosts
+// can only coincide as addresses (two hosts binding one address) and as
+// DNS-SD service types in the browsing list; SRV and PTR records and glue
+// name their host, so they are taken without a check: merging stays linear
+// in the records of the name. A large name with neither (the zone-wide
+// DNS-SD instance lists, a service's SRV names) is left to join on first
+// use; a name of one part is that part.
 //
 // A name some service claims is that service's: aliases of other services
 // on it are dropped; a name only aliases claim goes to the first service
 // (by name) they stand for. merge returns the keys of the parts it dropped.
-func merge(name string, parts map[string]*node) (*node, []string) {
+func merge(name string, parts []part) (*node, []string) {
 	browse := strings.HasPrefix(name, dnssdServices)
-	hosts := make([]string, 0, len(parts))
 	var dropped []string
 	service, aliasOnly := "", true // the service the name's alias parts may stand for
-	for key := range parts {
-		_, aliasOf, alias := strings.Cut(key, "\x00")
+	for _, p := range parts {
+		_, aliasOf, alias := strings.Cut(p.key, "\x00")
 		switch {
 		case !alias:
 			aliasOnly = false
@@ -321,64 +357,62 @@ func merge(name string, parts map[string]*node) (*node, []string) {
 			service = aliasOf
 		}
 	}
-	for key := range parts {
-		if _, aliasOf, alias := strings.Cut(key, "\x00"); alias && (!aliasOnly || aliasOf != service) {
-			dropped = append(dropped, key)
+	kept := parts
+	for i, p := range parts {
+		if _, aliasOf, alias := strings.Cut(p.key, "\x00"); alias && (!aliasOnly || aliasOf != service) {
+			if dropped == nil {
+				kept = parts[:i:i]
+			}
+			dropped = append(dropped, p.key)
 			continue
 		}
-		hosts = append(hosts, key)
-	}
-	slices.Sort(dropped)
-	var size struct{ a, aaaa, srv, ptr, txt, glue int }
-	for _, h := range hosts {
-		p := parts[h]
-		size.a += len(p.a)
-		size.aaaa += len(p.aaaa)
-		size.srv += len(p.srv)
-		size.ptr += len(p.ptr)
-		size.txt += len(p.txt)
-		size.glue += len(p.glue)
-	}
-	sort.Strings(hosts)
-	if count := size.srv + size.ptr + size.txt; !browse && size.a+size.aaaa == 0 && count >= lazyJoinMin {
-		m := &node{parts: make([]*node, len(hosts)), count: count}
-		for i, h := range hosts {
-			m.parts[i] = parts[h]
+		if dropped != nil {
+			kept = append(kept, p)
 		}
-		return m, dropped
 	}
-	m := &node{
-		a: make([]dns.RR, 0, size.a), aaaa: make([]dns.RR, 0, size.aaaa), srv: make([]dns.RR, 0, size.srv),
-		ptr: make([]dns.RR, 0, size.ptr), txt: make([]dns.RR, 0, size.txt), glue: make([]dns.RR, 0, size.glue),
+	if len(kept) == 1 {
+		// Within one host's part, compile left out duplicates already.
+		return kept[0].n, dropped
 	}
-	addrs := map[netip.Addr]bool{}
-	ptrs := map[string]bool{}
-	for _, h := range hosts {
-		p := parts[h]
-		for _, rr := range p.a {
-			if a, _ := netip.AddrFromSlice(rr.(*dns.A).A); !addrs[a] {
-				addrs[a] = true
-				m.a = append(m.a, rr)
+	var addrs, count int
+	for _, p := range kept {
+		addrs += len(p.n.records(kindA)) + len(p.n.records(kindAAAA))
+		count += p.n.size()
+	}
+	if !browse && addrs == 0 && count >= lazyJoinMin {
+		return &node{lazy: &lazyJoin{parts: kept, count: count}}, dropped
+	}
+	var seenAddr map[netip.Addr]bool
+	var seenPTR map[string]bool
+	m := &node{}
+	m.gather(kept, func(kind int, rr dns.RR) bool {
+		var a netip.Addr
+		switch {
+		case kind == kindA:
+			a, _ = netip.AddrFromSlice(rr.(*dns.A).A)
+		case kind == kindAAAA:
+			a, _ = netip.AddrFromSlice(rr.(*dns.AAAA).AAAA)
+		case kind == kindPTR && browse:
+			if seenPTR == nil {
+				seenPTR = map[string]bool{}
 			}
-		}
-		for _, rr := range p.aaaa {
-			if a, _ := netip.AddrFromSlice(rr.(*dns.AAAA).AAAA); !addrs[a] {
-				addrs[a] = true
-				m.aaaa = append(m.aaaa, rr)
+			t := rr.(*dns.PTR).Ptr
+			if seenPTR[t] {
+				return false
 			}
+			seenPTR[t] = true
+			return true
+		default:
+			return true
 		}
-		if !browse {
-			m.ptr = append(m.ptr, p.ptr...)
+		if seenAddr == nil {
+			seenAddr = map[netip.Addr]bool{}
 		}
-		for _, rr := range p.ptr {
-			if t := rr.(*dns.PTR).Ptr; browse && !ptrs[t] {
-				ptrs[t] = true
-				m.ptr = append(m.ptr, rr)
-			}
+		if seenAddr[a] {
+			return false
 		}
-		m.srv = append(m.srv, p.srv...)
-		m.txt = append(m.txt, p.txt...)
-		m.glue = append(m.glue, p.glue...)
-	}
+		seenAddr[a] = true
+		return true
+	})
 	return m, dropped
 }

@@ -35,7 +35,7 @@ type Zone struct {
 
 	// Only the updating goroutine uses the fields below.
 	hosts  map[string]*contribution    // what each host contributes
-	shared map[string]map[string]*node // shared name -> host -> its part
+	shared map[string][]part           // shared name -> its hosts' parts, by key
 	below  map[string]int              // name -> number of names with records strictly below it
 	static map[string]bool             // names set by the Corefile, never overridden
 	policy *record.Policy              // who may publish which service names
@@ -66,7 +66,7 @@ func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason
 		origin: origin, ttl: ttl,
 		names:     map[string]*node{},
 		hosts:     map[string]*contribution{},
-		shared:    map[string]map[string]*node{},
+		shared:    map[string][]part{},
 		below:     map[string]int{},
 		static:    map[string]bool{},
 		skip:      skip,
@@ -80,11 +80,11 @@ func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason
 	apex := &node{}
 	for _, ns := range nameservers {
 		name := strings.ToLower(dns.Fqdn(ns.Name))
-		apex.ns = append(apex.ns, &dns.NS{Hdr: z.hdr(origin, dns.TypeNS), Ns: name})
+		apex.add(&dns.NS{Hdr: z.hdr(origin, dns.TypeNS), Ns: name})
 		glue := &node{}
 		for _, a := range ns.Addrs {
 			rr := z.addrRR(name, a)
-			apex.glue = append(apex.glue, rr)
+			apex.addGlue(rr)
 			glue.add(rr)
 		}
 		if dns.IsSubDomain(origin, name) && name != origin && !glue.empty() {
@@ -138,7 +138,7 @@ func (z *Zone) addrRR(name string, a netip.Addr) dns.RR {
 func (z *Zone) newSOA(serial uint32) *dns.SOA {
 	return &dns.SOA{
 		Hdr:     z.hdr(z.origin, dns.TypeSOA),
-		Ns:      z.ns.ns[0].(*dns.NS).Ns,
+		Ns:      z.ns.records(kindNS)[0].(*dns.NS).Ns,
 		Mbox:    "hostmaster." + z.origin,
 		Serial:  serial,
 		Refresh: z.timers.refresh, Retry: z.timers.retry, Expire: z.timers.expire,

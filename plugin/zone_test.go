@@ -973,7 +973,7 @@ func TestZoneLazyJoin(t *testing.T) {
 		return got
 	}
 	z.mu.RLock()
-	lazy := z.names[svcType].parts != nil
+	lazy := z.names[svcType].lazy != nil
 	z.mu.RUnlock()
 	if !lazy {
 		t.Fatalf("%s (%d records) is not joined lazily", svcType, hosts*perHost)
