@@ -34,11 +34,11 @@ type Zone struct {
 	records atomic.Int64 // resource records indexed, kept by install
 
 	// Only the updating goroutine uses the fields below.
-	hosts  map[string]*contribution    // what each host contributes
-	shared map[string][]part           // shared name -> its hosts' parts, by key
-	below  map[string]int              // name -> number of names with records strictly below it
-	static map[string]bool             // names set by the Corefile, never overridden
-	policy *record.Policy              // who may publish which service names
+	hosts  map[string]*contribution // what each host contributes
+	shared map[string][]part        // shared name -> its hosts' parts, by key
+	below  map[string]int           // name -> number of names with records strictly below it
+	static map[string]bool          // names set by the Corefile, never overridden
+	policy *record.Policy           // who may publish which service names
 	// allowLoopback publishes loopback addresses (the Corefile's
 	// allow_loopback, for a single machine); set before the first update.
 	allowLoopback bool
