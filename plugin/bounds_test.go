@@ -158,31 +158,28 @@ func TestReporterForgets(t *testing.T) {
 	wt := newWatcher(kv, kvPrefix, []*Zone{z}, time.Hour, func() {}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, _, err := wt.fullLoad(ctx); err != nil {
+	if _, err := wt.fullLoad(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	if n := wt.reports.size(); n != 500 {
 		t.Fatalf("reporter remembers %d bad keys, want 500", n)
 	}
 	publish(t, kv, h, dels...)
-	index, _, err := wt.fullLoad(ctx)
-	if err != nil {
+	if _, err := wt.fullLoad(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	if n := wt.reports.size(); n != 0 {
 		t.Errorf("after the bad keys were deleted the reporter remembers %d", n)
 	}
 	publish(t, kv, h, rawOp("h1", fmt.Sprintf("%064x", 1), "still not json"))
-	if _, err := wt.watchOnce(ctx, index-1); err != nil {
-		t.Fatal(err)
-	}
+	poll(ctx, t, wt)
 	if n := wt.reports.size(); n != 1 {
 		t.Errorf("one bad key again: the reporter remembers %d", n)
 	}
 	if _, err := kv.Delete(record.HostKey(kvPrefix, "h1"), nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := wt.fullLoad(ctx); err != nil {
+	if _, err := wt.fullLoad(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	if n := wt.reports.size(); n != 0 {

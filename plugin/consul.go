@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/berthdns/berth/record"
 	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -16,6 +17,12 @@ import (
 // blocking query's wait, whose transport counts response bytes by request
 // kind and enforces a request's byte limit (see withRequest).
 func newConsulClient(cfg *api.Config) (*api.Client, error) {
+	if cfg.Transport != nil {
+		// One connection per blocking query (layout 1's list and every
+		// shard) and per fetch in flight stays open between reads rather
+		// than being closed and dialled again at each change.
+		cfg.Transport.MaxIdleConnsPerHost = record.ShardCount + 1 + fetchParallel + 2
+	}
 	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
@@ -32,8 +39,9 @@ func newConsulClient(cfg *api.Config) (*api.Client, error) {
 
 // Kinds of Consul request, the label of consulBytes.
 const (
-	requestWatch  = "watch"  // the host list
-	requestHost   = "host"   // one host's container documents
+	requestWatch  = "watch"  // layout 1's host list
+	requestShard  = "shard"  // one shard of layout 2's host index (keys only)
+	requestHost   = "host"   // one host's documents
 	requestPolicy = "policy" // the ownership policy
 )
 

@@ -15,7 +15,10 @@
 //   - journal.go: the differences behind recent serials, for IXFR.
 //   - xfr.go: zone transfers (AXFR, IXFR) for the transfer plugin.
 //   - notify.go: NOTIFY to the transfer plugin's secondaries, coalesced.
-//   - watch.go: the watcher: the host list, per-host fetches and bounds.
+//   - watch.go: the watcher: its main loop, rounds of per-host fetches,
+//     their bounds, and the safety-net resync.
+//   - index.go: the host index in both KV layouts, one follower (blocking
+//     query) per source, and the index-reset rule (nextWaitIndex).
 //   - policy.go: following the service ownership policy document.
 //   - check.go: Check, the zone's rules for tools (berth check) without a server.
 //   - report.go: reporting bad data once, with rate-limited logs.

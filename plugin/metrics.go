@@ -25,7 +25,7 @@ var (
 	})
 	watchRestarts = promauto.NewCounter(prometheus.CounterOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "watch_restarts_total",
-		Help: "Times the blocking query on the host list started over (after an error or an index reset).",
+		Help: "Times a blocking query on the host index started over (after an error or an index reset).",
 	})
 	invalidRecords = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "invalid_records_total",
@@ -57,7 +57,7 @@ var (
 	})
 	consulBytes = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "consul_received_bytes_total",
-		Help: "Response bytes read from Consul, by request: watch (the host list), host (one host's containers), policy (the ownership policy).",
+		Help: "Response bytes read from Consul, by request: watch (layout 1's host list), shard (layout 2's shard key lists), host (one host's documents), policy (the ownership policy).",
 	}, []string{"request"})
 )
 

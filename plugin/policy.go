@@ -2,7 +2,6 @@ package berth
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/berthdns/berth/record"
@@ -54,8 +53,8 @@ func (w *watcher) readPolicy(ctx context.Context, waitIndex uint64, last *policy
 
 // watchPolicy follows the policy document with blocking reads (at most one
 // a second: reads of a missing key return at every KV write) and hands
-// each change to the main loop, waking it from its own blocking read. Its
-// errors are the main loop's to report: both talk to the same Consul.
+// each change to the main loop. Its errors are the main loop's to report:
+// both talk to the same Consul.
 func (w *watcher) watchPolicy(ctx context.Context, index uint64, last *policyUpdate) {
 	limit := rate.NewLimiter(rate.Every(time.Second), 1)
 	reports := newReporter()
@@ -69,10 +68,7 @@ func (w *watcher) watchPolicy(ctx context.Context, index uint64, last *policyUpd
 			continue
 		}
 		failures = 0
-		if next < index {
-			next = 0 // the index went backwards: read anew (see watchOnce)
-		}
-		index = next
+		index, _ = nextWaitIndex(index, next)
 		if u != nil {
 			last = u
 			select { // the newest policy replaces one not yet applied
@@ -80,7 +76,6 @@ func (w *watcher) watchPolicy(ctx context.Context, index uint64, last *policyUpd
 			default:
 			}
 			w.policyCh <- u
-			w.wake()
 		}
 	}
 }
@@ -108,20 +103,5 @@ func (w *watcher) applyPolicy(u *policyUpdate) {
 	for name, st := range w.hosts {
 		b[name] = st.data()
 	}
-	w.apply(b, w.lastIndex)
-}
-
-// wake ends the main loop's blocking read of the host list early, so that a
-// policy change is applied at once rather than at the read's timeout.
-func (w *watcher) wake() {
-	w.wakeMu.Lock()
-	defer w.wakeMu.Unlock()
-	if w.cancelRead != nil {
-		w.cancelRead()
-	}
-}
-
-// woken reports whether err ended a read that wake cut short.
-func woken(ctx, readCtx context.Context, err error) bool {
-	return err != nil && ctx.Err() == nil && errors.Is(readCtx.Err(), context.Canceled)
+	w.apply(b, w.index.dataIndex())
 }

@@ -129,7 +129,7 @@ func TestWatchPolicyBeforeFirstLoad(t *testing.T) {
 	wt := newWatcher(kv, kvPrefix, []*Zone{z}, time.Hour, func() {}, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, _, err := wt.fullLoad(ctx); err != nil {
+	if _, err := wt.fullLoad(ctx, false); err != nil {
 		t.Fatal(err)
 	}
 	if ans, _, _, _ := z.Lookup("web."+testOrigin, dns.TypeSRV); len(ans) != 0 {

@@ -3,6 +3,8 @@ package berth
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,15 +17,14 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// watchWait is how long one blocking query on the host list may wait; the
+// watchWait is how long one blocking query of the host index may wait; the
 // HTTP client's timeout sits just above it, so a Consul that hangs (an agent
 // whose servers vanished without closing their connections, say) is noticed
-// and reported stale within about this long. One idle query per 15 s is
-// cheap.
+// and reported stale within about this long. One idle query per source per
+// 15 s is cheap.
 const watchWait = 15 * time.Second
 
-// fetchParallel bounds the per-host fetches in flight after one change of
-// the host list.
+// fetchParallel bounds the per-host fetches in flight in one round.
 const fetchParallel = 8
 
 // maxHostBytes bounds one host's container documents as read from Consul
@@ -31,6 +32,10 @@ const fetchParallel = 8
 // broken; its read is cut off there, and the host keeps what was served
 // for it.
 const maxHostBytes = 16 << 20
+
+// maxHostDocBytes bounds the read of a host's layout 2 entry: its rev keys
+// and host document (one of at most record.MaxDocumentSize).
+const maxHostDocBytes = 1 << 20
 
 // hostByteRate is what a host's documents may cost in reads from Consul, on
 // average, with a burst of two full-size reads: far above what a host of
@@ -41,40 +46,46 @@ const maxHostBytes = 16 << 20
 // answers.
 const hostByteRate = 2 << 20
 
-// watcher keeps the zones equal to Consul KV: one blocking query on the
-// small host list, and for every host whose document changed one fetch of
-// that host's container documents (README.md#consul-kv). It alone
-// updates the zones.
+// watcher keeps the zones equal to Consul KV: it follows the host index in
+// both layouts (index.go), and for every host whose entry changed fetches
+// that host's documents (README.md#consul-kv). It alone updates the zones;
+// its main loop (run) owns every field below but the followers' channel.
 type watcher struct {
 	kv      *api.KV
 	prefix  string
 	zones   []*Zone
-	resync  time.Duration // safety-net full reload
-	limit   *rate.Limiter // re-fetch rate
+	resync  time.Duration // every host is read again within this long (the safety net)
 	loaded  func()        // called once after the first full load
 	changed func()        // called after a round that changed a zone's serial
 
+	index    *hostIndex
 	hosts    map[string]*appliedHost
 	reports  *reporter
 	fetches  map[string]*rate.Limiter // per host, bytes: see hostByteRate
 	deferred map[string]bool          // hosts changed but not fetched yet: over their rate
-	oversize map[string]uint64        // host -> the document index at which its subtree was over maxHostBytes
+	retry    map[string]bool          // hosts whose fetch failed, read again after a backoff
+	oversize map[string]string        // host -> the listed version at which its subtree was over maxHostBytes
 
 	// maxHostBytes and hostByteRate, which tests lower.
 	hostBytes, hostRate int64
-	lastIndex           uint64 // the host list's last Consul index, to notice one going backwards
 
 	policy   policyUpdate       // the ownership policy the zones have
 	policyCh chan *policyUpdate // from watchPolicy: a newer policy to apply
 
-	wakeMu     sync.Mutex
-	cancelRead context.CancelFunc // ends the blocking read of the host list in flight
+	reads      chan sourceRead    // from the followers (index.go)
+	gen        uint64             // the followers' generation: a full load starts a new one
+	stopFollow context.CancelFunc // ends the current generation
+	failing    map[string]bool    // sources whose last read failed
+	failures   int                // consecutive failed rounds, for the backoff and the logs
+	retryAt    time.Time          // when to read the hosts in retry again (or reload)
+	reload     bool               // a full load is due: Consul's index went backwards
+	resyncNext int                // the shard the rolling resync reads next
 }
 
 // appliedHost is what the watcher last applied for one host.
 type appliedHost struct {
 	doc        *record.Host
-	docIndex   uint64                       // ModifyIndex of the host document
+	version    string                       // the index's entry (listedHost.version) when fetched
 	containers string                       // signature of the container keys and their ModifyIndex
 	docs       map[string]*record.Container // by key: the last valid version of each
 }
@@ -82,14 +93,18 @@ type appliedHost struct {
 func newWatcher(kv *api.KV, prefix string, zones []*Zone, resync time.Duration, loaded, changed func()) *watcher {
 	return &watcher{
 		kv: kv, prefix: prefix, zones: zones, resync: resync, loaded: loaded, changed: changed,
-		limit:     rate.NewLimiter(rate.Every(50*time.Millisecond), 10),
+		index:     newHostIndex(prefix),
 		hosts:     map[string]*appliedHost{},
 		reports:   newReporter(),
 		fetches:   map[string]*rate.Limiter{},
-		oversize:  map[string]uint64{},
+		deferred:  map[string]bool{},
+		retry:     map[string]bool{},
+		oversize:  map[string]string{},
 		hostBytes: maxHostBytes, hostRate: hostByteRate,
 		policy:   policyUpdate{policy: record.OpenPolicy},
 		policyCh: make(chan *policyUpdate, 1),
+		reads:    make(chan sourceRead, record.ShardCount+1),
+		failing:  map[string]bool{},
 	}
 }
 
@@ -97,142 +112,254 @@ func newWatcher(kv *api.KV, prefix string, zones []*Zone, resync time.Duration, 
 const (
 	hostDocsReports = "/hosts"
 	policyReports   = "/policy"
+	shardReports    = "/shards/" // + the shard
 )
 
-// run watches until ctx ends. Errors back off with jitter and restart the
-// watch; the zones keep answering from the last good data meanwhile.
+// run watches until ctx ends. Failures back off with jitter; the zones
+// keep answering from the last good data meanwhile.
 func (w *watcher) run(ctx context.Context) {
-	var (
-		index    uint64
-		lastFull time.Time
-		failures int
-		loaded   bool
-	)
-	for ctx.Err() == nil {
-		select {
-		case u := <-w.policyCh:
-			w.applyPolicy(u)
-		default:
+	defer func() {
+		if w.stopFollow != nil {
+			w.stopFollow()
+		}
+	}()
+	var policyIndex uint64
+	for {
+		var err error
+		if policyIndex, err = w.fullLoad(ctx, false); err == nil {
+			break
+		}
+		if !w.failed(ctx, err, false) {
+			return
+		}
+	}
+	for _, z := range w.zones {
+		z.MarkLoaded()
+	}
+	w.loaded()
+	if w.policy.policy == record.OpenPolicy {
+		log.Warningf("no ownership policy at %s: any host may publish any service name (README: Security)", record.PolicyKey(w.prefix))
+	}
+	last := w.policy
+	go w.watchPolicy(ctx, policyIndex, &last)
+
+	// The safety net reads one shard's hosts again at a time, so that
+	// every host is read within resync at an even cost, not the whole
+	// prefix at once.
+	resync := time.NewTicker(max(w.resync/record.ShardCount, 10*time.Millisecond))
+	defer resync.Stop()
+	for {
+		retry := stoppedTimer()
+		if len(w.retry) > 0 || w.reload {
+			retry.Reset(time.Until(w.retryAt))
+		}
+		deferred := stoppedTimer()
+		if len(w.deferred) > 0 {
+			deferred.Reset(w.deferredWait())
 		}
 		var err error
-		if time.Since(lastFull) >= w.resync {
-			var policyIndex uint64
-			index, policyIndex, err = w.fullLoad(ctx)
-			if err == nil {
-				lastFull = time.Now()
-				if !loaded {
-					loaded = true
-					for _, z := range w.zones {
-						z.MarkLoaded()
-					}
-					w.loaded()
-					if w.policy.policy == record.OpenPolicy {
-						log.Warningf("no ownership policy at %s: any host may publish any service name (README: Security)", record.PolicyKey(w.prefix))
-					}
-					last := w.policy
-					go w.watchPolicy(ctx, policyIndex, &last)
-				}
+		select {
+		case <-ctx.Done():
+			return
+		case u := <-w.policyCh:
+			w.applyPolicy(u)
+		case r := <-w.reads:
+			err = w.handleReads(ctx, r)
+		case <-resync.C:
+			err = w.resyncShard(ctx)
+		case <-retry.C:
+			if w.reload {
+				_, err = w.fullLoad(ctx, true)
+			} else {
+				err = w.round(ctx, takeAll(&w.retry), changedOnly)
 			}
-		} else {
-			index, err = w.watchOnce(ctx, index)
+		case <-deferred.C:
+			err = w.round(ctx, maps.Clone(w.deferred), changedOnly)
 		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			failures++
-			consulErrors.Inc()
-			setStale(w.zones, true)
-			switch {
-			case failures == 1 && loaded:
-				log.Warningf("consul: %v; serving the last good data until it recovers", err)
-			case failures == 1:
-				log.Warningf("consul: %v; no data yet: answering SERVFAIL until the first load", err)
-			}
-			index = 0
-			watchRestarts.Inc()
-			sleep(ctx, watchBackoff.Delay(failures))
-			continue
-		}
-		if failures > 0 {
-			log.Infof("consul: recovered after %d failed attempts", failures)
-			failures = 0
-		}
-		setStale(w.zones, false)
-		if err := w.limit.Wait(ctx); err != nil {
+		retry.Stop()
+		deferred.Stop()
+		if err != nil && !w.failed(ctx, err, true) {
 			return
 		}
 	}
 }
 
-// watchOnce holds one blocking query on the host list and applies what
-// changed; it returns the index for the next query. A newer ownership
-// policy (wake) ends the query early, without an error.
-func (w *watcher) watchOnce(ctx context.Context, index uint64) (uint64, error) {
-	readCtx, cancel := context.WithCancel(ctx)
-	w.wakeMu.Lock()
-	w.cancelRead = cancel
-	w.wakeMu.Unlock()
-	defer func() {
-		w.wakeMu.Lock()
-		w.cancelRead = nil
-		w.wakeMu.Unlock()
-		cancel()
-	}()
-	q := (&api.QueryOptions{WaitIndex: index, WaitTime: w.waitTime(), AllowStale: true}).WithContext(readCtx)
-	pairs, meta, err := w.kv.List(record.HostsPrefix(w.prefix), q)
-	if woken(ctx, readCtx, err) {
-		return index, nil
+func stoppedTimer() *time.Timer {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}
+
+// failed counts and reports a failed read, marks the zones stale and, for
+// the first load, waits before the next attempt; it returns false once
+// ctx has ended.
+func (w *watcher) failed(ctx context.Context, err error, loaded bool) bool {
+	if ctx.Err() != nil {
+		return false
 	}
-	if err != nil {
-		return 0, err
+	w.failures++
+	w.retryAt = time.Now().Add(watchBackoff.Delay(w.failures))
+	consulErrors.Inc()
+	setStale(w.zones, true)
+	switch {
+	case w.failures == 1 && loaded:
+		log.Warningf("consul: %v; serving the last good data until it recovers", err)
+	case w.failures == 1:
+		log.Warningf("consul: %v; no data yet: answering SERVFAIL until the first load", err)
 	}
-	next := meta.LastIndex
-	reset := next < w.lastIndex
-	if reset {
-		// Consul's index went backwards (a restored snapshot, a rebuilt
-		// cluster): start the watch over rather than wait on a future
-		// index, and since ModifyIndex values of two histories cannot be
-		// compared, fetch every host again.
-		log.Warningf("consul: index went backwards from %d to %d; reloading every host", w.lastIndex, next)
-		watchRestarts.Inc()
-		next = 0
+	if !loaded {
+		sleep(ctx, watchBackoff.Delay(w.failures))
 	}
-	w.lastIndex = meta.LastIndex
-	hosts := w.decodeHosts(pairs)
-	var changed []string
-	deferred := map[string]bool{}
-	for name, h := range hosts {
-		st := w.hosts[name]
-		if !reset && st != nil && st.docIndex == h.index || w.oversize[name] == h.index && !reset {
+	return ctx.Err() == nil
+}
+
+// recovered ends a run of failures once every source reads and no fetch
+// waits for a retry.
+func (w *watcher) recovered() {
+	if len(w.failing) > 0 || len(w.retry) > 0 {
+		return
+	}
+	if w.failures > 0 {
+		log.Infof("consul: recovered after %d failed attempts", w.failures)
+		w.failures = 0
+	}
+	setStale(w.zones, false)
+}
+
+func takeAll(set *map[string]bool) map[string]bool {
+	all := *set
+	*set = map[string]bool{}
+	return all
+}
+
+// handleReads applies first and every other source read waiting, as one
+// round.
+func (w *watcher) handleReads(ctx context.Context, first sourceRead) error {
+	reads := []sourceRead{first}
+	for more := true; more; {
+		select {
+		case r := <-w.reads:
+			reads = append(reads, r)
+		default:
+			more = false
+		}
+	}
+	changed := map[string]bool{}
+	var readErr error
+	for _, r := range reads {
+		switch {
+		case r.gen != w.gen:
+			continue // a follower of an earlier full load
+		case r.err != nil:
+			if !w.failing[r.source] {
+				watchRestarts.Inc()
+			}
+			w.failing[r.source] = true
+			readErr = r.err
+			continue
+		case r.reset:
+			// Consul's index went backwards: ModifyIndex values of two
+			// histories cannot be compared, so read every host again.
+			log.Warningf("consul: index of %s went backwards; reloading every host", r.source)
+			watchRestarts.Inc()
+			w.reload = true
+			_, err := w.fullLoad(ctx, true)
+			return err
+		}
+		delete(w.failing, r.source)
+		if r.source == sourceV1 {
+			w.index.setV1(w.decodeHosts(r.v1), r.index, changed)
+		} else {
+			w.index.setShard(r.source, w.decodeShard(r.source, r.keys), r.index, changed)
+		}
+	}
+	if err := w.round(ctx, changed, changedOnly); err != nil {
+		return err
+	}
+	if readErr != nil {
+		return readErr
+	}
+	w.recovered()
+	return nil
+}
+
+// resyncShard reads the hosts of the next shard again, whatever the index
+// says of them: the safety net for producers that forget to bump rev. Only
+// a host whose documents differ from what was applied is compiled again.
+func (w *watcher) resyncShard(ctx context.Context) error {
+	shard := record.Shards()[w.resyncNext]
+	w.resyncNext = (w.resyncNext + 1) % record.ShardCount
+	names := map[string]bool{}
+	w.index.names(names)
+	for name := range w.hosts {
+		names[name] = true
+	}
+	for name := range names {
+		if record.Shard(name) != shard {
+			delete(names, name)
+		}
+	}
+	return w.round(ctx, names, reread)
+}
+
+// How a round reads and compiles the hosts it is given.
+type roundMode int
+
+const (
+	changedOnly roundMode = iota // fetch a host whose index entry changed
+	reread                       // fetch every host; compile those whose documents changed
+	recompile                    // fetch and compile every host
+)
+
+// round brings the named hosts up to what the index lists: a host the
+// index no longer lists is taken away (once confirmGone agrees), a host
+// whose entry changed since it was applied is fetched (every host, by
+// mode), within its byte allowance.
+func (w *watcher) round(ctx context.Context, names map[string]bool, mode roundMode) error {
+	for name := range names {
+		if !w.index.lookup(name).present() && w.hosts[name] != nil {
+			if err := w.confirmGone(ctx, name); err != nil {
+				w.retry[name] = true
+				return err
+			}
+		}
+	}
+	b := batch{}
+	listed := map[string]listedHost{}
+	var fetch []string
+	for name := range names {
+		l := w.index.lookup(name)
+		if !l.present() {
+			w.add(b, name, nil, false)
 			continue
 		}
-		if !reset && !w.fetchAllowed(name) {
+		st := w.hosts[name]
+		v := l.version()
+		if mode == changedOnly && (st != nil && st.version == v || w.oversize[name] == v) {
+			delete(w.deferred, name)
+			continue
+		}
+		if !w.fetchAllowed(name) {
 			// Held to its allowance: this round's serial stands for data
 			// that lacks the host's latest change, which a later round
 			// brings (with the serial one up, if Consul's index did not
 			// move meanwhile). Only a host far over its allowance, hostile
 			// or broken, ever gets here (see hostByteRate).
-			deferred[name] = true
+			if !w.deferred[name] {
+				hostFetchesDeferred.Inc()
+				dataLog.warningf("host %s changes faster than its documents may be read (%d KiB/s): fetching its latest state at that rate", name, w.hostRate>>10)
+			}
+			w.deferred[name] = true
 			continue
 		}
-		changed = append(changed, name)
+		delete(w.deferred, name)
+		listed[name] = l
+		fetch = append(fetch, name)
 	}
-	for name := range deferred {
-		if !w.deferred[name] {
-			hostFetchesDeferred.Inc()
-			dataLog.warningf("host %s changes faster than its documents may be read (%d KiB/s): fetching its latest state at that rate", name, w.hostRate>>10)
-		}
-	}
-	w.deferred = deferred
-	sort.Strings(changed)
-	b, err := w.fetchInto(ctx, hosts, changed, reset)
-	if err != nil {
-		return 0, err
-	}
-	w.addGone(b, hosts)
-	w.apply(b, meta.LastIndex)
-	return max(next, 1), nil
+	sort.Strings(fetch)
+	err := w.fetchInto(ctx, b, listed, fetch, mode == recompile)
+	w.apply(b, w.index.dataIndex())
+	return err
 }
 
 // fetchAllowed reports whether host's documents may be fetched now: its
@@ -252,9 +379,8 @@ func (w *watcher) fetched(host string, n int64) {
 	l.ReserveN(time.Now(), int(min(n, 2*w.hostBytes)))
 }
 
-// waitTime is how long the next blocking read of the host list may wait:
-// watchWait, or less when a deferred host may be fetched sooner.
-func (w *watcher) waitTime() time.Duration {
+// deferredWait is how long until the first deferred host may be fetched.
+func (w *watcher) deferredWait() time.Duration {
 	wait := watchWait
 	now := time.Now()
 	for host := range w.deferred {
@@ -266,109 +392,138 @@ func (w *watcher) waitTime() time.Duration {
 	return wait
 }
 
-// fetchInto fetches the container documents of hosts and adds them to a new
-// batch. A host whose subtree is over maxHostBytes keeps what it has (it is
-// reported once, and fetched again when its document changes).
-func (w *watcher) fetchInto(ctx context.Context, listed map[string]listedHost, hosts []string, force bool) (batch, error) {
-	fetched, oversize, err := w.fetchHosts(ctx, hosts)
-	if err != nil {
-		return nil, err
-	}
-	b := batch{}
+// fetchInto fetches the documents of hosts and adds them to b. A host whose
+// subtree is over maxHostBytes keeps what it has (it is reported once, and
+// fetched again when its entry changes); a host whose fetch failed is
+// retried after a backoff, the others are applied.
+func (w *watcher) fetchInto(ctx context.Context, b batch, listed map[string]listedHost, hosts []string, force bool) error {
+	fetched := w.fetchHosts(ctx, listed, hosts)
+	var firstErr error
 	for _, name := range hosts {
-		h := listed[name]
-		if oversize[name] {
+		f := fetched[name]
+		switch {
+		case f.err != nil:
+			w.retry[name] = true
+			if firstErr == nil {
+				firstErr = f.err
+			}
+		case f.oversize:
 			if _, seen := w.oversize[name]; !seen {
 				invalidRecords.WithLabelValues("oversize").Inc()
 				dataLog.warningf("host %s: its container documents are over %d KiB; keeping what was served for it", name, w.hostBytes>>10)
 			}
-			w.oversize[name] = h.index
-			continue
+			w.oversize[name] = listed[name].version()
+		default:
+			delete(w.oversize, name)
+			w.add(b, name, &f, force)
 		}
-		delete(w.oversize, name)
-		w.add(b, name, h, fetched[name], force)
 	}
-	return b, nil
+	return firstErr
 }
 
-// fullLoad reads the ownership policy, the host list and every container
-// document at once, and applies every host whose data differ from what was
-// applied. It is the first load and the safety net for producers that
-// forget to bump rev. It returns the host list's index and the policy
-// read's, for the blocking queries that follow.
-func (w *watcher) fullLoad(ctx context.Context) (index, policyIndex uint64, err error) {
+// fullLoad reads the ownership policy, the whole host index and every
+// host's documents, applies every host whose data differ from what was
+// applied (every host, with force), and starts a new generation of
+// followers from the indexes it read. It is the first load, and the
+// restart after Consul's index went backwards. It returns the policy
+// read's index, for the blocking reads that follow.
+func (w *watcher) fullLoad(ctx context.Context, force bool) (policyIndex uint64, err error) {
 	policyIndex, u, err := w.readPolicy(ctx, 0, &w.policy, w.reports)
 	if err != nil {
-		return 0, 0, err
+		return 0, err
 	}
 	if u != nil {
 		w.setPolicy(u)
+		force = true
 	}
-	pairs, meta, err := w.kv.List(record.HostsPrefix(w.prefix), (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return 0, 0, err
+	starts := map[string]uint64{}
+	changed := map[string]bool{}
+	for _, source := range append([]string{sourceV1}, record.Shards()...) {
+		r := w.readSource(ctx, source, 0, 0)
+		if r.err != nil {
+			return 0, r.err
+		}
+		starts[source] = r.index
+		if source == sourceV1 {
+			w.index.setV1(w.decodeHosts(r.v1), r.index, changed)
+		} else {
+			w.index.setShard(source, w.decodeShard(source, r.keys), r.index, changed)
+		}
 	}
-	hosts := w.decodeHosts(pairs)
-	reset := meta.LastIndex < w.lastIndex
-	w.lastIndex = meta.LastIndex
-	names := make([]string, 0, len(hosts))
-	for name := range hosts {
-		names = append(names, name)
+	names := map[string]bool{}
+	w.index.names(names)
+	for name := range w.hosts {
+		names[name] = true
 	}
-	sort.Strings(names)
-	// One bounded read per host rather than one of the whole prefix: a
-	// hostile host's subtree is cut off at maxHostBytes instead of passing
-	// through memory whole.
-	b, err := w.fetchInto(ctx, hosts, names, reset || u != nil)
-	if err != nil {
-		return 0, 0, err
+	w.retry = map[string]bool{}
+	mode := changedOnly
+	if force {
+		mode = recompile
 	}
-	w.addGone(b, hosts)
-	w.apply(b, meta.LastIndex)
-	return max(meta.LastIndex, 1), policyIndex, nil
+	if err := w.round(ctx, names, mode); err != nil {
+		return 0, err
+	}
+	w.startFollowers(ctx, starts)
+	w.failing = map[string]bool{}
+	w.reload = false
+	w.recovered()
+	return policyIndex, nil
 }
 
-// listedHost is a host document as the host list gave it: the first stage
-// of a host in the watcher (then hostDocs, decoded with its containers, to
-// compile; then appliedHost, what the zones have).
-type listedHost struct {
-	doc   *record.Host
-	index uint64 // its ModifyIndex
+// startFollowers ends the followers of the last full load and starts one
+// per source, each from the index the full load read it at: whatever
+// changed since reaches the main loop.
+func (w *watcher) startFollowers(ctx context.Context, starts map[string]uint64) {
+	if w.stopFollow != nil {
+		w.stopFollow()
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	w.stopFollow = cancel
+	w.gen++
+	for source, index := range starts {
+		go w.follow(fctx, w.gen, source, max(index, 1), w.reads)
+	}
 }
 
-// decodeHosts validates the host documents; an invalid one is skipped.
-func (w *watcher) decodeHosts(pairs api.KVPairs) map[string]listedHost {
-	hosts := make(map[string]listedHost, len(pairs))
-	bad := map[string]bool{}
+// fetchedHost is one host's documents as read from Consul, its container
+// documents decoded by the fetching goroutine (decoding is most of a first
+// load's work, and runs on every core that way).
+type fetchedHost struct {
+	v2       *api.KVPair // layout 2's host document (the highest rev), if listed there
+	pairs    api.KVPairs // its container documents
+	decoded  []decodedContainer
+	oversize bool
+	err      error
+}
+
+// decodedContainer is one key of a host's subtree, decoded and validated.
+type decodedContainer struct {
+	pair *api.KVPair
+	doc  *record.Container // nil: invalid (err) or a deeper key (neither)
+	err  error
+}
+
+func (w *watcher) decodeContainers(pairs api.KVPairs) []decodedContainer {
+	out := make([]decodedContainer, 0, len(pairs))
 	for _, p := range pairs {
-		name := strings.TrimPrefix(p.Key, record.HostsPrefix(w.prefix))
-		h, err := record.DecodeHost(p.Key, p.Value)
-		if err == nil && h.Name != name {
-			err = errors.New("host document " + p.Key + ": name " + h.Name + " does not match its key")
+		_, id, ok := record.HostFromContainerKey(w.prefix, p.Key)
+		if !ok {
+			continue // a deeper key is no document of ours
 		}
-		if err != nil {
-			w.reports.invalid(hostDocsReports, p, err)
-			bad[p.Key] = true
-			if st := w.hosts[name]; st != nil {
-				// Garbage over a good document loses nothing: keep serving
-				// the last valid version until a valid one replaces it.
-				hosts[name] = listedHost{doc: st.doc, index: st.docIndex}
-			}
-			continue
+		c, err := record.DecodeContainer(p.Key, p.Value)
+		if err == nil && c.ID != id {
+			c, err = nil, errors.New("container document "+p.Key+": id "+c.ID+" does not match its key")
 		}
-		hosts[name] = listedHost{doc: h, index: p.ModifyIndex}
+		out = append(out, decodedContainer{pair: p, doc: c, err: err})
 	}
-	w.reports.keep(hostDocsReports, bad)
-	return hosts
+	return out
 }
 
-// fetchHosts reads the container documents of each host, a few at a time,
-// each read cut off at w.hostBytes (oversize). These reads are consistent
-// (not stale), so they are never older than the host document that
-// announced them.
-func (w *watcher) fetchHosts(ctx context.Context, hosts []string) (out map[string]api.KVPairs, oversize map[string]bool, err error) {
-	out = make(map[string]api.KVPairs, len(hosts))
-	oversize = map[string]bool{}
+// fetchHosts reads the documents of each host, a few at a time, each read
+// cut off at its bound (oversize). These reads are consistent (not stale),
+// so they are never older than the index entry that announced them.
+func (w *watcher) fetchHosts(ctx context.Context, listed map[string]listedHost, hosts []string) map[string]fetchedHost {
+	out := make(map[string]fetchedHost, len(hosts))
 	var (
 		mu  sync.Mutex
 		wg  sync.WaitGroup
@@ -379,35 +534,67 @@ func (w *watcher) fetchHosts(ctx context.Context, hosts []string) (out map[strin
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			req := &consulRequest{kind: requestHost, maxBytes: w.hostBytes}
-			pairs, _, ferr := w.kv.List(record.ContainersPrefix(w.prefix, h), (&api.QueryOptions{}).WithContext(withRequest(ctx, req)))
+			f, read := w.fetchHost(ctx, h, listed[h])
 			mu.Lock()
 			defer mu.Unlock()
-			w.fetched(h, req.read)
-			switch {
-			case ferr != nil && req.exceeded:
-				oversize[h] = true
-			case ferr != nil:
-				if err == nil {
-					err = ferr
-				}
-			default:
-				out[h] = pairs
-			}
+			w.fetched(h, read)
+			out[h] = f
 		}()
 	}
 	wg.Wait()
-	return out, oversize, err
+	return out
+}
+
+// fetchHost reads one host's layout 2 document (when listed there) and its
+// container documents; it returns them and the bytes read.
+func (w *watcher) fetchHost(ctx context.Context, host string, l listedHost) (f fetchedHost, read int64) {
+	if l.v2Key != "" {
+		req := &consulRequest{kind: requestHost, maxBytes: maxHostDocBytes}
+		pairs, _, err := w.kv.List(record.HostRevPrefix(w.prefix, host), (&api.QueryOptions{}).WithContext(withRequest(ctx, req)))
+		read += req.read
+		switch {
+		case err != nil && req.exceeded:
+			return fetchedHost{oversize: true}, read
+		case err != nil:
+			return fetchedHost{err: err}, read
+		}
+		f.v2 = highestRev(w.prefix, pairs)
+	}
+	req := &consulRequest{kind: requestHost, maxBytes: w.hostBytes}
+	pairs, _, err := w.kv.List(record.ContainersPrefix(w.prefix, host), (&api.QueryOptions{}).WithContext(withRequest(ctx, req)))
+	read += req.read
+	switch {
+	case err != nil && req.exceeded:
+		f.oversize = true
+	case err != nil:
+		f.err = err
+	default:
+		f.pairs, f.decoded = pairs, w.decodeContainers(pairs)
+	}
+	return f, read
+}
+
+// highestRev is the entry of the highest rev among a host's layout 2 keys.
+func highestRev(prefix string, pairs api.KVPairs) *api.KVPair {
+	var best *api.KVPair
+	var bestRev uint64
+	for _, p := range pairs {
+		if _, rev, err := record.ParseHostRevKey(prefix, p.Key); err == nil && (best == nil || rev > bestRev) {
+			best, bestRev = p, rev
+		}
+	}
+	return best
 }
 
 // batch collects the hosts that one round of the watcher changes, so that
 // the zones merge each shared name once and install the round whole.
 type batch map[string]*hostDocs
 
-// add decodes one host's documents into the batch (doc nil: the host is
-// gone) unless, short of force, nothing changed since the last time.
-func (w *watcher) add(b batch, name string, h listedHost, pairs api.KVPairs, force bool) {
-	if h.doc == nil {
+// add decodes one host's fetched documents into the batch (f nil: the host
+// is gone) unless, short of force, nothing it serves changed since the last
+// time.
+func (w *watcher) add(b batch, name string, f *fetchedHost, force bool) {
+	if f == nil {
 		if _, ok := w.hosts[name]; ok {
 			delete(w.hosts, name)
 			b[name] = nil
@@ -415,52 +602,80 @@ func (w *watcher) add(b batch, name string, h listedHost, pairs api.KVPairs, for
 		w.reports.keep(name, nil)
 		delete(w.fetches, name)
 		delete(w.oversize, name)
+		delete(w.deferred, name)
 		return
 	}
-	sig := signature(pairs)
+	l := w.index.lookup(name)
 	prev := w.hosts[name]
-	if !force && prev != nil && prev.docIndex == h.index && prev.containers == sig {
+	doc, badDoc := w.hostDoc(name, l, f.v2, prev)
+	if doc == nil {
+		return // no valid host document: nothing of the host is served
+	}
+	sig := signature(f.pairs)
+	if !force && prev != nil && prev.containers == sig && sameHost(prev.doc, doc) {
+		prev.version = l.version()
 		return
 	}
-	st := &appliedHost{doc: h.doc, docIndex: h.index, containers: sig, docs: map[string]*record.Container{}}
+	st := &appliedHost{doc: doc, version: l.version(), containers: sig, docs: map[string]*record.Container{}}
 	w.hosts[name] = st
-	data := &hostDocs{Host: h.doc}
+	data := &hostDocs{Host: doc}
 	bad := map[string]bool{}
-	for _, p := range pairs {
-		_, id, ok := record.HostFromContainerKey(w.prefix, p.Key)
-		if !ok {
-			continue // a deeper key is no document of ours
-		}
-		c, err := record.DecodeContainer(p.Key, p.Value)
-		if err == nil && c.ID != id {
-			err = errors.New("container document " + p.Key + ": id " + c.ID + " does not match its key")
-		}
-		if err != nil {
-			w.reports.invalid(name, p, err)
-			bad[p.Key] = true
-			if c = prev.lastValid(p.Key); c == nil {
+	for _, d := range f.decoded {
+		c := d.doc
+		if d.err != nil {
+			w.reports.invalid(name, d.pair, d.err)
+			bad[d.pair.Key] = true
+			if c = prev.lastValid(d.pair.Key); c == nil {
 				continue
 			}
 		}
-		st.docs[p.Key] = c
+		st.docs[d.pair.Key] = c
 		data.Containers = append(data.Containers, c)
+	}
+	if badDoc != "" {
+		bad[badDoc] = true
 	}
 	sort.Slice(data.Containers, func(i, j int) bool { return data.Containers[i].ID < data.Containers[j].ID })
 	w.reports.keep(name, bad)
 	b[name] = data
 }
 
-// addGone adds to the batch the removal of every host no longer listed.
-func (w *watcher) addGone(b batch, listed map[string]listedHost) {
-	for name := range w.hosts {
-		if _, ok := listed[name]; !ok {
-			w.add(b, name, listedHost{}, nil, false)
+// hostDoc is the host document to serve: of the layouts that list the
+// host, the one of the higher rev (layout 2 on a tie, as an exporter
+// writing both writes the same document twice). An invalid layout 2
+// document is reported (badKey), and the layout 1 document or the last
+// valid one stands in for it.
+func (w *watcher) hostDoc(name string, l listedHost, v2 *api.KVPair, prev *appliedHost) (doc *record.Host, badKey string) {
+	if v2 != nil {
+		h, err := record.DecodeHost(v2.Key, v2.Value)
+		if err == nil && h.Name != name {
+			err = errors.New("host document " + v2.Key + ": name " + h.Name + " does not match its key")
+		}
+		if err != nil {
+			w.reports.invalid(name, v2, err)
+			badKey = v2.Key
+		} else {
+			doc = h
 		}
 	}
+	switch {
+	case doc != nil && (l.v1 == nil || doc.Rev >= l.v1.Rev):
+		return doc, badKey
+	case l.v1 != nil:
+		return l.v1, badKey
+	case prev != nil:
+		return prev.doc, badKey
+	}
+	return nil, badKey
+}
+
+// sameHost reports whether two host documents serve the same records.
+func sameHost(a, b *record.Host) bool {
+	return a.Name == b.Name && slices.Equal(a.Addrs, b.Addrs)
 }
 
 // apply installs a batch, read from Consul's state at index (the host
-// list's), in every zone. The batch may be empty: the serial follows the
+// index's), in every zone. The batch may be empty: the serial follows the
 // index all the same (see Zone.nextSerial). The ownership policy is part of
 // the data: its document's index counts too.
 func (w *watcher) apply(b batch, index uint64) {

@@ -53,9 +53,52 @@ func delOp(host, id string) kvOp {
 	return kvOp{key: record.ContainerKey(kvPrefix, host, id), del: true}
 }
 
+// testLayout is the KV layout publish writes host documents in; forLayouts
+// runs a test in each.
+var testLayout = record.WriteV1
+
+// forLayouts runs test once with hosts in layout 1 and once in layout 2.
+func forLayouts(t *testing.T, test func(t *testing.T)) {
+	for _, mode := range []record.WriteMode{record.WriteV1, record.WriteV2} {
+		t.Run("layout"+string(mode), func(t *testing.T) {
+			testLayout = mode
+			defer func() { testLayout = record.WriteV1 }()
+			test(t)
+		})
+	}
+}
+
+// hostDocOps are the operations that write h's document in testLayout.
+func hostDocOps(h *record.Host, doc []byte) api.KVTxnOps {
+	var ops api.KVTxnOps
+	if testLayout.Writes(record.LayoutV1) {
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVSet, Key: record.HostKey(kvPrefix, h.Name), Value: doc})
+	}
+	if testLayout.Writes(record.LayoutV2) {
+		ops = append(ops, &api.KVTxnOp{Verb: api.KVDeleteTree, Key: record.HostRevPrefix(kvPrefix, h.Name)},
+			&api.KVTxnOp{Verb: api.KVSet, Key: record.HostRevKey(kvPrefix, h.Name, h.Rev), Value: doc})
+	}
+	return ops
+}
+
+// deleteHostDoc deletes host's document in testLayout.
+func deleteHostDoc(t testing.TB, kv *api.KV, host string) {
+	t.Helper()
+	var err error
+	if testLayout.Writes(record.LayoutV1) {
+		_, err = kv.Delete(record.HostKey(kvPrefix, host), nil)
+	}
+	if err == nil && testLayout.Writes(record.LayoutV2) {
+		_, err = kv.DeleteTree(record.HostRevPrefix(kvPrefix, host), nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // publish writes ops and h's document with rev+1 in one transaction (in
-// chunks of 60 operations for large hosts, the host document last), and
-// returns the ModifyIndex of the host document.
+// chunks of 60 operations for large hosts, the host document last, in
+// testLayout), and returns the ModifyIndex of the host document.
 func publish(t testing.TB, kv *api.KV, h *record.Host, ops ...kvOp) uint64 {
 	t.Helper()
 	h.Rev++
@@ -76,7 +119,7 @@ func publish(t testing.TB, kv *api.KV, h *record.Host, ops ...kvOp) uint64 {
 		}
 		ops = ops[n:]
 		if len(ops) == 0 {
-			txn = append(txn, &api.KVTxnOp{Verb: api.KVSet, Key: record.HostKey(kvPrefix, h.Name), Value: doc})
+			txn = append(txn, hostDocOps(h, doc)...)
 			doc = nil
 		}
 		ok, resp, _, err := kv.Txn(txn, nil)
@@ -88,6 +131,19 @@ func publish(t testing.TB, kv *api.KV, h *record.Host, ops ...kvOp) uint64 {
 		}
 	}
 	return index
+}
+
+// poll reads every source of the host index once, as the followers do, and
+// applies what changed: a round of the watcher without its goroutines.
+func poll(ctx context.Context, t *testing.T, wt *watcher) {
+	t.Helper()
+	for _, source := range append([]string{sourceV1}, record.Shards()...) {
+		r := wt.readSource(ctx, source, 0, 0)
+		r.gen = wt.gen
+		if err := wt.handleReads(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // watched is a zone fed by a running watcher.
@@ -166,50 +222,50 @@ func (w *watched) check(t *testing.T, name string, qtype uint16, want ...string)
 // is deleted takes its containers away (though their documents remain), and
 // a host that comes back brings them back.
 func TestWatchFollowsConsul(t *testing.T) {
-	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
-	kv := consul.Client().KV()
-	h1 := mkHost("h1", "192.0.2.10")
-	h2 := mkHost("h2", "192.0.2.20")
-	web1 := mkCtr("a1", "web-1", "web", record.HealthHealthy, mkPort(80, "tcp", "http", "192.0.2.10", 1001))
-	publish(t, kv, h1, ctrOp(t, "h1", web1))
+	forLayouts(t, func(t *testing.T) {
+		consul := testenv.StartConsul(t, testenv.ConsulOptions{})
+		kv := consul.Client().KV()
+		h1 := mkHost("h1", "192.0.2.10")
+		h2 := mkHost("h2", "192.0.2.20")
+		web1 := mkCtr("a1", "web-1", "web", record.HealthHealthy, mkPort(80, "tcp", "http", "192.0.2.10", 1001))
+		publish(t, kv, h1, ctrOp(t, "h1", web1))
 
-	w := startWatcher(t, kv, time.Hour)
-	// Right after the first load, without polling.
-	w.check(t, "web.c.example.org.", dns.TypeSRV, "web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.")
-	w.check(t, "h1.hosts.c.example.org.", dns.TypeA, "h1.hosts.c.example.org. 30 IN A 192.0.2.10")
+		w := startWatcher(t, kv, time.Hour)
+		// Right after the first load, without polling.
+		w.check(t, "web.c.example.org.", dns.TypeSRV, "web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.")
+		w.check(t, "h1.hosts.c.example.org.", dns.TypeA, "h1.hosts.c.example.org. 30 IN A 192.0.2.10")
 
-	web2 := mkCtr("a2", "web-2", "web", record.HealthHealthy, mkPort(80, "tcp", "http", "192.0.2.10", 1002))
-	publish(t, kv, h1, ctrOp(t, "h1", web2))
-	testenv.Eventually(t, 5*time.Second, "a container added", w.has("web.c.example.org.", dns.TypeSRV,
-		"web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.", "web.c.example.org. 30 IN SRV 10 10 1002 h1.hosts.c.example.org."))
+		web2 := mkCtr("a2", "web-2", "web", record.HealthHealthy, mkPort(80, "tcp", "http", "192.0.2.10", 1002))
+		publish(t, kv, h1, ctrOp(t, "h1", web2))
+		testenv.Eventually(t, 5*time.Second, "a container added", w.has("web.c.example.org.", dns.TypeSRV,
+			"web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.", "web.c.example.org. 30 IN SRV 10 10 1002 h1.hosts.c.example.org."))
 
-	web1.Health = record.HealthUnhealthy
-	publish(t, kv, h1, ctrOp(t, "h1", web1))
-	testenv.Eventually(t, 5*time.Second, "a container turned unhealthy", w.has("web.c.example.org.", dns.TypeSRV,
-		"web.c.example.org. 30 IN SRV 10 10 1002 h1.hosts.c.example.org."))
-	w.check(t, "web-1.h1.hosts.c.example.org.", dns.TypeSRV, "web-1.h1.hosts.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.")
+		web1.Health = record.HealthUnhealthy
+		publish(t, kv, h1, ctrOp(t, "h1", web1))
+		testenv.Eventually(t, 5*time.Second, "a container turned unhealthy", w.has("web.c.example.org.", dns.TypeSRV,
+			"web.c.example.org. 30 IN SRV 10 10 1002 h1.hosts.c.example.org."))
+		w.check(t, "web-1.h1.hosts.c.example.org.", dns.TypeSRV, "web-1.h1.hosts.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.")
 
-	publish(t, kv, h1, delOp("h1", web2.ID))
-	testenv.Eventually(t, 5*time.Second, "a container removed", w.has("web-2.h1.hosts.c.example.org.", dns.TypeA))
+		publish(t, kv, h1, delOp("h1", web2.ID))
+		testenv.Eventually(t, 5*time.Second, "a container removed", w.has("web-2.h1.hosts.c.example.org.", dns.TypeA))
 
-	web3 := mkCtr("b3", "web-3", "web", record.HealthNone, mkPort(80, "tcp", "http", "192.0.2.20", 2003))
-	publish(t, kv, h2, ctrOp(t, "h2", web3))
-	testenv.Eventually(t, 5*time.Second, "a second host", w.has("web.c.example.org.", dns.TypeSRV,
-		"web.c.example.org. 30 IN SRV 10 10 2003 h2.hosts.c.example.org."))
+		web3 := mkCtr("b3", "web-3", "web", record.HealthNone, mkPort(80, "tcp", "http", "192.0.2.20", 2003))
+		publish(t, kv, h2, ctrOp(t, "h2", web3))
+		testenv.Eventually(t, 5*time.Second, "a second host", w.has("web.c.example.org.", dns.TypeSRV,
+			"web.c.example.org. 30 IN SRV 10 10 2003 h2.hosts.c.example.org."))
 
-	if _, err := kv.Delete(record.HostKey(kvPrefix, "h1"), nil); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 5*time.Second, "host document deleted", w.has("h1.hosts.c.example.org.", dns.TypeA))
-	w.check(t, "web-1.h1.hosts.c.example.org.", dns.TypeA)
-	w.check(t, "web.c.example.org.", dns.TypeA, "web.c.example.org. 30 IN A 192.0.2.20")
-	if keys, _, err := kv.Keys(record.ContainersPrefix(kvPrefix, "h1"), "", nil); err != nil || len(keys) != 1 {
-		t.Fatalf("h1's container documents should still be in KV: %v %v", keys, err)
-	}
+		deleteHostDoc(t, kv, "h1")
+		testenv.Eventually(t, 5*time.Second, "host document deleted", w.has("h1.hosts.c.example.org.", dns.TypeA))
+		w.check(t, "web-1.h1.hosts.c.example.org.", dns.TypeA)
+		w.check(t, "web.c.example.org.", dns.TypeA, "web.c.example.org. 30 IN A 192.0.2.20")
+		if keys, _, err := kv.Keys(record.ContainersPrefix(kvPrefix, "h1"), "", nil); err != nil || len(keys) != 1 {
+			t.Fatalf("h1's container documents should still be in KV: %v %v", keys, err)
+		}
 
-	publish(t, kv, h1)
-	testenv.Eventually(t, 5*time.Second, "host document back", w.has("web-1.h1.hosts.c.example.org.", dns.TypeA,
-		"web-1.h1.hosts.c.example.org. 30 IN A 192.0.2.10"))
+		publish(t, kv, h1)
+		testenv.Eventually(t, 5*time.Second, "host document back", w.has("web-1.h1.hosts.c.example.org.", dns.TypeA,
+			"web-1.h1.hosts.c.example.org. 30 IN A 192.0.2.10"))
+	})
 }
 
 // TestWatchInvalidDocuments proves garbage written over a valid container
@@ -324,52 +380,54 @@ func TestWatchInvalidDocuments(t *testing.T) {
 // prefix: with 200 containers on host B, a change on host A reads far less
 // than the full prefix (consul_received_bytes_total by request).
 func TestWatchRefetchesOnlyChangedHost(t *testing.T) {
-	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
-	kv := consul.Client().KV()
-	ha := mkHost("ha", "192.0.2.10")
-	hb := mkHost("hb", "192.0.2.20")
-	publish(t, kv, ha, ctrOp(t, "ha", mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
-	var ops []kvOp
-	for i := range 200 {
-		c := mkCtr("b", fmt.Sprintf("app-%d", i), "app", "healthy", mkPort(8080, "tcp", "http-alt", "192.0.2.20", 20000+i))
-		c.ID = fmt.Sprintf("%064x", 0xb000+i)
-		c.Image = "registry.example.org/team/app:" + strings.Repeat("v", 40)
-		ops = append(ops, ctrOp(t, "hb", c))
-	}
-	publish(t, kv, hb, ops...)
-
-	cfg := api.DefaultConfig()
-	cfg.Address = consul.HTTP
-	cfg.Token = ""
-	counting, err := newConsulClient(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The first load reads every host's documents, one host at a time.
-	fullBefore := testenv.MetricValue(consulBytes.WithLabelValues(requestHost))
-	w := startWatcher(t, counting.KV(), time.Hour)
-	fullLoad := testenv.MetricValue(consulBytes.WithLabelValues(requestHost)) - fullBefore
-	if fullLoad < 100_000 {
-		t.Fatalf("the first full load read %v bytes of container documents; the fixture should be over 100 kB", fullLoad)
-	}
-	testenv.Eventually(t, 5*time.Second, "host B loaded", func() error {
-		if ans, _, _, _ := w.zone.Lookup("app.c.example.org.", dns.TypeSRV); len(ans) != 200 {
-			return fmt.Errorf("app SRV has %d records, want 200", len(ans))
+	forLayouts(t, func(t *testing.T) {
+		consul := testenv.StartConsul(t, testenv.ConsulOptions{})
+		kv := consul.Client().KV()
+		ha := mkHost("ha", "192.0.2.10")
+		hb := mkHost("hb", "192.0.2.20")
+		publish(t, kv, ha, ctrOp(t, "ha", mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
+		var ops []kvOp
+		for i := range 200 {
+			c := mkCtr("b", fmt.Sprintf("app-%d", i), "app", "healthy", mkPort(8080, "tcp", "http-alt", "192.0.2.20", 20000+i))
+			c.ID = fmt.Sprintf("%064x", 0xb000+i)
+			c.Image = "registry.example.org/team/app:" + strings.Repeat("v", 40)
+			ops = append(ops, ctrOp(t, "hb", c))
 		}
-		return nil
-	})
+		publish(t, kv, hb, ops...)
 
-	hostBefore := testenv.MetricValue(consulBytes.WithLabelValues(requestHost))
-	publish(t, kv, ha, ctrOp(t, "ha", mkCtr("a2", "web-2", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))))
-	testenv.Eventually(t, 5*time.Second, "change on host A", w.has("web-2.ha.hosts.c.example.org.", dns.TypeA, "web-2.ha.hosts.c.example.org. 30 IN A 192.0.2.10"))
-	hostBytes := testenv.MetricValue(consulBytes.WithLabelValues(requestHost)) - hostBefore
-	t.Logf("whole container prefix: %.0f bytes; re-fetch after a change on host A: %.0f bytes", fullLoad, hostBytes)
-	if hostBytes <= 0 {
-		t.Errorf("no host fetch counted after a change on host A")
-	}
-	if hostBytes > fullLoad/20 {
-		t.Errorf("a change on host A read %.0f bytes, over 5%% of the whole prefix (%.0f): host B was fetched too", hostBytes, fullLoad)
-	}
+		cfg := api.DefaultConfig()
+		cfg.Address = consul.HTTP
+		cfg.Token = ""
+		counting, err := newConsulClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The first load reads every host's documents, one host at a time.
+		fullBefore := testenv.MetricValue(consulBytes.WithLabelValues(requestHost))
+		w := startWatcher(t, counting.KV(), time.Hour)
+		fullLoad := testenv.MetricValue(consulBytes.WithLabelValues(requestHost)) - fullBefore
+		if fullLoad < 100_000 {
+			t.Fatalf("the first full load read %v bytes of container documents; the fixture should be over 100 kB", fullLoad)
+		}
+		testenv.Eventually(t, 5*time.Second, "host B loaded", func() error {
+			if ans, _, _, _ := w.zone.Lookup("app.c.example.org.", dns.TypeSRV); len(ans) != 200 {
+				return fmt.Errorf("app SRV has %d records, want 200", len(ans))
+			}
+			return nil
+		})
+
+		hostBefore := testenv.MetricValue(consulBytes.WithLabelValues(requestHost))
+		publish(t, kv, ha, ctrOp(t, "ha", mkCtr("a2", "web-2", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))))
+		testenv.Eventually(t, 5*time.Second, "change on host A", w.has("web-2.ha.hosts.c.example.org.", dns.TypeA, "web-2.ha.hosts.c.example.org. 30 IN A 192.0.2.10"))
+		hostBytes := testenv.MetricValue(consulBytes.WithLabelValues(requestHost)) - hostBefore
+		t.Logf("whole container prefix: %.0f bytes; re-fetch after a change on host A: %.0f bytes", fullLoad, hostBytes)
+		if hostBytes <= 0 {
+			t.Errorf("no host fetch counted after a change on host A")
+		}
+		if hostBytes > fullLoad/20 {
+			t.Errorf("a change on host A read %.0f bytes, over 5%% of the whole prefix (%.0f): host B was fetched too", hostBytes, fullLoad)
+		}
+	})
 }
 
 // TestWatchConsulDownAndBack proves that while Consul is down the zone keeps
