@@ -160,6 +160,15 @@ func TestFault6ACLConfinement(t *testing.T) {
 		attack(pair.who, "acquire the other's container key with its own session", err, true)
 		_, _, err = kv.Release(&api.KVPair{Key: vCtr.Key, Session: vCtr.Session}, nil)
 		attack(pair.who, "release the other's lock", err, true)
+		// Layout 2's host index (README.md#consul-kv): the other's entry,
+		// a key of the other's name in one's own shard directory, and one
+		// of one's own name in the other's shard.
+		_, err = kv.Put(&api.KVPair{Key: record.HostRevKey(prefix, pair.victim, 1<<40), Value: junk}, nil)
+		attack(pair.who, "write a layout 2 entry of the other host", err, true)
+		_, err = kv.DeleteTree(record.HostRevPrefix(prefix, pair.victim), nil)
+		attack(pair.who, "delete the other's layout 2 entry", err, true)
+		_, err = kv.Put(&api.KVPair{Key: record.ShardPrefix(prefix, record.Shard(pair.victim)) + pair.own + "x/1", Value: junk}, nil)
+		attack(pair.who, "write a layout 2 entry of another name in the other's shard", err, true)
 		ok, _, _, err := cl.Txn().Txn(api.TxnOps{{KV: &api.KVTxnOp{Verb: api.KVSet, Key: vHost, Value: junk}}}, nil)
 		if err == nil && !ok {
 			err = fmt.Errorf("403 (transaction rolled back)")
@@ -183,6 +192,8 @@ func TestFault6ACLConfinement(t *testing.T) {
 		for _, key := range []string{
 			record.ContainersPrefix(prefix, pair.own) + "../" + pair.victim + "/" + idOf(0xbad),
 			record.ContainersPrefix(prefix, pair.own) + "../../hosts/" + pair.victim,
+			record.HostRevPrefix(prefix, pair.own) + "../../" + record.Shard(pair.victim) + "/" + pair.victim + "/99999",
+			record.HostRevPrefix(prefix, pair.own) + "99999/../../" + pair.victim + "/99999",
 		} {
 			doc := mutate(0xbad, func(m map[string]any) { m["name"] = "hijack" })
 			_, err = kv.Put(&api.KVPair{Key: key, Value: doc}, nil)
