@@ -88,7 +88,7 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 	// A service name too long for the zone, or that the ownership policy
 	// does not give this host, is not published (and noted), but the
 	// container still is, under its host: that name is the host's own.
-	svcName := ctr.Service + "." + z.origin
+	svcName := b.intern(ctr.Service + "." + z.origin)
 	svcOK := b.fits("service", svcName)
 	prio, weight, err := z.policy.Claim(ctr.Service, host, ctr.Priority, ctr.Weight)
 	if err != nil {
@@ -96,7 +96,7 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 		svcOK = false
 		prio, weight = ctr.Priority, ctr.Weight
 	}
-	txt := []string{"id=" + ctr.ShortID(), "image=" + ctr.Image, "health=" + ctr.Health}
+	txt := []string{"id=" + ctr.ShortID(), "image=" + ctr.Image, healthTXT(ctr.Health)}
 	if len(ctr.Tags) > 0 {
 		txt = append(txt, record.TagsTXT(ctr.Tags))
 	}
@@ -144,17 +144,17 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 
 		proto := "._" + p.Proto + "."
 		if byPort := "_" + strconv.Itoa(p.Port) + proto + svcName; b.fits("service", byPort) {
-			addSRV(byPort, false, p)
+			addSRV(b.intern(byPort), false, p)
 		}
 		if p.Name == "" {
 			continue
 		}
 		if byName := "_" + p.Name + proto + svcName; b.fits("service", byName) {
-			addSRV(byName, false, p)
+			addSRV(b.intern(byName), false, p)
 		}
 		// DNS-SD (RFC 6763): the service type, and one instance per
 		// container, named "<container>.<host>" in one label.
-		svcType := "_" + p.Name + proto + z.origin
+		svcType := b.intern("_" + p.Name + proto + z.origin)
 		instance := ctr.Name + `\.` + host + "." + svcType
 		if len(ctr.Name)+1+len(host) > record.MaxLabelLen {
 			b.skip("too_long", instance, "the DNS-SD instance label <container>.<host> is over 63 octets")
@@ -163,13 +163,46 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 		if !b.fits("dns-sd", instance) {
 			continue
 		}
-		browse := dnssdServices + z.origin
+		browse := b.intern(dnssdServices + z.origin)
 		b.addOnce(b.node(browse, false), &dns.PTR{Hdr: z.hdr(browse, dns.TypePTR), Ptr: svcType})
 		b.addOnce(b.node(svcType, false), &dns.PTR{Hdr: z.hdr(svcType, dns.TypePTR), Ptr: instance})
 		inst := b.node(instance, true)
 		b.addOnce(inst, &dns.TXT{Hdr: z.hdr(instance, dns.TypeTXT), Txt: txt})
 		addSRV(instance, true, p)
 	}
+}
+
+// intern returns the string the zone or the batch being compiled already
+// has for the shared name s, so that every host's records of a shared name
+// (a service has one part per instance's host) share one owner string.
+func (b *builder) intern(s string) string {
+	if parts := b.z.shared[s]; len(parts) > 0 && len(parts[0].n.rrs) > 0 {
+		return parts[0].n.rrs[0].Header().Name
+	}
+	if b.z.interned == nil {
+		return s // compiled outside update (Check)
+	}
+	if t, ok := b.z.interned[s]; ok {
+		return t
+	}
+	b.z.interned[s] = s
+	return s
+}
+
+// healthTXT is the TXT string of a health state; the states the record
+// package knows are constants, not a string per container.
+func healthTXT(h string) string {
+	switch h {
+	case record.HealthHealthy:
+		return "health=" + record.HealthHealthy
+	case record.HealthUnhealthy:
+		return "health=" + record.HealthUnhealthy
+	case record.HealthStarting:
+		return "health=" + record.HealthStarting
+	case record.HealthNone:
+		return "health=" + record.HealthNone
+	}
+	return "health=" + h
 }
 
 // fits reports whether name is a valid domain name of at most 253 octets

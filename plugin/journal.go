@@ -74,7 +74,9 @@ func (d *zoneDelta) size() int { return len(d.del) + len(d.add) }
 
 // Bounds of the journal: enough for a secondary to catch up over IXFR after
 // a burst of changes or a short outage, small beside the zone itself. An
-// older secondary gets an AXFR.
+// older secondary gets an AXFR. Besides, the journal never holds more
+// records than half the zone: Transfer answers an IXFR of more with an
+// AXFR, so older differences would only keep deleted records alive.
 const (
 	journalMaxDeltas  = 1024
 	journalMaxRecords = 100_000
@@ -89,8 +91,9 @@ type journal struct {
 }
 
 // add appends d, the change from the current serial to the next, and drops
-// the oldest differences beyond the bounds.
-func (j *journal) add(d zoneDelta) {
+// the oldest differences beyond the bounds, for a zone of zoneRecords.
+func (j *journal) add(d zoneDelta, zoneRecords int) {
+	maxRecords := min(journalMaxRecords, zoneRecords/2)
 	if n := len(j.deltas); n > 0 && j.deltas[n-1].to != d.from {
 		// A gap (it cannot happen while one goroutine installs) would
 		// make the journal lie: start it over.
@@ -99,7 +102,7 @@ func (j *journal) add(d zoneDelta) {
 	j.deltas = append(j.deltas, d)
 	j.records += d.size()
 	drop := 0
-	for len(j.deltas)-drop > 1 && (len(j.deltas)-drop > journalMaxDeltas || j.records > journalMaxRecords) {
+	for len(j.deltas)-drop > 1 && (len(j.deltas)-drop > journalMaxDeltas || j.records > maxRecords) {
 		j.records -= j.deltas[drop].size()
 		drop++
 	}

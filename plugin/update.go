@@ -89,6 +89,8 @@ func partKey(host, aliasOf string) string {
 func (z *Zone) update(updates map[string]*hostDocs, index uint64) bool {
 	changed := map[string]*node{}
 	edits := map[string][]part{} // shared name -> its parts that change (n nil: removed), in order
+	z.interned = map[string]string{}
+	defer func() { z.interned = nil }()
 	for host, data := range updates {
 		old := z.hosts[host]
 		if old == nil {
@@ -264,7 +266,7 @@ func (z *Zone) install(changed map[string]*node, index uint64) bool {
 	}
 	z.soa = []dns.RR{soa}
 	if journals {
-		z.journal.add(diff)
+		z.journal.add(diff, int(z.records.Load()+delta))
 	}
 	z.mu.Unlock()
 	z.serial, z.hasSerial = serial, true

@@ -38,7 +38,10 @@ type Zone struct {
 	shared map[string][]part        // shared name -> its hosts' parts, by key
 	below  map[string]int           // name -> number of names with records strictly below it
 	static map[string]bool          // names set by the Corefile, never overridden
-	policy *record.Policy           // who may publish which service names
+	// interned is the shared names the batch being compiled has made that
+	// the zone does not have yet (builder.intern); nil between batches.
+	interned map[string]string
+	policy   *record.Policy // who may publish which service names
 	// allowLoopback publishes loopback addresses (the Corefile's
 	// allow_loopback, for a single machine); set before the first update.
 	allowLoopback bool

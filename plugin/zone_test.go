@@ -403,7 +403,7 @@ func TestJournalBounds(t *testing.T) {
 	var j journal
 	rr := &dns.TXT{Hdr: dns.RR_Header{Name: "x.", Rrtype: dns.TypeTXT, Class: dns.ClassINET}, Txt: []string{"x"}}
 	for i := range uint32(journalMaxDeltas + 10) {
-		j.add(zoneDelta{from: i, to: i + 1, add: []dns.RR{rr}})
+		j.add(zoneDelta{from: i, to: i + 1, add: []dns.RR{rr}}, 1<<30)
 	}
 	if len(j.deltas) != journalMaxDeltas || j.deltas[0].from != 10 {
 		t.Fatalf("journal holds %d deltas from %d, want %d from 10", len(j.deltas), j.deltas[0].from, journalMaxDeltas)
@@ -419,13 +419,21 @@ func TestJournalBounds(t *testing.T) {
 		big[i] = rr
 	}
 	last := uint32(journalMaxDeltas + 10)
-	j.add(zoneDelta{from: last, to: last + 1, del: big})
+	j.add(zoneDelta{from: last, to: last + 1, del: big}, 1<<30)
 	if j.records > journalMaxRecords || j.deltas[len(j.deltas)-1].to != last+1 {
 		t.Errorf("journal holds %d records in %d deltas, over its bound of %d", j.records, len(j.deltas), journalMaxRecords)
 	}
-	j.add(zoneDelta{from: 7, to: 8}) // a gap: start over
+	j.add(zoneDelta{from: 7, to: 8}, 1<<30) // a gap: start over
 	if len(j.deltas) != 1 || j.deltas[0].from != 7 {
 		t.Errorf("after a gap the journal holds %d deltas", len(j.deltas))
+	}
+	// A zone of 100 records: differences beyond 50 records would only ever
+	// be sent as an AXFR, so they go.
+	for i := range uint32(40) {
+		j.add(zoneDelta{from: 8 + i, to: 9 + i, add: []dns.RR{rr, rr}}, 100)
+	}
+	if j.records > 50 || j.records < 49 || j.deltas[len(j.deltas)-1].to != 48 {
+		t.Errorf("journal of a zone of 100 records holds %d records in %d deltas, want 50 at most, up to serial 48", j.records, len(j.deltas))
 	}
 }
 
