@@ -18,7 +18,7 @@ import (
 
 // startBoundedWatcher is startWatcher with the per-host read bound and byte
 // rate lowered, so that a test can pass them with little data.
-func startBoundedWatcher(t *testing.T, c *testenv.Consul, hostBytes, hostRate int64) *watched {
+func startBoundedWatcher(t *testing.T, c *testenv.Consul, hostBytes, hostRate int64, bound ...func(*watcher)) *watched {
 	t.Helper()
 	// The bounds live in the plugin's own Consul client (its transport).
 	cfg := api.DefaultConfig()
@@ -33,6 +33,9 @@ func startBoundedWatcher(t *testing.T, c *testenv.Consul, hostBytes, hostRate in
 	var once sync.Once
 	wt := newWatcher(kv, kvPrefix, []*Zone{z}, time.Hour, func() { once.Do(func() { close(w.loaded) }) }, nil)
 	wt.hostBytes, wt.hostRate = hostBytes, hostRate
+	for _, b := range bound {
+		b(wt)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); wt.run(ctx) }()
@@ -138,6 +141,57 @@ func TestWatchFlappingHost(t *testing.T) {
 	last := <-flapped
 	testenv.Eventually(t, 20*time.Second, "the flapping host's last state", w.has("api-1.flap.hosts.c.example.org.", dns.TypeSRV,
 		fmt.Sprintf("api-1.flap.hosts.c.example.org. 30 IN SRV 10 10 %d flap.hosts.c.example.org.", last)))
+}
+
+// sameShard returns n host names in one shard of layout 2.
+func sameShard(n int) []string {
+	byShard := map[string][]string{}
+	for i := 0; ; i++ {
+		name := fmt.Sprintf("host-%d", i)
+		s := record.Shard(name)
+		byShard[s] = append(byShard[s], name)
+		if len(byShard[s]) == n {
+			return byShard[s]
+		}
+	}
+}
+
+// TestWatchShardFlood proves a host that floods its layout 2 entry with
+// keys (its ACL lets it write any key under it) cannot blind the readers of
+// its shard: the shard's key list goes over its bound, the watcher reads
+// the shard host by host, refuses the flooding host (reported once, its
+// records kept as they were), and the other hosts of the shard go on
+// changing.
+func TestWatchShardFlood(t *testing.T) {
+	c := testenv.StartConsul(t, testenv.ConsulOptions{})
+	kv := c.Client().KV()
+	testLayout = record.WriteV2
+	defer func() { testLayout = record.WriteV1 }()
+	names := sameShard(2)
+	good, noisy := mkHost(names[0], "192.0.2.10"), mkHost(names[1], "192.0.2.66")
+	publish(t, kv, good, ctrOp(t, good.Name, mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
+	publish(t, kv, noisy, ctrOp(t, noisy.Name, mkCtr("b1", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.66", 6001))))
+	w := startBoundedWatcher(t, c, maxHostBytes, hostByteRate, func(wt *watcher) { wt.shardBytes, wt.entryBytes = 32<<10, 16<<10 })
+	oversizeBefore := testenv.MetricValue(invalidRecords.WithLabelValues("oversize"))
+
+	// 3,000 rev keys under its own entry: some 150 KiB of key list.
+	for i := 0; i < 3000; i += 64 {
+		var txn api.KVTxnOps
+		for j := i; j < min(i+64, 3000); j++ {
+			txn = append(txn, &api.KVTxnOp{Verb: api.KVSet, Key: record.HostRevKey(kvPrefix, noisy.Name, uint64(1000+j)), Value: []byte("{}")})
+		}
+		if ok, _, _, err := kv.Txn(txn, nil); err != nil || !ok {
+			t.Fatalf("flood: %v", err)
+		}
+	}
+	publish(t, kv, good, ctrOp(t, good.Name, mkCtr("a2", "web-2", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))))
+	testenv.Eventually(t, 10*time.Second, "the good host's change beside the flood", w.has("web-2."+good.Name+".hosts.c.example.org.", dns.TypeA, "web-2."+good.Name+".hosts.c.example.org. 30 IN A 192.0.2.10"))
+	w.check(t, "api-1."+noisy.Name+".hosts.c.example.org.", dns.TypeA, "api-1."+noisy.Name+".hosts.c.example.org. 30 IN A 192.0.2.66")
+	publish(t, kv, good, ctrOp(t, good.Name, mkCtr("a3", "web-3", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1003))))
+	testenv.Eventually(t, 10*time.Second, "another change beside the flood", w.has("web-3."+good.Name+".hosts.c.example.org.", dns.TypeA, "web-3."+good.Name+".hosts.c.example.org. 30 IN A 192.0.2.10"))
+	if n := testenv.MetricValue(invalidRecords.WithLabelValues("oversize")) - oversizeBefore; n != 1 {
+		t.Errorf("the flooding host was counted %v times, want once", n)
+	}
 }
 
 // TestReporterForgets proves the report-once state holds only the bad

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/berthdns/berth/record"
@@ -178,6 +179,11 @@ type sourceRead struct {
 	keys   []string    // a shard: its keys
 	err    error
 	reset  bool // Consul's index went backwards
+
+	// A shard over its bound (readShardByHost): the hosts whose own keys
+	// are over theirs, and that the read was the slow one.
+	oversize []string
+	slow     bool
 }
 
 // nextWaitIndex is the one rule for the index of the next blocking read,
@@ -208,10 +214,15 @@ func (w *watcher) follow(ctx context.Context, gen uint64, source string, index u
 		if r.err != nil {
 			failures++
 			index = 0
+			back := w.consulBack.wait()
 			if !send(ctx, out, r) {
 				return
 			}
-			sleep(ctx, watchBackoff.Delay(failures))
+			select { // the backoff, cut short once another source reads again
+			case <-ctx.Done():
+			case <-time.After(watchBackoff.Delay(failures)):
+			case <-back:
+			}
 			continue
 		}
 		if r.index == last && failures == 0 {
@@ -223,7 +234,31 @@ func (w *watcher) follow(ctx context.Context, gen uint64, source string, index u
 		if !send(ctx, out, r) {
 			return
 		}
+		if r.slow {
+			sleep(ctx, time.Second)
+		}
 	}
+}
+
+// signal wakes every goroutine waiting on it, and can be fired again.
+type signal struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func newSignal() *signal { return &signal{ch: make(chan struct{})} }
+
+func (s *signal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ch
+}
+
+func (s *signal) fire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	close(s.ch)
+	s.ch = make(chan struct{})
 }
 
 func send(ctx context.Context, out chan<- sourceRead, r sourceRead) bool {
@@ -244,11 +279,51 @@ func (w *watcher) readSource(ctx context.Context, source string, index uint64, w
 		q = q.WithContext(withRequest(ctx, &consulRequest{kind: requestWatch}))
 		r.v1, meta, r.err = w.kv.List(record.HostsPrefix(w.prefix), q)
 	} else {
-		q = q.WithContext(withRequest(ctx, &consulRequest{kind: requestShard}))
-		r.keys, meta, r.err = w.kv.Keys(record.ShardPrefix(w.prefix, source), "", q)
+		req := &consulRequest{kind: requestShard, maxBytes: w.shardBytes}
+		r.keys, meta, r.err = w.kv.Keys(record.ShardPrefix(w.prefix, source), "", q.WithContext(withRequest(ctx, req)))
+		if r.err != nil && req.exceeded {
+			return w.readShardByHost(ctx, source, index, wait)
+		}
 	}
 	if r.err == nil {
 		r.index = meta.LastIndex
+	}
+	return r
+}
+
+// readShardByHost reads a shard whose key list is over its bound: some
+// host of it writes keys far beyond its one entry (hostile or broken). It
+// lists the shard's hosts, one line each whatever each holds, then each
+// host's keys on their own, bounded; a host over that bound is refused
+// (oversize), and keeps what was served for it, while the shard's other
+// hosts are read as usual. It costs a read per host of the shard, so the
+// follower waits a second after it.
+func (w *watcher) readShardByHost(ctx context.Context, shard string, index uint64, wait time.Duration) sourceRead {
+	r := sourceRead{source: shard, slow: true}
+	q := (&api.QueryOptions{WaitIndex: index, WaitTime: wait, AllowStale: true}).WithContext(withRequest(ctx, &consulRequest{kind: requestShard}))
+	dirs, meta, err := w.kv.Keys(record.ShardPrefix(w.prefix, shard), "/", q)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	r.index = meta.LastIndex
+	for _, dir := range dirs {
+		host := strings.TrimSuffix(strings.TrimPrefix(dir, record.ShardPrefix(w.prefix, shard)), "/")
+		if record.ValidLabel(host) != nil || !strings.HasSuffix(dir, "/") {
+			r.keys = append(r.keys, dir) // refused by parseShard, and reported
+			continue
+		}
+		req := &consulRequest{kind: requestShard, maxBytes: w.entryBytes}
+		keys, _, err := w.kv.Keys(record.HostRevPrefix(w.prefix, host), "", (&api.QueryOptions{AllowStale: true}).WithContext(withRequest(ctx, req)))
+		switch {
+		case err != nil && req.exceeded:
+			r.oversize = append(r.oversize, host)
+		case err != nil:
+			r.err = err
+			return r
+		default:
+			r.keys = append(r.keys, keys...)
+		}
 	}
 	return r
 }

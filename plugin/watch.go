@@ -37,6 +37,11 @@ const maxHostBytes = 16 << 20
 // and host document (one of at most record.MaxDocumentSize).
 const maxHostDocBytes = 1 << 20
 
+// maxShardBytes bounds the key list of one shard of layout 2: some 100,000
+// hosts' entries. A shard over it holds a host that writes far more than
+// its one entry (see readShardByHost).
+const maxShardBytes = 4 << 20
+
 // hostByteRate is what a host's documents may cost in reads from Consul, on
 // average, with a burst of two full-size reads: far above what a host of
 // hundreds of containers changing many times a second costs, so that only
@@ -64,10 +69,11 @@ type watcher struct {
 	fetches  map[string]*rate.Limiter // per host, bytes: see hostByteRate
 	deferred map[string]bool          // hosts changed but not fetched yet: over their rate
 	retry    map[string]bool          // hosts whose fetch failed, read again after a backoff
-	oversize map[string]string        // host -> the listed version at which its subtree was over maxHostBytes
+	oversize map[string]string        // host -> the listed version at which its documents were over their bound (or oversizeEntry)
 
-	// maxHostBytes and hostByteRate, which tests lower.
-	hostBytes, hostRate int64
+	// maxHostBytes, hostByteRate, maxShardBytes and maxHostDocBytes,
+	// which tests lower.
+	hostBytes, hostRate, shardBytes, entryBytes int64
 
 	policy   policyUpdate       // the ownership policy the zones have
 	policyCh chan *policyUpdate // from watchPolicy: a newer policy to apply
@@ -76,6 +82,7 @@ type watcher struct {
 	gen        uint64             // the followers' generation: a full load starts a new one
 	stopFollow context.CancelFunc // ends the current generation
 	failing    map[string]bool    // sources whose last read failed
+	consulBack *signal            // fired when a failing source reads again: the others retry at once
 	failures   int                // consecutive failed rounds, for the backoff and the logs
 	retryAt    time.Time          // when to read the hosts in retry again (or reload)
 	reload     bool               // a full load is due: Consul's index went backwards
@@ -100,11 +107,12 @@ func newWatcher(kv *api.KV, prefix string, zones []*Zone, resync time.Duration, 
 		deferred:  map[string]bool{},
 		retry:     map[string]bool{},
 		oversize:  map[string]string{},
-		hostBytes: maxHostBytes, hostRate: hostByteRate,
-		policy:   policyUpdate{policy: record.OpenPolicy},
-		policyCh: make(chan *policyUpdate, 1),
-		reads:    make(chan sourceRead, record.ShardCount+1),
-		failing:  map[string]bool{},
+		hostBytes: maxHostBytes, hostRate: hostByteRate, shardBytes: maxShardBytes, entryBytes: maxHostDocBytes,
+		policy:     policyUpdate{policy: record.OpenPolicy},
+		policyCh:   make(chan *policyUpdate, 1),
+		reads:      make(chan sourceRead, record.ShardCount+1),
+		failing:    map[string]bool{},
+		consulBack: newSignal(),
 	}
 }
 
@@ -266,12 +274,13 @@ func (w *watcher) handleReads(ctx context.Context, first sourceRead) error {
 			_, err := w.fullLoad(ctx, true)
 			return err
 		}
-		delete(w.failing, r.source)
-		if r.source == sourceV1 {
-			w.index.setV1(w.decodeHosts(r.v1), r.index, changed)
-		} else {
-			w.index.setShard(r.source, w.decodeShard(r.source, r.keys), r.index, changed)
+		if w.failing[r.source] {
+			delete(w.failing, r.source)
+			if len(w.failing) > 0 {
+				w.consulBack.fire()
+			}
 		}
+		w.setSource(r, changed)
 	}
 	if err := w.round(ctx, changed, changedOnly); err != nil {
 		return err
@@ -282,6 +291,32 @@ func (w *watcher) handleReads(ctx context.Context, first sourceRead) error {
 	w.recovered()
 	return nil
 }
+
+// setSource puts a source's read into the index, adding to changed the
+// hosts whose entries it changed. A host refused for the size of its own
+// keys (oversize) keeps its last entry, and is reported once.
+func (w *watcher) setSource(r sourceRead, changed map[string]bool) {
+	if r.source == sourceV1 {
+		w.index.setV1(w.decodeHosts(r.v1), r.index, changed)
+		return
+	}
+	hosts := w.decodeShard(r.source, r.keys)
+	for _, host := range r.oversize {
+		if e, ok := w.index.shards[r.source][host]; ok {
+			hosts[host] = e
+		}
+		if _, seen := w.oversize[host]; !seen {
+			invalidRecords.WithLabelValues("oversize").Inc()
+			dataLog.warningf("host %s: its layout 2 entry %s holds keys over %d KiB; keeping what was served for it", host, record.HostRevPrefix(w.prefix, host), w.entryBytes>>10)
+			w.oversize[host] = oversizeEntry
+		}
+	}
+	w.index.setShard(r.source, hosts, r.index, changed)
+}
+
+// oversizeEntry marks, in watcher.oversize, a host refused for the keys of
+// its layout 2 entry rather than for its container documents.
+const oversizeEntry = "entry"
 
 // resyncShard reads the hosts of the next shard again, whatever the index
 // says of them: the safety net for producers that forget to bump rev. Only
@@ -410,7 +445,7 @@ func (w *watcher) fetchInto(ctx context.Context, b batch, listed map[string]list
 		case f.oversize:
 			if _, seen := w.oversize[name]; !seen {
 				invalidRecords.WithLabelValues("oversize").Inc()
-				dataLog.warningf("host %s: its container documents are over %d KiB; keeping what was served for it", name, w.hostBytes>>10)
+				dataLog.warningf("host %s: its documents are over the read bound (%d KiB of containers, %d KiB of its layout 2 entry); keeping what was served for it", name, w.hostBytes>>10, w.entryBytes>>10)
 			}
 			w.oversize[name] = listed[name].version()
 		default:
@@ -444,11 +479,7 @@ func (w *watcher) fullLoad(ctx context.Context, force bool) (policyIndex uint64,
 			return 0, r.err
 		}
 		starts[source] = r.index
-		if source == sourceV1 {
-			w.index.setV1(w.decodeHosts(r.v1), r.index, changed)
-		} else {
-			w.index.setShard(source, w.decodeShard(source, r.keys), r.index, changed)
-		}
+		w.setSource(r, changed)
 	}
 	names := map[string]bool{}
 	w.index.names(names)
@@ -549,7 +580,7 @@ func (w *watcher) fetchHosts(ctx context.Context, listed map[string]listedHost, 
 // container documents; it returns them and the bytes read.
 func (w *watcher) fetchHost(ctx context.Context, host string, l listedHost) (f fetchedHost, read int64) {
 	if l.v2Key != "" {
-		req := &consulRequest{kind: requestHost, maxBytes: maxHostDocBytes}
+		req := &consulRequest{kind: requestHost, maxBytes: w.entryBytes}
 		pairs, _, err := w.kv.List(record.HostRevPrefix(w.prefix, host), (&api.QueryOptions{}).WithContext(withRequest(ctx, req)))
 		read += req.read
 		switch {
