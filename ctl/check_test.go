@@ -16,7 +16,7 @@ func TestCheck(t *testing.T) {
 	startFixture(t)
 	bad := "berth/containers/host2/" + idBad
 	orphan := "REASON            HOST   KEY OR NAME                                                                              WHY\n" +
-		"orphan            ghost  berth/containers/ghost/0123456789ab                                                      no host document berth/hosts/ghost: the plugin serves a host's containers only with its host document\n" +
+		"orphan            ghost  berth/containers/ghost/0123456789ab                                                      no host document berth/hosts/ghost nor under berth/shards/" + record.Shard("ghost") + "/ghost/: the plugin serves a host's containers only with its host document\n" +
 		"invalid_document  host2  " + bad + "  container document " + bad + ": not a JSON object: invalid character 'n' looking for beginning of object key string\n" +
 		"invalid_document  host3  berth/hosts/host3                                                                        host document berth/hosts/host3: name other does not match its key\n"
 	loopback := "loopback_address  host2  lo-1.host2.hosts.c.example.org.                                                          127.0.0.1 is a loopback address: not published (only this machine can reach it) unless loopback is explicitly allowed\n"
@@ -36,7 +36,7 @@ func TestCheck(t *testing.T) {
       "reason": "orphan",
       "host": "ghost",
       "key": "berth/containers/ghost/0123456789ab",
-      "why": "no host document berth/hosts/ghost: the plugin serves a host's containers only with its host document"
+      "why": "no host document berth/hosts/ghost nor under berth/shards/`+record.Shard("ghost")+`/ghost/: the plugin serves a host's containers only with its host document"
     },
     {
       "reason": "invalid_document",

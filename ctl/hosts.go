@@ -22,6 +22,9 @@ type HostInfo struct {
 	SessionState string `json:"session_state"`
 	Rev          uint64 `json:"rev"`   // the document's rev, which its exporter bumps
 	Index        uint64 `json:"index"` // the document's ModifyIndex in Consul
+	// Layout is the KV layouts the host is in: "1", "2" or "both"
+	// (Host.Layout); a migration to layout 2 is done when every host says 2.
+	Layout string `json:"layout"`
 }
 
 // Session states.
@@ -37,7 +40,7 @@ func HostInfos(ns *Namespace) []HostInfo {
 	out := make([]HostInfo, 0, len(ns.Hosts))
 	for _, h := range ns.Hosts {
 		hi := HostInfo{Name: h.Doc.Name, Containers: len(h.Containers), Exporter: h.Doc.Exporter,
-			Session: h.Session, SessionState: SessionNone, Rev: h.Doc.Rev, Index: h.Index}
+			Session: h.Session, SessionState: SessionNone, Rev: h.Doc.Rev, Index: h.Index, Layout: string(h.Layout)}
 		for _, a := range h.Doc.Addrs {
 			hi.Addrs = append(hi.Addrs, a.String())
 		}
@@ -64,14 +67,14 @@ func runHosts(ns *Namespace, o *options, stdout, stderr io.Writer) int {
 	if o.output == "json" {
 		writeJSON(stdout, hosts)
 	} else {
-		t := newTable(stdout, "HOST", "ADDRS", "CONTAINERS", "EXPORTER", "SESSION", "REV", "INDEX")
+		t := newTable(stdout, "HOST", "ADDRS", "CONTAINERS", "EXPORTER", "SESSION", "REV", "INDEX", "LAYOUT")
 		for _, h := range hosts {
 			session := h.SessionState
 			if h.Session != "" {
 				session += " " + shortID(h.Session)
 			}
 			t.row(h.Name, strings.Join(h.Addrs, ","), strconv.Itoa(h.Containers), h.Exporter, session,
-				strconv.FormatUint(h.Rev, 10), strconv.FormatUint(h.Index, 10))
+				strconv.FormatUint(h.Rev, 10), strconv.FormatUint(h.Index, 10), h.Layout)
 		}
 		t.flush()
 	}

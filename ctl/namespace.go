@@ -27,11 +27,17 @@ type Namespace struct {
 	Problems    []Problem // invalid documents, orphans, a bad policy; by key
 }
 
-// Host is a valid host document and its valid container documents.
+// Host is a valid host document and its valid container documents. A host
+// in both KV layouts (record.Layout) is one host, served from the document
+// the plugin serves (plugin/watch.go's hostDoc): the one of the higher rev,
+// layout 2 on a tie.
 type Host struct {
-	Key   string
+	Key   string // the served document's key
 	Doc   *record.Host
 	Index uint64 // the document's ModifyIndex: its last change
+	// Layout is where the host has a valid document: "1", "2" or "both"
+	// (record.WriteMode's names), the progress of a migration.
+	Layout record.WriteMode
 	// Session is the ID of the session holding the key ("" for none), and
 	// SessionLive whether Consul still knows it (set by Sessions).
 	Session       string
@@ -64,7 +70,7 @@ const (
 )
 
 // Read reads every document under prefix at once (one consistent list, so
-// host and container documents agree) and decodes them.
+// host and container documents agree, in both KV layouts) and decodes them.
 func Read(ctx context.Context, kv *api.KV, prefix string) (*Namespace, error) {
 	pairs, meta, err := kv.List(prefix+"/", (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
@@ -77,15 +83,30 @@ func Read(ctx context.Context, kv *api.KV, prefix string) (*Namespace, error) {
 
 // Decode sorts the pairs under prefix into a Namespace. Keys that are no
 // document of the contract (deeper than <prefix>/containers/<host>/<id>,
-// or outside hosts/, containers/ and policy) are ignored, as the plugin
-// ignores them.
+// or outside hosts/, shards/, containers/ and policy) are ignored, as the
+// plugin ignores them; a key under shards/ that is not a host's rev key
+// (record.ParseHostRevKey) is invalid, as the plugin refuses it.
 func Decode(prefix string, pairs api.KVPairs) *Namespace {
 	ns := &Namespace{Prefix: prefix}
-	hosts := map[string]*Host{}
-	badHosts := map[string]bool{}
+	hosts := map[string]*Host{}   // layout 1
+	hostsV2 := map[string]*Host{} // layout 2
+	revs := map[string]uint64{}   // host -> its highest rev in layout 2
+	revPairs := map[string]*api.KVPair{}
+	badHosts := map[string]string{} // host -> the key of its invalid document
 	var containers []*Container
 	for _, p := range pairs {
 		switch {
+		case strings.HasPrefix(p.Key, record.ShardsPrefix(prefix)):
+			name, rev, err := record.ParseHostRevKey(prefix, p.Key)
+			if err != nil {
+				ns.Problems = append(ns.Problems, Problem{Reason: ProblemInvalid, Key: p.Key, Why: err.Error()})
+				continue
+			}
+			// Only the highest rev of a host counts, as the plugin reads
+			// it; a lower one is a leftover its exporter deletes.
+			if cur, ok := revs[name]; !ok || rev > cur {
+				revs[name], revPairs[name] = rev, p
+			}
 		case p.Key == record.PolicyKey(prefix):
 			pol, err := record.DecodePolicy(p.Key, p.Value)
 			if err != nil {
@@ -101,7 +122,7 @@ func Decode(prefix string, pairs api.KVPairs) *Namespace {
 			}
 			if err != nil {
 				ns.Problems = append(ns.Problems, Problem{Reason: ProblemInvalid, Host: name, Key: p.Key, Why: err.Error()})
-				badHosts[name] = true
+				badHosts[name] = p.Key
 				continue
 			}
 			hosts[name] = &Host{Key: p.Key, Doc: h, Index: p.ModifyIndex, Session: p.Session}
@@ -121,12 +142,42 @@ func Decode(prefix string, pairs api.KVPairs) *Namespace {
 			containers = append(containers, &Container{Key: p.Key, Host: host, Doc: c, Index: p.ModifyIndex})
 		}
 	}
+	for name, p := range revPairs {
+		h, err := record.DecodeHost(p.Key, p.Value)
+		if err == nil && h.Name != name {
+			err = fmt.Errorf("host document %s: name %s does not match its key", p.Key, h.Name)
+		}
+		if err != nil {
+			ns.Problems = append(ns.Problems, Problem{Reason: ProblemInvalid, Host: name, Key: p.Key, Why: err.Error()})
+			badHosts[name] = p.Key
+			continue
+		}
+		hostsV2[name] = &Host{Key: p.Key, Doc: h, Index: p.ModifyIndex, Session: p.Session}
+	}
+	for name, h2 := range hostsV2 {
+		switch h1 := hosts[name]; {
+		case h1 == nil:
+			h2.Layout = record.WriteV2
+			hosts[name] = h2
+		case h2.Doc.Rev >= h1.Doc.Rev:
+			h2.Layout = record.WriteBoth
+			hosts[name] = h2
+		default:
+			h1.Layout = record.WriteBoth
+		}
+	}
+	for _, h := range hosts {
+		if h.Layout == "" {
+			h.Layout = record.WriteV1
+		}
+	}
 	for _, c := range containers {
 		h := hosts[c.Host]
 		if h == nil {
-			why := "no host document " + record.HostKey(prefix, c.Host) + ": the plugin serves a host's containers only with its host document"
-			if badHosts[c.Host] {
-				why = "the host document " + record.HostKey(prefix, c.Host) + " is invalid: the plugin serves a host's containers only with a valid one"
+			why := "no host document " + record.HostKey(prefix, c.Host) + " nor under " + record.HostRevPrefix(prefix, c.Host) +
+				": the plugin serves a host's containers only with its host document"
+			if bad, ok := badHosts[c.Host]; ok {
+				why = "the host document " + bad + " is invalid: the plugin serves a host's containers only with a valid one"
 			}
 			ns.Problems = append(ns.Problems, Problem{Reason: ProblemOrphan, Host: c.Host, Key: c.Key, Why: why})
 			continue

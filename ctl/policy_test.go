@@ -17,6 +17,9 @@ func TestPolicy(t *testing.T) {
 	expect(t, []string{"policy", "host1"}, 0, `key "berth/hosts/host1" {
   policy = "write"
 }
+key_prefix "berth/shards/00/host1/" {
+  policy = "write"
+}
 key_prefix "berth/containers/host1/" {
   policy = "write"
 }
@@ -117,8 +120,8 @@ acl {
 		}
 		return p.ModifyIndex
 	}()
-	expect(t, []string{"hosts"}, 0, fmt.Sprintf(`HOST  ADDRS         CONTAINERS  EXPORTER  SESSION           REV  INDEX
-h1    198.51.100.1  0           -         unknown %s  1    %d
+	expect(t, []string{"hosts"}, 0, fmt.Sprintf(`HOST  ADDRS         CONTAINERS  EXPORTER  SESSION           REV  INDEX  LAYOUT
+h1    198.51.100.1  0           -         unknown %s  1    %d     1
 `, sid[:8], idx), "")
 	t.Setenv("CONSUL_HTTP_TOKEN", "not-a-token")
 	code, _, errOut := run("check")

@@ -44,12 +44,15 @@ type Config struct {
 	// Compat is CompatNone or CompatRegistrator: also honour registrator's
 	// SERVICE_* labels and environment variables (labels.go).
 	Compat string
+	// KVLayout is which KV layouts the host document is kept in
+	// (record.WriteMode; README.md#upgrading-the-kv-layout).
+	KVLayout record.WriteMode
 }
 
 // DefaultConfig is the configuration without any flag or variable.
 func DefaultConfig() Config {
 	return Config{Prefix: "berth", SessionTTL: 10 * time.Second, Resync: 30 * time.Second,
-		Listen: "127.0.0.1:9753", LogLevel: "info", LogFormat: "text"}
+		Listen: "127.0.0.1:9753", LogLevel: "info", LogFormat: "text", KVLayout: record.WriteBoth}
 }
 
 // ParseFlags parses args (without the program name). Every flag can also be
@@ -62,6 +65,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	fs := flag.NewFlagSet("berth-exporter", flag.ContinueOnError)
 	fs.SetOutput(output)
 	var addrs string
+	layout := string(cfg.KVLayout)
 	fs.StringVar(&cfg.Node, "node", "", "this host's name (default: the Docker Engine's name)")
 	fs.StringVar(&addrs, "advertise-addr", "", "IP[,IP] clients dial for 0.0.0.0 / :: bindings (default: the source address towards Consul and its IPv6 twin)")
 	fs.StringVar(&cfg.Prefix, "prefix", cfg.Prefix, "Consul KV prefix")
@@ -77,6 +81,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	fs.StringVar(&cfg.OnlyLabel, "only-label", "", "KEY or KEY=VALUE: consider only containers with this label")
 	fs.BoolVar(&cfg.AllowLoopback, "allow-loopback", false, "allow a loopback advertise address (only this machine can dial it: a single-machine setup)")
 	fs.StringVar(&cfg.Compat, "compat", "", `also honour another tool's container metadata: "registrator" (SERVICE_NAME, SERVICE_<port>_NAME, SERVICE_IGNORE, ... as labels or environment variables)`)
+	fs.StringVar(&layout, "kv-layout", layout, "KV layouts of the host document: 1 (earlier releases' readers), 2 (this release's; a change costs readers one shard), or both, for a fleet whose CoreDNS servers are not all upgraded")
 	fs.BoolVar(&cfg.ShowVersion, "version", false, "print the version and exit")
 	fs.Usage = func() { usage(fs) }
 	if err := fs.Parse(args); err != nil {
@@ -88,6 +93,11 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	if err := envflag.Apply(fs, lookupEnv); err != nil {
 		return cfg, err
 	}
+	mode, err := record.ParseWriteMode(layout)
+	if err != nil {
+		return cfg, fmt.Errorf("--kv-layout: %w", err)
+	}
+	cfg.KVLayout = mode
 	if addrs != "" {
 		for _, s := range strings.Split(addrs, ",") {
 			a, err := netip.ParseAddr(strings.TrimSpace(s))

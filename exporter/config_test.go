@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berthdns/berth/record"
 )
 
 // TestParseFlags proves every flag is read from the command line and from
@@ -72,6 +74,13 @@ func TestParseFlags(t *testing.T) {
 		{desc: "--version", args: []string{"--version"}, check: func(c Config) bool { return c.ShowVersion }},
 		{desc: "BERTH_VERSION is not --version", env: map[string]string{"BERTH_VERSION": "true"},
 			check: func(c Config) bool { return !c.ShowVersion }},
+		{desc: "kv layout both by default", check: func(c Config) bool { return c.KVLayout == record.WriteBoth }},
+		{desc: "--kv-layout 2", args: []string{"--kv-layout", "2"}, check: func(c Config) bool { return c.KVLayout == record.WriteV2 }},
+		{desc: "BERTH_KV_LAYOUT", env: map[string]string{"BERTH_KV_LAYOUT": "1"}, check: func(c Config) bool { return c.KVLayout == record.WriteV1 }},
+		{desc: "--kv-layout wins over BERTH_KV_LAYOUT", args: []string{"--kv-layout", "both"}, env: map[string]string{"BERTH_KV_LAYOUT": "2"},
+			check: func(c Config) bool { return c.KVLayout == record.WriteBoth }},
+		{desc: "empty BERTH_KV_LAYOUT is refused", env: map[string]string{"BERTH_KV_LAYOUT": ""}, wantErr: "--kv-layout"},
+		{desc: "bad --kv-layout", args: []string{"--kv-layout", "3"}, wantErr: "want 1, 2 or both"},
 		{desc: "log level", args: []string{"--log-level", "loud"}, wantErr: "--log-level"},
 		{desc: "stray argument", args: []string{"extra"}, wantErr: "unexpected arguments"},
 	}
@@ -85,6 +94,21 @@ func TestParseFlags(t *testing.T) {
 			t.Errorf("%s: %v", tc.desc, err)
 		case tc.wantErr == "" && !tc.check(cfg):
 			t.Errorf("%s: got %+v", tc.desc, cfg)
+		}
+	}
+}
+
+// TestUsageKVLayout proves --help names --kv-layout, its variable, its
+// values and its default.
+func TestUsageKVLayout(t *testing.T) {
+	t.Parallel()
+	var out strings.Builder
+	if _, err := ParseFlags([]string{"--help"}, func(string) (string, bool) { return "", false }, &out); err == nil {
+		t.Fatal("--help: no error")
+	}
+	for _, want := range []string{"--kv-layout string    (BERTH_KV_LAYOUT)", "1 (earlier releases' readers), 2", `(default "both")`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help lacks %q:\n%s", want, out.String())
 		}
 	}
 }

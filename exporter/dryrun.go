@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/berthdns/berth/record"
@@ -18,7 +19,16 @@ func (e *Exporter) DryRun(ctx context.Context, w io.Writer) error {
 	if err := e.refresh(ctx, full, dirty); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "host %s  addrs %v  key %s\n\n", e.host, e.mapper.Addrs, record.HostKey(e.cfg.Prefix, e.host))
+	// The host document's key in each layout of the mode; layout 2's rev
+	// is the next write's, which a dry run cannot know.
+	var keys []string
+	if e.pub.Mode().Writes(record.LayoutV1) {
+		keys = append(keys, record.HostKey(e.cfg.Prefix, e.host))
+	}
+	if e.pub.Mode().Writes(record.LayoutV2) {
+		keys = append(keys, record.HostRevPrefix(e.cfg.Prefix, e.host)+"<rev>")
+	}
+	fmt.Fprintf(w, "host %s  addrs %v  kv layout %s  key %s\n\n", e.host, e.mapper.Addrs, e.pub.Mode(), strings.Join(keys, " "))
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tSERVICE\tHEALTH\tPAUSED\tPRIO/WEIGHT\tPORT\tPORT NAME\tADDRESS")
 	for _, id := range sortedKeys(e.desired) {

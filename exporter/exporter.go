@@ -97,7 +97,7 @@ func New(ctx context.Context, cfg Config, docker *client.Client, consulCfg *api.
 		return nil, err
 	}
 	e.mapper = Mapper{Explicit: cfg.Explicit, Addrs: addrs, AllowLoopback: cfg.AllowLoopback, Compat: cfg.Compat}
-	popts := []PublisherOption(nil)
+	popts := []PublisherOption{WithKVLayout(cfg.KVLayout)}
 	if cfg.AllowLoopback {
 		popts = append(popts, WithAllowLoopback())
 	}

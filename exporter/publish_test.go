@@ -666,3 +666,30 @@ func TestPublisherRaceV2(t *testing.T) {
 	}
 	checkMode(t, c, "berth", host2, sid2, record.WriteV2, 2)
 }
+
+// TestSessionAdoptsLayout2Holder proves a restarted exporter finds its
+// predecessor's session as the holder of the host document in layout 2
+// alone: the session is on another node than the host's, where the
+// fallback by name does not look.
+func TestSessionAdoptsLayout2Holder(t *testing.T) {
+	t.Parallel()
+	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
+	c := consul.Client()
+	ctx := context.Background()
+	const host = "adopt"
+	sid, _, err := c.Session().CreateNoChecks(&api.SessionEntry{Name: SessionName(host), Behavior: api.SessionBehaviorDelete,
+		TTL: "30s", LockDelay: time.Millisecond}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := NewPublisher(c, "berth", host, WithKVLayout(record.WriteV2))
+	if _, err := p.Publish(ctx, sid, []netip.Addr{adv4}, docs(testDoc(1, 1001))); err != nil {
+		t.Fatal(err)
+	}
+	if pair, _, _ := c.KV().Get(record.HostKey("berth", host), nil); pair != nil {
+		t.Fatal("mode 2 wrote layout 1")
+	}
+	if id, err := NewSession(c, "berth", host, 30*time.Second, discard).ID(ctx); err != nil || id != sid {
+		t.Errorf("adopted %q (%v), want the layout 2 holder %q", id, err, sid)
+	}
+}

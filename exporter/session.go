@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,8 +26,8 @@ var ErrSessionLost = errors.New("consul session lost")
 // exporter talks to says nothing about this host when that agent is remote.
 //
 // A restarted exporter adopts the still-valid session of its predecessor
-// (found as the holder of the host document, else by name), so that the
-// keys never lose their holder and DNS has no gap.
+// (found as the holder of the host document in either KV layout, else by
+// name), so that the keys never lose their holder and DNS has no gap.
 //
 // The session lives on the Consul node named after the host (registered in
 // the catalog if no agent of that name exists), whichever agent the exporter
@@ -110,13 +111,21 @@ func (s *Session) ensureNode(ctx context.Context) error {
 }
 
 // findAdoptable returns a valid session of this host's name, renewed just
-// now, or "". The holder of the host document comes first; the sessions of
-// the host's node with the right name are the fallback.
+// now, or "". The holders of the host document come first, in layout 1 and
+// in layout 2 (a predecessor may have written either, record.WriteMode);
+// the sessions of the host's node with the right name are the fallback.
 func (s *Session) findAdoptable(ctx context.Context) string {
 	var candidates []string
 	q := (&api.QueryOptions{}).WithContext(ctx)
 	if pair, _, err := s.client.KV().Get(record.HostKey(s.prefix, s.host), q); err == nil && pair != nil && pair.Session != "" {
 		candidates = append(candidates, pair.Session)
+	}
+	if pairs, _, err := s.client.KV().List(record.HostRevPrefix(s.prefix, s.host), q); err == nil {
+		for _, pair := range pairs {
+			if pair.Session != "" && !slices.Contains(candidates, pair.Session) {
+				candidates = append(candidates, pair.Session)
+			}
+		}
 	}
 	if list, _, err := s.client.Session().Node(s.host, q); err == nil {
 		for _, e := range list {
