@@ -284,7 +284,8 @@ func (p *Publisher) hostOps() int {
 }
 
 // split cuts ops into transactions that leave room for the reserve host
-// operations each carries. It returns one empty chunk when there are no
+// operations each carries, in count and in bytes (2 KiB each, a host
+// document being far smaller). It returns one empty chunk when there are no
 // container operations (the host document alone changes).
 func (p *Publisher) split(ops []*api.KVTxnOp, reserve int) [][]*api.KVTxnOp {
 	chunks := [][]*api.KVTxnOp{nil}
@@ -292,7 +293,7 @@ func (p *Publisher) split(ops []*api.KVTxnOp, reserve int) [][]*api.KVTxnOp {
 	for _, op := range ops {
 		n := txnOverhead + len(op.Key) + (len(op.Value)+2)/3*4 // values travel as base64
 		last := len(chunks) - 1
-		if len(chunks[last]) > 0 && (len(chunks[last])+1 > p.maxOps-reserve || size+n > p.maxBytes-4096*reserve/2) {
+		if len(chunks[last]) > 0 && (len(chunks[last])+1 > p.maxOps-reserve || size+n > p.maxBytes-2048*reserve) {
 			chunks = append(chunks, nil)
 			last++
 			size = 0
