@@ -209,6 +209,23 @@ func BenchmarkZoneLoad(b *testing.B) {
 	}
 }
 
+// BenchmarkZoneLoadBatch is the first full load as the watcher makes it
+// now: every host's data in one batch (one update), on bench's dataset
+// (memDataset). ns/host is the index's share of the first load per host.
+func BenchmarkZoneLoadBatch(b *testing.B) {
+	for _, instances := range []int{3000, 30000} {
+		b.Run(fmt.Sprintf("instances=%d", instances), func(b *testing.B) {
+			hosts, perHost := memShape(instances)
+			data := memDataset(b, hosts, perHost)
+			b.ReportAllocs()
+			for b.Loop() {
+				loadMemZone(data)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*hosts), "ns/host")
+		})
+	}
+}
+
 // BenchmarkZoneUpdate is one host's change (one container's host port) in
 // a loaded zone: what every change announced by a host document costs the
 // watcher, by zone size.

@@ -44,11 +44,14 @@ func (b *builder) node(name string, owned bool) *node {
 // the README lays them out (README.md#names-and-answers). Names that do not fit DNS's limits
 // are left out and returned in skipped, with the reason.
 func (z *Zone) compile(data *hostDocs) (c *compiled, skipped map[skipKey]string) {
-	b := &builder{z: z, c: &compiled{owned: map[string]*node{}, shared: map[string]*node{}, aliases: map[string]aliasPart{}},
-		seen: map[*node]map[rrKey]bool{}, skipped: map[skipKey]string{}}
 	if data == nil {
-		return b.c, nil
+		return &compiled{}, nil
 	}
+	// Sized for a container's own name and its DNS-SD instance, and its
+	// service's three names (address, port, port name) and DNS-SD type.
+	n := len(data.Containers)
+	b := &builder{z: z, c: &compiled{owned: make(map[string]*node, 1+2*n), shared: make(map[string]*node, 3*n),
+		aliases: map[string]aliasPart{}}, seen: map[*node]map[rrKey]bool{}, skipped: map[skipKey]string{}}
 	hostName := data.Host.Name + "." + record.HostsLabel + "." + z.origin
 	if !b.fits("host", hostName) {
 		return b.c, b.skipped

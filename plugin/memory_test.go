@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/berthdns/berth/record"
 	"github.com/coredns/coredns/plugin/file"
@@ -109,16 +110,18 @@ func zoneText(z *Zone) string {
 	return text.String()
 }
 
-// liveHeap is the live heap that build's result holds, after a GC, and
-// the bytes allocated while building it.
-func liveHeap(build func() any) (live, allocated int64, v any) {
+// liveHeap is the live heap that build's result holds, after a GC, the
+// bytes allocated while building it and the time it took.
+func liveHeap(build func() any) (live, allocated int64, took time.Duration, v any) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
+	start := time.Now()
 	v = build()
+	took = time.Since(start)
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	return int64(after.HeapAlloc) - int64(before.HeapAlloc), int64(after.TotalAlloc - before.TotalAlloc), v
+	return int64(after.HeapAlloc) - int64(before.HeapAlloc), int64(after.TotalAlloc - before.TotalAlloc), took, v
 }
 
 func writeHeapProfile(t *testing.T, name string) {
@@ -154,15 +157,15 @@ func TestZoneMemory(t *testing.T) {
 	for _, instances := range sizes {
 		t.Run(strconv.Itoa(instances), func(t *testing.T) {
 			hosts, perHost := memShape(instances)
-			docsLive, _, v := liveHeap(func() any { return memDataset(t, hosts, perHost) })
+			docsLive, _, _, v := liveHeap(func() any { return memDataset(t, hosts, perHost) })
 			data := v.([]*hostDocs)
-			berthLive, berthAlloc, v := liveHeap(func() any { return loadMemZone(data) })
+			berthLive, berthAlloc, berthTook, v := liveHeap(func() any { return loadMemZone(data) })
 			z := v.(*Zone)
 			writeHeapProfile(t, fmt.Sprintf("berth-%d.pprof", instances))
 			records := z.Records()
 			text := zoneText(z)
 			z, v = nil, nil
-			fileLive, fileAlloc, v := liveHeap(func() any {
+			fileLive, fileAlloc, fileTook, v := liveHeap(func() any {
 				fz, err := file.Parse(strings.NewReader(text), benchZone, "bench.zone", 0)
 				if err != nil {
 					t.Fatal(err)
@@ -173,8 +176,9 @@ func TestZoneMemory(t *testing.T) {
 			runtime.KeepAlive(v)
 			runtime.KeepAlive(data)
 			per := func(b int64) float64 { return float64(b) / float64(records) }
-			t.Logf("%d instances, %d records: berth %.1f MiB live (%.0f B/record), %.1f MiB allocated loading; file %.1f MiB live (%.0f B/record), %.1f MiB allocated parsing; the documents berth compiled from %.1f MiB (%.0f B/instance)",
-				instances, records, mib(berthLive), per(berthLive), mib(berthAlloc), mib(fileLive), per(fileLive), mib(fileAlloc),
+			t.Logf("%d instances, %d records: berth %.1f MiB live (%.0f B/record), %.1f MiB allocated loading in %v; file %.1f MiB live (%.0f B/record), %.1f MiB allocated parsing in %v; the documents berth compiled from %.1f MiB (%.0f B/instance)",
+				instances, records, mib(berthLive), per(berthLive), mib(berthAlloc), berthTook.Round(time.Millisecond),
+				mib(fileLive), per(fileLive), mib(fileAlloc), fileTook.Round(time.Millisecond),
 				mib(docsLive), float64(docsLive)/float64(instances))
 			if os.Getenv("BERTH_ZONE_RSS") != "" {
 				berthRSS := childRSS(t, "berth", instances, "")

@@ -2,6 +2,7 @@ package berth
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -200,14 +201,15 @@ func (z *Zone) reportSkipped(host string, skipped map[skipKey]string) {
 	}
 }
 
-// install applies changed (name -> node, nil to remove), keeps empty
+// install applies final (name -> node, nil to remove; install changes the
+// map: the first load's is the size of the zone), keeps empty
 // non-terminals in step, moves the serial to index's, and journals the
 // difference; it reports whether the serial changed.
-func (z *Zone) install(changed map[string]*node, index uint64) bool {
-	final := map[string]*node{}
-	for name, n := range changed {
+func (z *Zone) install(final map[string]*node, index uint64) bool {
+	for name, n := range final {
 		if z.static[name] {
-			continue // compile reported any host's claim on it
+			delete(final, name) // compile reported any host's claim on it
+			continue
 		}
 		was, is := !z.names[name].empty(), !n.empty()
 		if was != is {
@@ -215,13 +217,14 @@ func (z *Zone) install(changed map[string]*node, index uint64) bool {
 			if !is {
 				d = -1
 			}
+			// An ancestor added here may come up later in this loop: as
+			// its node is the installed one, it changes nothing.
 			for _, a := range z.countAncestors(name, d) {
-				if _, ok := changed[a]; !ok {
+				if _, ok := final[a]; !ok {
 					final[a] = z.names[a]
 				}
 			}
 		}
-		final[name] = n
 	}
 	for name, n := range final {
 		if n.empty() {
@@ -256,13 +259,19 @@ func (z *Zone) install(changed map[string]*node, index uint64) bool {
 		}
 	}
 	soa := z.newSOA(serial)
+	// A change much larger than the zone (the first load) fills a new map,
+	// sized once and without the lock; a smaller one changes it in place.
+	var names map[string]*node
+	if len(final) > len(z.names) {
+		names = make(map[string]*node, len(z.names)+len(final))
+		maps.Copy(names, z.names)
+		setNames(names, final)
+	}
 	z.mu.Lock()
-	for name, n := range final {
-		if n == nil {
-			delete(z.names, name)
-		} else {
-			z.names[name] = n
-		}
+	if names != nil {
+		z.names = names
+	} else {
+		setNames(z.names, final)
 	}
 	z.soa = []dns.RR{soa}
 	if journals {
@@ -272,6 +281,16 @@ func (z *Zone) install(changed map[string]*node, index uint64) bool {
 	z.serial, z.hasSerial = serial, true
 	z.records.Add(delta)
 	return true
+}
+
+func setNames(names, final map[string]*node) {
+	for name, n := range final {
+		if n == nil {
+			delete(names, name)
+		} else {
+			names[name] = n
+		}
+	}
 }
 
 // nextSerial is the SOA serial of the zone once Consul's state at index is
