@@ -88,7 +88,19 @@ func partKey(host, aliasOf string) string {
 // the serial of index (see nextSerial). It reports whether the serial
 // changed. Only one goroutine may call update and MarkLoaded.
 func (z *Zone) update(updates map[string]*hostDocs, index uint64) bool {
-	changed := map[string]*node{}
+	// About three names per container change: its own, its DNS-SD
+	// instance's, and its share of its service's; sized once, as a first
+	// load makes them all.
+	size := 0
+	for host, data := range updates {
+		if old := z.hosts[host]; old != nil {
+			size += len(old.owned) + len(old.shared)
+		}
+		if data != nil {
+			size += 1 + 3*len(data.Containers)
+		}
+	}
+	changed := make(map[string]*node, size)
 	edits := map[string][]part{} // shared name -> its parts that change (n nil: removed), in order
 	z.interned = map[string]string{}
 	defer func() { z.interned = nil }()
