@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/berthdns/berth/record"
@@ -22,6 +26,10 @@ func newConsulClient(cfg *api.Config) (*api.Client, error) {
 		// shard) and per fetch in flight stays open between reads rather
 		// than being closed and dialled again at each change.
 		cfg.Transport.MaxIdleConnsPerHost = record.ShardCount + 1 + fetchParallel + 2
+		// Compressing a response costs Consul and us CPU and saves only
+		// loopback bandwidth when the agent is on this machine, as the
+		// README deploys it.
+		cfg.Transport.DisableCompression = onThisMachine(cfg.Address)
 	}
 	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
 	if err != nil {
@@ -35,6 +43,26 @@ func newConsulClient(cfg *api.Config) (*api.Client, error) {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
 	return client, nil
+}
+
+// onThisMachine reports whether a Consul address is a loopback one or a
+// Unix socket.
+func onThisMachine(addr string) bool {
+	if strings.HasPrefix(addr, "unix://") {
+		return true
+	}
+	if u, err := url.Parse(addr); err == nil && u.Host != "" {
+		addr = u.Host
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // Kinds of Consul request, the label of consulBytes.

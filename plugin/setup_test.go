@@ -221,3 +221,17 @@ func TestParseZoneOutsideServerBlock(t *testing.T) {
 		}
 	}
 }
+
+// TestOnThisMachine proves responses are left uncompressed only from a
+// Consul on this machine (see newConsulClient).
+func TestOnThisMachine(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:8500": true, "localhost:8500": true, "http://127.0.0.1:8500": true, "https://[::1]:8501": true,
+		"unix:///var/run/consul.sock": true, "[::1]:8500": true,
+		"10.0.0.5:8500": false, "consul.service.dc1:8500": false, "https://consul.example.org": false, "192.0.2.1": false,
+	} {
+		if got := onThisMachine(addr); got != want {
+			t.Errorf("onThisMachine(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}

@@ -25,7 +25,7 @@ import (
 const watchWait = 15 * time.Second
 
 // fetchParallel bounds the per-host fetches in flight in one round.
-const fetchParallel = 8
+const fetchParallel = 16
 
 // maxHostBytes bounds one host's container documents as read from Consul
 // (some 15,000 containers): a host whose subtree is larger is hostile or
@@ -430,12 +430,14 @@ func (w *watcher) deferredWait() time.Duration {
 // fetchInto fetches the documents of hosts and adds them to b. A host whose
 // subtree is over maxHostBytes keeps what it has (it is reported once, and
 // fetched again when its entry changes); a host whose fetch failed is
-// retried after a backoff, the others are applied.
+// retried after a backoff, the others are applied. Before the first load
+// is done no query sees the zones, so the hosts are installed in chunks as
+// they arrive: building the index overlaps with Consul's serving the rest.
 func (w *watcher) fetchInto(ctx context.Context, b batch, listed map[string]listedHost, hosts []string, force bool) error {
-	fetched := w.fetchHosts(ctx, listed, hosts)
 	var firstErr error
-	for _, name := range hosts {
-		f := fetched[name]
+	for f := range w.fetchHosts(ctx, listed, hosts) {
+		name := f.host
+		w.fetched(name, f.read)
 		switch {
 		case f.err != nil:
 			w.retry[name] = true
@@ -452,9 +454,16 @@ func (w *watcher) fetchInto(ctx context.Context, b batch, listed map[string]list
 			delete(w.oversize, name)
 			w.add(b, name, &f, force)
 		}
+		if len(b) >= loadChunk && !w.zones[0].Loaded() {
+			w.apply(b, w.index.dataIndex())
+			clear(b)
+		}
 	}
 	return firstErr
 }
+
+// loadChunk is how many hosts the first load installs at a time.
+const loadChunk = 32
 
 // fullLoad reads the ownership policy, the whole host index and every
 // host's documents, applies every host whose data differ from what was
@@ -520,6 +529,8 @@ func (w *watcher) startFollowers(ctx context.Context, starts map[string]uint64) 
 // documents decoded by the fetching goroutine (decoding is most of a first
 // load's work, and runs on every core that way).
 type fetchedHost struct {
+	host     string
+	read     int64       // bytes read, charged to the host's allowance
 	v2       *api.KVPair // layout 2's host document (the highest rev), if listed there
 	pairs    api.KVPairs // its container documents
 	decoded  []decodedContainer
@@ -551,49 +562,50 @@ func (w *watcher) decodeContainers(pairs api.KVPairs) []decodedContainer {
 }
 
 // fetchHosts reads the documents of each host, a few at a time, each read
-// cut off at its bound (oversize). These reads are consistent (not stale),
-// so they are never older than the index entry that announced them.
-func (w *watcher) fetchHosts(ctx context.Context, listed map[string]listedHost, hosts []string) map[string]fetchedHost {
-	out := make(map[string]fetchedHost, len(hosts))
-	var (
-		mu  sync.Mutex
-		wg  sync.WaitGroup
-		sem = make(chan struct{}, fetchParallel)
-	)
-	for _, h := range hosts {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			f, read := w.fetchHost(ctx, h, listed[h])
-			mu.Lock()
-			defer mu.Unlock()
-			w.fetched(h, read)
-			out[h] = f
-		}()
-	}
-	wg.Wait()
+// cut off at its bound (oversize), and hands them over as they come. These
+// reads are consistent (not stale), so they are never older than the index
+// entry that announced them.
+func (w *watcher) fetchHosts(ctx context.Context, listed map[string]listedHost, hosts []string) <-chan fetchedHost {
+	out := make(chan fetchedHost, fetchParallel)
+	go func() {
+		defer close(out)
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, fetchParallel)
+		for _, h := range hosts {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				f := w.fetchHost(ctx, h, listed[h])
+				out <- f
+			}()
+		}
+		wg.Wait()
+	}()
 	return out
 }
 
 // fetchHost reads one host's layout 2 document (when listed there) and its
-// container documents; it returns them and the bytes read.
-func (w *watcher) fetchHost(ctx context.Context, host string, l listedHost) (f fetchedHost, read int64) {
+// container documents.
+func (w *watcher) fetchHost(ctx context.Context, host string, l listedHost) (f fetchedHost) {
+	f.host = host
 	if l.v2Key != "" {
 		req := &consulRequest{kind: requestHost, maxBytes: w.entryBytes}
 		pairs, _, err := w.kv.List(record.HostRevPrefix(w.prefix, host), (&api.QueryOptions{}).WithContext(withRequest(ctx, req)))
-		read += req.read
+		f.read += req.read
 		switch {
 		case err != nil && req.exceeded:
-			return fetchedHost{oversize: true}, read
+			f.oversize = true
+			return f
 		case err != nil:
-			return fetchedHost{err: err}, read
+			f.err = err
+			return f
 		}
 		f.v2 = highestRev(w.prefix, pairs)
 	}
 	req := &consulRequest{kind: requestHost, maxBytes: w.hostBytes}
 	pairs, _, err := w.kv.List(record.ContainersPrefix(w.prefix, host), (&api.QueryOptions{}).WithContext(withRequest(ctx, req)))
-	read += req.read
+	f.read += req.read
 	switch {
 	case err != nil && req.exceeded:
 		f.oversize = true
@@ -602,7 +614,7 @@ func (w *watcher) fetchHost(ctx context.Context, host string, l listedHost) (f f
 	default:
 		f.pairs, f.decoded = pairs, w.decodeContainers(pairs)
 	}
-	return f, read
+	return f
 }
 
 // highestRev is the entry of the highest rev among a host's layout 2 keys.
@@ -721,7 +733,7 @@ func (w *watcher) apply(b batch, index uint64) {
 		return
 	}
 	updateGauges(w.zones, len(w.hosts))
-	if w.changed != nil {
+	if w.changed != nil && w.zones[0].Loaded() { // the first load notifies once, when done
 		w.changed()
 	}
 }

@@ -116,17 +116,22 @@ func DecodeContainer(key string, value []byte) (*Container, error) {
 	return c, nil
 }
 
-// decode checks size and version before the full parse, so that a document
-// of a later major version is reported as such rather than as a type error.
+// decode parses a document of this major version in one pass; anything
+// else is parsed again for the head alone, so that a document of a later
+// major version is reported as such rather than as a type error.
 func decode(value []byte, doc any, version *int) error {
 	if len(value) > MaxDocumentSize {
 		return fmt.Errorf("%d bytes, larger than the %d allowed", len(value), MaxDocumentSize)
 	}
+	err := json.Unmarshal(value, doc)
+	if err == nil && *version == Version {
+		return nil
+	}
 	var head struct {
 		V *int `json:"v"`
 	}
-	if err := json.Unmarshal(value, &head); err != nil {
-		return fmt.Errorf("not a JSON object: %w", err)
+	if herr := json.Unmarshal(value, &head); herr != nil {
+		return fmt.Errorf("not a JSON object: %w", herr)
 	}
 	if head.V == nil {
 		return errors.New(`no "v" field`)
@@ -134,11 +139,7 @@ func decode(value []byte, doc any, version *int) error {
 	if *head.V != Version {
 		return fmt.Errorf("%w %d (this reader knows %d)", ErrUnsupportedVersion, *head.V, Version)
 	}
-	if err := json.Unmarshal(value, doc); err != nil {
-		return err
-	}
-	*version = Version
-	return nil
+	return err
 }
 
 // Validate checks a host document against the contract and normalizes its
