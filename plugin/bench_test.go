@@ -190,10 +190,10 @@ type checkWriter struct {
 
 func (w *checkWriter) WriteMsg(m *dns.Msg) error { w.m = m; return nil }
 
-// BenchmarkZoneLoad is the first full load from the index's side: every
-// host's data handed to Update, host after host, as the watcher's fullLoad
-// does. Comparing the sizes shows how the cost grows with the number of
-// hosts (30 containers each).
+// BenchmarkZoneLoad builds the index from the index's side host after
+// host, one update each (the watcher's first load is one batch now:
+// BenchmarkZoneLoadBatch). Comparing the sizes shows how the cost grows
+// with the number of hosts (30 containers each).
 func BenchmarkZoneLoad(b *testing.B) {
 	for _, hosts := range []int{50, 150} {
 		b.Run(fmt.Sprintf("hosts=%d", hosts), func(b *testing.B) {
