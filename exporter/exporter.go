@@ -195,7 +195,7 @@ func (e *Exporter) EngineInfo() prometheus.Collector { return e.engineInfo }
 // the session, or removes them with DeregisterOnExit.
 func (e *Exporter) Run(ctx context.Context) error {
 	e.log.Info("exporter starting", "host", e.host, "addrs", e.mapper.Addrs, "prefix", e.cfg.Prefix,
-		"explicit", e.cfg.Explicit, "session_ttl", e.cfg.SessionTTL)
+		"explicit", e.cfg.Explicit, "session_ttl", e.cfg.SessionTTL, "kv_layout", e.cfg.KVLayout)
 	var wg sync.WaitGroup
 	wg.Go(func() { e.watchEvents(ctx) })
 	wg.Go(func() {
