@@ -54,6 +54,12 @@ test-faults: build consul deps
 bench: build consul
 	bash hack/bench.sh
 
+# A million instances (10,000 hosts x 100, issue 11): long, and most of the
+# machine's memory; saves bench/large.json, which make bench renders.
+.PHONY: bench-large
+bench-large: build consul
+	bash hack/bench.sh -large
+
 demo: build consul
 	bash hack/demo.sh
 

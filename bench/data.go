@@ -2,8 +2,11 @@
 // driver in bench/cmd/berthbench: query throughput and latency of the berth
 // plugin against CoreDNS's file plugin and Consul's DNS interface, the
 // propagation latency of real Docker containers through the exporter, the
-// plugin's behaviour at 100,000 instances, and a BIND secondary following
-// berth by NOTIFY and IXFR. Nothing here is a test: no figure fails the
+// plugin's behaviour at 100,000 instances, what one host's change costs as
+// the fleet grows to 10,000 hosts (bench/fleet.go), the exporter's
+// reconcile, a BIND secondary following berth by NOTIFY and IXFR, and, run
+// on its own by `make bench-large`, a million instances (bench/large.go).
+// Nothing here is a test: no figure fails the
 // run, every figure is reported next to a baseline measured in the same
 // run.
 package bench
@@ -123,9 +126,11 @@ func (d Dataset) HostDocs(h int) map[string]*record.Container {
 // Producer writes a Dataset into Consul KV as the hosts' exporters would:
 // through the exporter's own Publisher (one per host, each with a session
 // of its own), so that the keys, the documents, the transactions and the rev
-// bumps are exactly the exporter's.
+// bumps are exactly the exporter's, in the KV layout of Mode
+// (record/layout.go).
 type Producer struct {
 	D      Dataset
+	Mode   record.WriteMode
 	client *api.Client
 
 	mu       sync.Mutex
@@ -135,12 +140,19 @@ type Producer struct {
 	Stats    exporter.PublishStats
 }
 
-// NewProducer prepares a Producer for d.
-func NewProducer(client *api.Client, d Dataset) (*Producer, error) {
-	p := &Producer{D: d, client: client, pubs: make([]*exporter.Publisher, d.Hosts),
+// NewProducer prepares a Producer for d whose Publishers write the host
+// index in mode's layouts (record.WriteV2 for layout 2 alone, WriteV1 for
+// the layout before it, WriteBoth as an exporter migrating does).
+func NewProducer(client *api.Client, d Dataset, mode record.WriteMode) (*Producer, error) {
+	// The Publisher ignores a mode that is not valid; a figure must not
+	// silently measure the default instead.
+	if _, err := record.ParseWriteMode(string(mode)); err != nil {
+		return nil, err
+	}
+	p := &Producer{D: d, Mode: mode, client: client, pubs: make([]*exporter.Publisher, d.Hosts),
 		sessions: make([]string, d.Hosts), docs: make([]map[string]*record.Container, d.Hosts)}
 	for h := range d.Hosts {
-		pub, err := exporter.NewPublisher(client, d.Prefix, d.HostName(h), exporter.WithExporterName("berthbench"))
+		pub, err := exporter.NewPublisher(client, d.Prefix, d.HostName(h), exporter.WithExporterName("berthbench"), exporter.WithKVLayout(mode))
 		if err != nil {
 			return nil, err
 		}

@@ -13,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/berthdns/berth/internal/testenv"
+	"github.com/berthdns/berth/record"
 )
 
 // QueryConfig is how part 1 measures.
@@ -144,7 +145,7 @@ func RunQueries(t *TB, d Dataset, cfg QueryConfig) *QueryResult {
 
 	t.Logf("%s: publishing %d instances on %d hosts", d.Name, d.Instances(), d.Hosts)
 	start := time.Now()
-	prod, err := NewProducer(client, d)
+	prod, err := NewProducer(client, d, record.WriteV2)
 	t.Check(err, "producer")
 	t.Check(prod.PublishAll(ctx, 8), "publish")
 	res.PublishTime = time.Since(start)

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -50,7 +51,7 @@ func RunReconcile(t *TB, n int, eng Engine) *ReconcileResult {
 
 	// The Publisher alone, n synthetic documents on one host.
 	d := Dataset{Name: "reconcile-synthetic", Prefix: "recsyn", Hosts: 1, PerHost: n, Replicas: 3}
-	prod, err := NewProducer(c, d)
+	prod, err := NewProducer(c, d, record.WriteBoth)
 	t.Check(err, "producer")
 	for _, what := range []string{"Publisher alone, from empty", "Publisher alone, up to date"} {
 		idx := subtreeIndex(t, c, d.Prefix, d.HostName(0))
@@ -110,6 +111,12 @@ func RunReconcile(t *TB, n int, eng Engine) *ReconcileResult {
 		res.Runs = append(res.Runs, Reconcile{What: what, Time: el, Sets: s2 - sets, Deletes: d2 - dels,
 			Txns: x2 - txns, IndexMoved: subtreeIndex(t, c, prefix, host) != idx})
 	}
+	// The baseline: the engine's own share of a reconcile, the listing and
+	// one inspect per container the exporter makes, timed by the driver
+	// just before the exporter's first pass.
+	start = time.Now()
+	t.Check(listInspect(ctx, docker, "berth.bench="+group, n), "list and inspect")
+	res.Runs = append(res.Runs, Reconcile{What: listInspectRun, Time: time.Since(start)})
 	once(e, "exporter, from empty")
 	once(e, "exporter, up to date")
 	// A restarted exporter: nothing in memory, KV already current.
@@ -123,6 +130,31 @@ func RunReconcile(t *TB, n int, eng Engine) *ReconcileResult {
 		t.Fatalf("the exporter published %d documents, want %d", len(pairs), n)
 	}
 	return res
+}
+
+// listInspectRun names the driver's own list + inspect in the results.
+const listInspectRun = "the engine alone: list + one inspect per container"
+
+// inspectParallel is how many inspects the exporter has in flight in a
+// full reconcile: one, its refresh inspects the listed containers in a
+// loop (exporter/reconcile.go). The baseline keeps to it.
+const inspectParallel = 1
+
+// listInspect is what the exporter asks the engine in a full reconcile:
+// one listing filtered on its --only-label, then an inspect of each
+// listed container, inspectParallel at a time.
+func listInspect(ctx context.Context, docker *client.Client, label string, want int) error {
+	list, err := docker.ContainerList(ctx, client.ContainerListOptions{Filters: make(client.Filters).Add("label", label)})
+	if err != nil {
+		return err
+	}
+	if len(list.Items) != want {
+		return fmt.Errorf("listed %d containers, want %d", len(list.Items), want)
+	}
+	return forEach(len(list.Items), inspectParallel, func(i int) error {
+		_, err := docker.ContainerInspect(ctx, list.Items[i].ID, client.ContainerInspectOptions{})
+		return err
+	})
 }
 
 // subtreeIndex is Consul's index for host's subtree (host document and

@@ -62,6 +62,10 @@ type Report struct {
 	PropErr  string
 	Scale    *ScaleResult
 	ScaleErr string
+	// Part 3's fleet figures (bench/fleet.go), one result per layout and
+	// size.
+	Fleet    []*ScaleResult
+	FleetErr []string
 	Rec      *ReconcileResult
 	RecErr   string
 	// Parts 2 and 3's exporter runs again with the containers on Podman.
@@ -72,7 +76,10 @@ type Report struct {
 	// Part 4, one result per size (bench/secondary.go).
 	Secondary    []*SecondaryResult
 	SecondaryErr []string
-	Analysis     string
+	// Part 5, from `make bench-large`'s saved report (bench/large.json),
+	// not measured by this run; nil when there is none.
+	Large    *LargeResult
+	Analysis string
 }
 
 // Dist summarizes durations.
@@ -155,14 +162,18 @@ func (r *Report) Markdown() string {
 	r.summaryQueries(p)
 	r.summaryPropagation(p)
 	r.summaryScale(p)
+	r.summaryFleet(p)
 	r.summaryReconcile(p)
 	r.secondarySummary(p)
+	r.largeSummary(p)
 	r.notMeasured(p)
 	r.queriesMarkdown(p)
 	r.propagationMarkdown(p)
 	r.scaleMarkdown(p)
+	r.fleetMarkdown(p)
 	r.reconcileMarkdown(p)
 	r.secondaryMarkdown(p)
+	r.largeMarkdown(p)
 	if r.Analysis != "" {
 		p("%s\n", strings.TrimSpace(r.Analysis))
 	}
@@ -200,6 +211,9 @@ func (r *Report) summaryQueries(p printf) {
 		p("| 1 | p99 latency, %s instances (loader, %d in flight) | %s | file plugin %s | %s |\n", n, e.Loader.Concurrency, ms(br.Load.P99), ms(fr.Load.P99), dratio(br.Load.P99, fr.Load.P99))
 		p("| 1 | p99 latency, %s instances, Consul DNS | Consul %s | file plugin %s | %s |\n", n, ms(cr.Load.P99), ms(fr.Load.P99), dratio(cr.Load.P99, fr.Load.P99))
 		p("| 1 | lost queries, %s instances (dnsperf, all rounds) | %d of %s | file plugin %d of %s, Consul %d of %s | |\n", n, br.Lost, num(float64(br.Sent)), fr.Lost, num(float64(fr.Sent)), cr.Lost, num(float64(cr.Sent)))
+	}
+	if q := r.memoryQuery(); q != nil && q.Records > 0 {
+		memoryRows(p, "1", num(float64(q.D.Instances()))+" instances", int64(q.Records), q.Memory, q.FileMemory)
 	}
 	for _, kind := range []string{"SRV", "A", "TXT", "NXDOMAIN"} {
 		bb, fb := r.bench("BenchmarkServeDNS/"+kind), r.bench("BenchmarkServeDNSFilePlugin/"+kind)
@@ -242,8 +256,8 @@ func (r *Report) summaryScale(p printf) {
 		}
 		qd, cd := Distribution(s.Quiet), Distribution(s.Churn)
 		p("| 3 | KV commit → answer changed, under %d-host churn, p50 / p90 / p99 / max (n=%d) | %s | same without churn, %s | %s (p50) |\n", s.D.Hosts/100, cd.N, cd, qd, dratio(cd.P50, qd.P50))
-		per1 := s.QuietBytes["watch"] + s.QuietBytes["host"] + s.QuietBytes["policy"]
-		p("| 3 | bytes from Consul per change | %s (host subtree %s + host list %s) | whole prefix, one GET: %s | %s |\n", kib(per1), kib(s.QuietBytes["host"]), kib(s.QuietBytes["watch"]), kib(float64(s.RawPrefixBytes)), ratio(per1, float64(s.RawPrefixBytes)))
+		per1 := bytesPerChange(s.QuietBytes)
+		p("| 3 | bytes from Consul per change | %s (%s) | whole prefix, one GET: %s | %s |\n", kib(per1), kinds(s.QuietBytes), kib(float64(s.RawPrefixBytes)), ratio(per1, float64(s.RawPrefixBytes)))
 		if q := r.query(3000); q != nil && q.Server("berth+metrics").Perf.QPS > 0 {
 			b3 := q.Server("berth+metrics").Perf.QPS
 			p("| 3 | queries/s at %s instances (dnsperf; Corefile with prometheus) | %s | 3,000 instances, same Corefile: %s | %s |\n", n, num(s.Server.Perf.QPS), num(b3), ratio(s.Server.Perf.QPS, b3))
@@ -265,6 +279,9 @@ func (r *Report) summaryScale(p printf) {
 func (r *Report) summaryReconcile(p printf) {
 	if rc := r.Rec; rc != nil {
 		syn, ex, up, re := rc.run("Publisher alone, from empty"), rc.run("exporter, from empty"), rc.run("exporter, up to date"), rc.run("restarted exporter, up to date")
+		if li := rc.run(listInspectRun); ex != nil && li != nil {
+			p("| 3 | exporter: reconcile a host of %d containers from empty, one pass | %s, %d writes in %d txns | the engine's own list + one inspect per container (the driver, %d at a time as the exporter): %s | **%s** (goal ≤ 2x) |\n", rc.Containers, ms(ex.Time), ex.Sets+ex.Deletes, ex.Txns, inspectParallel, ms(li.Time), dratio(ex.Time, li.Time))
+		}
 		if ex != nil && syn != nil {
 			p("| 3 | exporter: reconcile a host of %d containers from empty | %s, %d writes in %d txns | Publisher alone (no Docker): %s | %s |\n", rc.Containers, ms(ex.Time), ex.Sets+ex.Deletes, ex.Txns, ms(syn.Time), dratio(ex.Time, syn.Time))
 		}
@@ -272,7 +289,7 @@ func (r *Report) summaryReconcile(p printf) {
 			p("| 3 | exporter: the same host up to date | %s, %d writes | from empty: %s | %s |\n", ms(up.Time), up.Sets+up.Deletes+up.Txns, ms(ex.Time), dratio(up.Time, ex.Time))
 		}
 		if re != nil && ex != nil {
-			p("| 3 | exporter restarted, host up to date | %s, %d writes | from empty: %s | %s |\n", ms(re.Time), re.Sets+re.Deletes+re.Txns, ms(ex.Time), dratio(re.Time, ex.Time))
+			p("| 3 | exporter restarted, host of %d containers up to date: KV writes | **%d** documents set or deleted, %d transactions (goal 0), in %s | from empty: %d documents, %d transactions, in %s | %s (time) |\n", rc.Containers, re.Sets+re.Deletes, re.Txns, ms(re.Time), ex.Sets+ex.Deletes, ex.Txns, ms(ex.Time), dratio(re.Time, ex.Time))
 		}
 		if rp := r.RecPodman; rp != nil && ex != nil {
 			if pex, pup := rp.run("exporter, from empty"), rp.run("exporter, up to date"); pex != nil && pup != nil {
@@ -288,7 +305,7 @@ func (r *Report) summaryReconcile(p printf) {
 // notMeasured lists the parts that failed, after the summary.
 func (r *Report) notMeasured(p printf) {
 	p("\n")
-	for _, errs := range [][]string{{r.GoErr}, r.QueryErr, {r.PropErr}, {r.PropPodmanErr}, {r.ScaleErr}, {r.RecErr}, {r.RecPodmanErr}, r.SecondaryErr} {
+	for _, errs := range [][]string{{r.GoErr}, r.QueryErr, {r.PropErr}, {r.PropPodmanErr}, {r.ScaleErr}, r.FleetErr, {r.RecErr}, {r.RecPodmanErr}, r.SecondaryErr} {
 		for _, err := range errs {
 			if err != "" {
 				p("**Not measured:** %s\n\n", err)
@@ -378,23 +395,23 @@ func propTable(p printf, pr *PropResult) {
 func (r *Report) scaleMarkdown(p printf) {
 	if s := r.Scale; s != nil {
 		p("## 3. Scale\n\n")
-		p("A synthetic producer (`bench.Producer`, which drives the exporter's own `exporter.Publisher`, one per host, one session each) wrote %s hosts x %d containers = %s instances (%s services) in %s (%d transactions). %s records indexed.\n\n",
-			num(float64(s.D.Hosts)), s.D.PerHost, num(float64(s.D.Instances())), num(float64(s.D.Services())), ms(s.PublishTime), s.Txns, num(float64(s.Records)))
+		p("A synthetic producer (`bench.Producer`, which drives the exporter's own `exporter.Publisher`, one per host, one session each) wrote %s hosts x %d containers = %s instances (%s services) in KV layout %s (`record.WriteMode`) in %s (%d transactions). %s records indexed.\n\n",
+			num(float64(s.D.Hosts)), s.D.PerHost, num(float64(s.D.Instances())), num(float64(s.D.Services())), modeText(s.Mode), ms(s.PublishTime), s.Txns, num(float64(s.Records)))
 		p("| figure | value |\n| --- | --- |\n")
 		for i, fl := range s.FirstLoad {
 			p("| first full load, sample %d (process start → `ready` answers 200) | %s |\n", i+1, ms(fl))
 		}
 		p("| the same for a berth with an empty prefix (CoreDNS start-up alone) | %s |\n", ms(s.EmptyLoad))
 		p("| process start → first answer (SERVFAIL while loading), sample 1 | %s |\n", ms(s.FirstServing))
-		p("| the driver's List of `hosts/` and `containers/` through the Consul API client | %s |\n", ms(s.RawFetch))
+		p("| the driver's List of the host index (`hosts/` in layout 1, `shards/` in layout 2) and `containers/` through the Consul API client | %s |\n", ms(s.RawFetch))
 		p("| RSS / live heap, empty berth | %s / %s |\n", mib(s.Empty.RSS), mib(s.Empty.HeapAlloc))
 		p("| RSS / live heap, %s instances (after a forced GC) | %s / %s |\n", num(float64(s.D.Instances())), mib(s.Loaded.RSS), mib(s.Loaded.HeapAlloc))
 		p("| per 10,000 instances, RSS / live heap | %s / %s |\n", mib((s.Loaded.RSS-s.Empty.RSS)*10000/int64(s.D.Instances())), mib((s.Loaded.HeapAlloc-s.Empty.HeapAlloc)*10000/int64(s.D.Instances())))
 		p("| KV commit → answer changed, quiet, p50 / p90 / p99 / max (n=%d) | %s |\n", len(s.Quiet), Distribution(s.Quiet))
 		p("| the same while %d hosts (1%%) each change a container every %s: %d changes in %.1f s | %s |\n", s.D.Hosts/100, s.churnInterval(), s.ChurnChanges, s.ChurnSeconds, Distribution(s.Churn))
-		p("| bytes read from Consul per change (quiet; `coredns_berth_consul_received_bytes_total`) | watch (host list) %s, host %s, policy %s |\n", kib(s.QuietBytes["watch"]), kib(s.QuietBytes["host"]), kib(s.QuietBytes["policy"]))
-		p("| one host's subtree / the host list / the whole container prefix, one GET each | %s / %s / %s |\n", kib(float64(s.RawHostBytes)), kib(float64(s.RawHostsBytes)), kib(float64(s.RawPrefixBytes)))
-		p("| bytes read from Consul per second under churn | watch %s/s, host %s/s, policy %s/s |\n", kib(s.ChurnBytesPerSec["watch"]), kib(s.ChurnBytesPerSec["host"]), kib(s.ChurnBytesPerSec["policy"]))
+		p("| bytes read from Consul per change (quiet; `coredns_berth_consul_received_bytes_total`, by request kind) | %s: %s |\n", kib(bytesPerChange(s.QuietBytes)), kinds(s.QuietBytes))
+		p("| one host's subtree / the host list (layout 1) / one shard's keys (layout 2) / the whole container prefix, one GET each | %s / %s / %s / %s |\n", kib(float64(s.RawHostBytes)), kib(float64(s.RawHostsBytes)), kib(float64(s.RawShardBytes)), kib(float64(s.RawPrefixBytes)))
+		p("| bytes read from Consul per second under churn | %s/s: %s |\n", kib(bytesPerChange(s.ChurnBytesPerSec)), kindsPerSec(s.ChurnBytesPerSec))
 		p("\nQueries at this size, measured as in part 1 (%d rounds, medians), on the server above (its Corefile has the prometheus plugin):\n\n", len(s.Server.Rounds))
 		p("| server | q/s (dnsperf): median (min–max) | mean latency (dnsperf) | lost / sent (dnsperf) | q/s (loader) | mean | p50 | p99 | p99.9 | max | lost (loader) | rcodes (loader) | load avg before each round |\n")
 		p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
@@ -407,7 +424,7 @@ func (r *Report) scaleMarkdown(p printf) {
 func (r *Report) reconcileMarkdown(p printf) {
 	if rc := r.Rec; rc != nil {
 		p("### Exporter reconcile\n\n")
-		p("One host with %d running containers of the test image (created and started in %s, 4 at a time). `exporter` rows run the exporter package in this process (`exporter.New` and `Exporter.Once`: a full listing, one inspect per container, the Publisher's diff and transactions) against the local engine and a fresh Consul agent; `Publisher alone` publishes %d synthetic documents for one host, the Consul half without Docker. Writes are the exporter's own counters (documents set + deleted); `subtree index moved` is Consul's index of the host's keys, checked independently.\n\n", rc.Containers, ms(rc.StartAll), rc.Containers)
+		p("One host with %d running containers of the test image (created and started in %s, 4 at a time). `exporter` rows run the exporter package in this process (`exporter.New` and `Exporter.Once`: a full listing, one inspect per container, the Publisher's diff and transactions) against the local engine and a fresh Consul agent; `Publisher alone` publishes %d synthetic documents for one host, the Consul half without Docker; `the engine alone` is the driver's own listing and one inspect per container, one at a time as the exporter's reconcile makes them (`exporter/reconcile.go`), just before the exporter's first pass: the baseline of issue 11's goal (a pass from empty within 2x of it). Writes are the exporter's own counters (documents set + deleted); `subtree index moved` is Consul's index of the host's keys, checked independently.\n\n", rc.Containers, ms(rc.StartAll), rc.Containers)
 		p("| run | time | documents set | deleted | transactions | subtree index moved |\n| --- | --- | --- | --- | --- | --- |\n")
 		for _, x := range rc.Runs {
 			p("| %s | %s | %d | %d | %d | %v |\n", x.What, ms(x.Time), x.Sets, x.Deletes, x.Txns, x.IndexMoved)
@@ -416,7 +433,7 @@ func (r *Report) reconcileMarkdown(p printf) {
 	}
 	if rp := r.RecPodman; rp != nil {
 		p("### Exporter reconcile on Podman\n\n")
-		p("The same %d containers on a rootful Podman 4 API service (created and started in %s).\n\n", rp.Containers, ms(rp.StartAll))
+		p("The same runs with %d containers of the test image on a rootful Podman 4 API service (created and started in %s).\n\n", rp.Containers, ms(rp.StartAll))
 		p("| run | time | documents set | deleted | transactions | subtree index moved |\n| --- | --- | --- | --- | --- | --- |\n")
 		for _, x := range rp.Runs {
 			p("| %s | %s | %d | %d | %d | %v |\n", x.What, ms(x.Time), x.Sets, x.Deletes, x.Txns, x.IndexMoved)
@@ -440,6 +457,32 @@ func (r *Report) bench(name string) *GoBench {
 		}
 	}
 	return nil
+}
+
+// memoryQuery is the part 1 set whose memory per record the summary shows:
+// 30,000 instances, or the largest measured (-quick runs only 3,000).
+func (r *Report) memoryQuery() *QueryResult {
+	if q := r.query(30000); q != nil {
+		return q
+	}
+	var best *QueryResult
+	for _, q := range r.Queries {
+		if best == nil || q.D.Instances() > best.D.Instances() {
+			best = q
+		}
+	}
+	return best
+}
+
+// memoryRows are the summary rows of memory per record, berth against the
+// file plugin holding berth's own AXFR of the same zone (issue 11's goal:
+// at or below it). Both figures are the whole process's, after a forced GC.
+func memoryRows(p printf, part, what string, records int64, berth, file Memory) {
+	per := func(b int64) float64 { return float64(b) / float64(records) }
+	p("| %s | resident memory per record, %s (%s records; RSS / records) | %.0f B (%s) | file plugin, same records: %.0f B (%s) | **%s** (goal ≤ 1.00x) |\n",
+		part, what, num(float64(records)), per(berth.RSS), mib(berth.RSS), per(file.RSS), mib(file.RSS), ratio(per(berth.RSS), per(file.RSS)))
+	p("| %s | live heap per record, %s | %.0f B (%s) | file plugin, same records: %.0f B (%s) | %s |\n",
+		part, what, per(berth.HeapAlloc), mib(berth.HeapAlloc), per(file.HeapAlloc), mib(file.HeapAlloc), ratio(per(berth.HeapAlloc), per(file.HeapAlloc)))
 }
 
 func (r *Report) query(instances int) *QueryResult {

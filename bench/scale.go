@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -21,22 +22,32 @@ import (
 // ScaleConfig is how part 3 measures.
 type ScaleConfig struct {
 	D             Dataset
-	ChurnHosts    int           // hosts that change continuously (1%)
-	ChurnInterval time.Duration // each churning host changes one container this often
-	Probes        int           // measured changes, quiet and under churn each
-	ProbeBudget   time.Duration // ... unless this time is up (at least 5 each)
-	Query         QueryConfig
+	Mode          record.WriteMode // the KV layout the producer writes (record/layout.go)
+	ChurnHosts    int              // hosts that change continuously (1%)
+	ChurnInterval time.Duration    // each churning host changes one container this often
+	// ChurnDuration > 0 makes the churn's own changes the measured ones,
+	// each timed from its commit to its answer, for this long, with no
+	// probe beside them: the change rate is then exactly ChurnHosts per
+	// ChurnInterval (the fleet figures, bench/fleet.go). 0: probes are
+	// measured under the churn.
+	ChurnDuration   time.Duration
+	Probes          int           // measured changes, quiet and under churn each
+	ProbeBudget     time.Duration // ... unless this time is up (at least 5 each)
+	PublishParallel int           // hosts published at a time; 0: 8
+	Query           QueryConfig
 }
 
 // ScaleResult is part 3 (without the exporter figures).
 type ScaleResult struct {
 	D                 Dataset
+	Mode              record.WriteMode // the KV layout written
 	PublishTime       time.Duration
 	Txns              int
 	RawFetch          time.Duration   // the driver's own List of hosts/ and containers/ through the Consul API
 	RawPrefixBytes    int64           // HTTP body of one GET of <prefix>/containers/?recurse
 	RawHostBytes      int64           // ... of one host's <prefix>/containers/<host>/?recurse
-	RawHostsBytes     int64           // ... of <prefix>/hosts/?recurse
+	RawHostsBytes     int64           // ... of <prefix>/hosts/?recurse (layout 1's host list)
+	RawShardBytes     int64           // ... of one shard's keys, <prefix>/shards/<ss>/?keys (layout 2)
 	FirstLoad         []time.Duration // process start -> ready
 	FirstServing      time.Duration   // process start -> first answer (SERVFAIL), the first sample
 	EmptyLoad         time.Duration   // the same for a berth with nothing to load
@@ -46,6 +57,7 @@ type ScaleResult struct {
 	ChurnChanges      int64
 	ChurnBytesPerSec  map[string]float64
 	ChurnSeconds      float64
+	ChurnMeasured     bool // Churn holds the churn's own changes (ChurnDuration), not probes
 	Records           int64
 	Server            ServerResult // queries/s and latency at this size, measured like part 1
 	ChurnIntervalText string
@@ -56,15 +68,20 @@ type ScaleResult struct {
 // measured for load time, memory, change latency quiet and under 1% host
 // churn, bytes per change, and queries/s.
 func RunScale(t *TB, cfg ScaleConfig) *ScaleResult {
-	r := &scaleRun{t: t, cfg: cfg, d: cfg.D, ctx: t.Context(), rng: rand.New(rand.NewPCG(7, 7)), port: 50000,
-		res: &ScaleResult{D: cfg.D, ChurnIntervalText: cfg.ChurnInterval.String()}}
+	r := newScaleRun(t, cfg)
 	r.publish()
 	r.rawCosts()
-	r.startServers()
+	r.startEmpty()
+	r.startLoaded()
 	r.quietProbes()
 	r.churnProbes()
 	r.queries()
 	return r.res
+}
+
+func newScaleRun(t *TB, cfg ScaleConfig) *scaleRun {
+	return &scaleRun{t: t, cfg: cfg, d: cfg.D, ctx: t.Context(), rng: rand.New(rand.NewPCG(7, 7)), port: 50000,
+		res: &ScaleResult{D: cfg.D, Mode: cfg.Mode, ChurnIntervalText: cfg.ChurnInterval.String()}}
 }
 
 // scaleRun is one run of part 3, step by step.
@@ -87,15 +104,19 @@ func (r *scaleRun) publish() {
 	t, d := r.t, r.d
 	r.consul = testenv.StartConsul(t, testenv.ConsulOptions{})
 	r.client = r.consul.Client()
-	t.Logf("scale: publishing %d instances on %d hosts", d.Instances(), d.Hosts)
+	t.Logf("%s: publishing %d instances on %d hosts, KV layout %s", d.Name, d.Instances(), d.Hosts, r.cfg.Mode)
 	start := time.Now()
-	prod, err := NewProducer(r.client, d)
+	prod, err := NewProducer(r.client, d, r.cfg.Mode)
 	t.Check(err, "producer")
-	t.Check(prod.PublishAll(r.ctx, 8), "publish")
+	parallel := r.cfg.PublishParallel
+	if parallel <= 0 {
+		parallel = 8
+	}
+	t.Check(prod.PublishAll(r.ctx, parallel), "publish")
 	r.prod = prod
 	r.res.PublishTime = time.Since(start)
 	r.res.Txns = prod.Stats.Txns
-	t.Logf("scale: published in %s (%d transactions)", r.res.PublishTime.Round(time.Millisecond), r.res.Txns)
+	t.Logf("%s: published in %s (%d transactions)", d.Name, r.res.PublishTime.Round(time.Millisecond), r.res.Txns)
 }
 
 // rawCosts is what a reader of the whole prefix pays, measured by the
@@ -103,22 +124,30 @@ func (r *scaleRun) publish() {
 func (r *scaleRun) rawCosts() {
 	t, d, res := r.t, r.d, r.res
 	start := time.Now()
-	_, _, err := r.client.KV().List(record.HostsPrefix(d.Prefix), nil)
-	t.Check(err, "list hosts")
+	if r.cfg.Mode.Writes(record.LayoutV1) {
+		_, _, err := r.client.KV().List(record.HostsPrefix(d.Prefix), nil)
+		t.Check(err, "list hosts")
+	}
+	if r.cfg.Mode.Writes(record.LayoutV2) {
+		_, _, err := r.client.KV().List(record.ShardsPrefix(d.Prefix), nil)
+		t.Check(err, "list shards")
+	}
 	pairs, _, err := r.client.KV().List(record.AllContainersPrefix(d.Prefix), nil)
 	t.Check(err, "list containers")
 	res.RawFetch = time.Since(start)
 	if len(pairs) != d.Instances() {
 		t.Fatalf("consul holds %d container documents, want %d", len(pairs), d.Instances())
 	}
-	res.RawPrefixBytes = bodySize(t, r.consul.HTTP, record.AllContainersPrefix(d.Prefix))
-	res.RawHostBytes = bodySize(t, r.consul.HTTP, record.ContainersPrefix(d.Prefix, d.HostName(d.Hosts/2)))
-	res.RawHostsBytes = bodySize(t, r.consul.HTTP, record.HostsPrefix(d.Prefix))
+	mid := d.HostName(d.Hosts / 2)
+	res.RawPrefixBytes = bodySize(t, r.consul.HTTP, record.AllContainersPrefix(d.Prefix), "recurse")
+	res.RawHostBytes = bodySize(t, r.consul.HTTP, record.ContainersPrefix(d.Prefix, mid), "recurse")
+	res.RawHostsBytes = bodySize(t, r.consul.HTTP, record.HostsPrefix(d.Prefix), "recurse")
+	res.RawShardBytes = bodySize(t, r.consul.HTTP, record.ShardPrefix(d.Prefix, record.Shard(mid)), "keys")
 }
 
-// startServers measures an empty berth (the memory baseline) and the first
-// load of the dataset.
-func (r *scaleRun) startServers() {
+// startEmpty measures a berth with nothing to load: the baseline of the
+// first load and of memory.
+func (r *scaleRun) startEmpty() {
 	t, res := r.t, r.res
 	empty := StartBerth(t, r.consul.HTTP, "empty-prefix", ServerOptions{})
 	ready, err := empty.WaitReady(time.Minute)
@@ -126,14 +155,19 @@ func (r *scaleRun) startServers() {
 	res.EmptyLoad = ready.Sub(empty.Started)
 	res.Empty, err = empty.Memory()
 	t.Check(err, "memory")
+}
 
+// startLoaded starts the berth under test, with metrics, and measures its
+// first load of the dataset and its memory after it.
+func (r *scaleRun) startLoaded() {
+	t, res := r.t, r.res
 	s := StartBerth(t, r.consul.HTTP, r.d.Prefix, ServerOptions{Metrics: true})
-	ready, err = s.WaitReady(5 * time.Minute)
+	ready, err := s.WaitReady(30 * time.Minute)
 	t.Check(err, "berth")
 	r.s = s
 	res.FirstLoad = append(res.FirstLoad, ready.Sub(s.Started))
 	res.FirstServing = s.Serving.Sub(s.Started)
-	t.Logf("scale: first load %s", res.FirstLoad[0].Round(time.Millisecond))
+	t.Logf("%s: first load %s", r.d.Name, res.FirstLoad[0].Round(time.Millisecond))
 	res.Loaded, err = s.Memory()
 	t.Check(err, "memory")
 	if recs, err := s.Scrape("coredns_berth_records"); err == nil {
@@ -143,19 +177,25 @@ func (r *scaleRun) startServers() {
 	}
 }
 
-// probe changes host h's container c to a new host port and returns how
-// long after the KV commit <container>.<host>.hosts SRV showed it.
+// probe changes a random container of host h to a new host port and
+// returns how long after the KV commit its answer showed it.
 func (r *scaleRun) probe(h int) (time.Duration, error) {
-	d := r.d
-	c := r.rng.IntN(d.PerHost)
 	r.port++
+	return r.change(r.ctx, h, r.rng.IntN(r.d.PerHost), r.port)
+}
+
+// change sets container c of host h to hostPort and returns how long after
+// the KV commit <container>.<host>.hosts SRV showed it. Changes of
+// different hosts may run at once.
+func (r *scaleRun) change(ctx context.Context, h, c, hostPort int) (time.Duration, error) {
+	d := r.d
 	qname := d.ContainerName(h, c) + "." + d.HostName(h) + ".hosts." + Zone
-	if err := r.prod.SetHostPort(r.ctx, h, c, r.port); err != nil {
+	if err := r.prod.SetHostPort(ctx, h, c, hostPort); err != nil {
 		return 0, err
 	}
 	committed := time.Now()
-	want := uint16(r.port)
-	seen, err := pollDNS(r.ctx, r.s.Addr, qname, time.Millisecond, 30*time.Second, func(m *dns.Msg) bool {
+	want := uint16(hostPort)
+	seen, err := pollDNS(ctx, r.s.Addr, qname, time.Millisecond, 30*time.Second, func(m *dns.Msg) bool {
 		for _, rr := range m.Answer {
 			if srv, ok := rr.(*dns.SRV); ok && srv.Port == want {
 				return true
@@ -212,30 +252,62 @@ func (r *scaleRun) quietProbes() {
 }
 
 // churnProbes measures the same while ChurnHosts hosts each change one
-// container every interval.
+// container every interval, spread evenly over it: probes under the churn,
+// or with ChurnDuration the churn's own changes.
 func (r *scaleRun) churnProbes() {
 	t, cfg, d, res := r.t, r.cfg, r.d, r.res
-	t.Logf("scale: churn on %d hosts every %s", cfg.ChurnHosts, cfg.ChurnInterval)
+	measured := cfg.ChurnDuration > 0
+	t.Logf("%s: churn on %d hosts every %s", d.Name, cfg.ChurnHosts, cfg.ChurnInterval)
 	cctx, stop := context.WithCancel(r.ctx)
-	var wg sync.WaitGroup
-	var changes atomic.Int64
-	var churnErr atomic.Value
+	defer stop()
+	var (
+		wg       sync.WaitGroup
+		changes  atomic.Int64
+		churnErr atomic.Value
+		mu       sync.Mutex
+		lats     []time.Duration
+	)
+	var before map[string]float64
+	if measured {
+		before = r.bytesNow()
+	}
+	began := time.Now()
+	t0, end := began, began.Add(cfg.ChurnDuration)
 	for h := range cfg.ChurnHosts {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(h), 11))
-			tick := time.NewTicker(cfg.ChurnInterval)
-			defer tick.Stop()
-			// Spread the hosts over the interval.
-			time.Sleep(time.Duration(h) * cfg.ChurnInterval / time.Duration(cfg.ChurnHosts))
-			for {
+			// Host h changes at offset, offset + interval, ...: the
+			// hosts spread evenly over the interval.
+			offset := time.Duration(h) * cfg.ChurnInterval / time.Duration(cfg.ChurnHosts)
+			for k := 0; ; k++ {
+				at := began.Add(offset + time.Duration(k)*cfg.ChurnInterval)
+				if measured && !at.Before(end) {
+					return
+				}
 				select {
 				case <-cctx.Done():
 					return
-				case <-tick.C:
+				case <-time.After(time.Until(at)):
 				}
-				if err := r.prod.SetHostPort(cctx, h, rng.IntN(d.PerHost), 30000+rng.IntN(10000)); err != nil {
+				// A port this host has not set before: every change is a
+				// change, which a measured one needs to be seen.
+				port := 30000 + k%10000
+				c := rng.IntN(d.PerHost)
+				var err error
+				if measured {
+					var lat time.Duration
+					lat, err = r.change(cctx, h, c, port)
+					if err == nil {
+						mu.Lock()
+						lats = append(lats, lat)
+						mu.Unlock()
+					}
+				} else {
+					err = r.prod.SetHostPort(cctx, h, c, port)
+				}
+				if err != nil {
 					if cctx.Err() == nil {
-						churnErr.Store(err)
+						churnErr.Store(fmt.Errorf("host %s: %w", d.HostName(h), err))
 					}
 					return
 				}
@@ -243,10 +315,18 @@ func (r *scaleRun) churnProbes() {
 			}
 		})
 	}
-	time.Sleep(2 * time.Second) // let churn reach its steady state
-	before := r.bytesNow()
-	c0, t0 := changes.Load(), time.Now()
-	res.Churn = r.probes(cfg.Probes, "probe under churn")
+	var c0 int64
+	if measured {
+		// The churn's own changes are the measure: bytes from its start
+		// to the last change's answer.
+		wg.Wait()
+		time.Sleep(time.Until(end)) // the window is the whole duration
+		res.Churn, res.ChurnMeasured = lats, true
+	} else {
+		time.Sleep(2 * time.Second) // let churn reach its steady state
+		before, t0, c0 = r.bytesNow(), time.Now(), changes.Load()
+		res.Churn = r.probes(cfg.Probes, "probe under churn")
+	}
 	after := r.bytesNow()
 	res.ChurnSeconds = time.Since(t0).Seconds()
 	res.ChurnChanges = changes.Load() - c0
@@ -278,10 +358,11 @@ func (r *scaleRun) queries() {
 	r.res.Server = measureRounds(t, d.Name, cfg.Query, []target{{"berth+metrics", r.s.Addr, qfile, qs}})[0]
 }
 
-// bodySize is the length of Consul's response body for a recursive GET of
-// prefix, uncompressed.
-func bodySize(t *TB, consulHTTP, prefix string) int64 {
-	req, _ := http.NewRequest("GET", "http://"+consulHTTP+"/v1/kv/"+prefix+"?recurse=true", nil)
+// bodySize is the length of Consul's response body for a GET of prefix
+// with the query parameter param (recurse, keys), uncompressed; 0 when
+// nothing is there.
+func bodySize(t *TB, consulHTTP, prefix, param string) int64 {
+	req, _ := http.NewRequest("GET", "http://"+consulHTTP+"/v1/kv/"+prefix+"?"+param+"=true", nil)
 	resp, err := http.DefaultTransport.RoundTrip(req)
 	t.Check(err, "GET "+prefix)
 	defer resp.Body.Close()

@@ -18,6 +18,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/berthdns/berth/internal/testenv"
+	"github.com/berthdns/berth/record"
 )
 
 // dnssdPerName is how many instances part 4 gives one port name, so one
@@ -101,7 +102,7 @@ func RunSecondary(t *TB, cfg SecondaryConfig) *SecondaryResult {
 
 	t.Logf("%s: publishing %d instances on %d hosts", d.Name, d.Instances(), d.Hosts)
 	start := time.Now()
-	prod, err := NewProducer(consul.Client(), d)
+	prod, err := NewProducer(consul.Client(), d, record.WriteV2)
 	t.Check(err, "producer")
 	t.Check(prod.PublishAll(ctx, 8), "publish")
 	res.PublishTime = time.Since(start)

@@ -35,6 +35,10 @@ type Server struct {
 	Started time.Time // just before the process was started
 	Serving time.Time // when it first answered a query (berth: SERVFAIL until loaded)
 	core    *testenv.CoreDNS
+	// A server the suite runs itself (startBigFile): its output, and how to
+	// stop it.
+	out  *testenv.LockedBuffer
+	stop func()
 }
 
 // ServerOptions choose the side plugins of a CoreDNS server block. The
@@ -68,16 +72,28 @@ func startCoreDNS(t *TB, name, stanza string, opts ServerOptions) *Server {
 	s := &Server{Name: name,
 		Pprof: "127.0.0.1:" + strconv.Itoa(ports[0]),
 		Ready: "127.0.0.1:" + strconv.Itoa(ports[1])}
-	var side string
 	if opts.Metrics {
 		s.Metrics = "127.0.0.1:" + strconv.Itoa(ports[2])
+	}
+	s.Started = time.Now()
+	s.core = testenv.StartCoreDNS(t, corefile(s, stanza, opts), CoreDNSEnv...)
+	s.Serving = time.Now()
+	s.Addr = s.core.Addr
+	return s
+}
+
+// corefile is the Corefile of server s: Zone with the data plugin's
+// stanza, transfer, and the side plugins on s's ports.
+func corefile(s *Server, stanza string, opts ServerOptions) string {
+	var side string
+	if opts.Metrics {
 		side = "\n    prometheus " + s.Metrics
 	}
 	to := "*"
 	if len(opts.TransferTo) > 0 {
 		to = strings.Join(opts.TransferTo, " ")
 	}
-	corefile := fmt.Sprintf(`%s {
+	return fmt.Sprintf(`%s {
     %s
     transfer {
         to %s
@@ -86,11 +102,6 @@ func startCoreDNS(t *TB, name, stanza string, opts ServerOptions) *Server {
     ready %s%s
 }
 `, strings.TrimSuffix(Zone, "."), stanza, to, s.Pprof, s.Ready, side)
-	s.Started = time.Now()
-	s.core = testenv.StartCoreDNS(t, corefile, CoreDNSEnv...)
-	s.Serving = time.Now()
-	s.Addr = s.core.Addr
-	return s
 }
 
 // WaitReady polls the ready plugin until the server is ready (berth: its
@@ -107,14 +118,19 @@ func (s *Server) WaitReady(timeout time.Duration) (time.Time, error) {
 			}
 		}
 		if time.Now().After(deadline) {
-			return time.Time{}, fmt.Errorf("%s not ready after %s: %v\n%s", s.Name, timeout, err, s.core.Output())
+			return time.Time{}, fmt.Errorf("%s not ready after %s: %v\n%s", s.Name, timeout, err, s.Output())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
 }
 
 // Output is what the server printed so far.
-func (s *Server) Output() string { return s.core.Output() }
+func (s *Server) Output() string {
+	if s.core == nil {
+		return s.out.String()
+	}
+	return s.core.Output()
+}
 
 // PID finds the server's process by its -dns.port argument.
 func (s *Server) PID() (int, error) {
@@ -158,17 +174,25 @@ func (s *Server) Memory() (Memory, error) {
 	if err != nil {
 		return m, err
 	}
+	if m.RSS = processRSS(pid); m.RSS == 0 {
+		return m, fmt.Errorf("no resident set size for process %d", pid)
+	}
+	return m, nil
+}
+
+// processRSS is a process's resident set from /proc, 0 if unknown.
+func processRSS(pid int) int64 {
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return m, err
+		return 0
 	}
 	for _, line := range strings.Split(string(status), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			m.RSS = kb << 10
+			return kb << 10
 		}
 	}
-	return m, nil
+	return 0
 }
 
 // Scrape reads the value of every sample of the metric named name, keyed

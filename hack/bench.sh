@@ -4,7 +4,10 @@
 # Needs a Docker Engine; installs dnsperf (Debian package) when missing, and
 # BIND 9 for the secondary part through hack/deps.sh.
 # Extra arguments go to the driver, e.g. `bash hack/bench.sh -quick` or
-# `bash hack/bench.sh -parts queries`. Nothing here fails on speed.
+# `bash hack/bench.sh -parts queries`; `make bench-large` runs
+# `bash hack/bench.sh -large` (a million instances, saved as
+# bench/large.json, which the next make bench renders as part 5). Nothing
+# here fails on speed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
