@@ -55,6 +55,9 @@ type LargeResult struct {
 	// dnsperf and the loader, as part 1: berth at D, berth at Small (same
 	// Corefile), the file plugin at D (same Corefile).
 	Servers []ServerResult
+	// Where berth's live heap goes at this size: `go tool pprof -top` of
+	// its heap profile (in use, after the first load).
+	HeapTop string
 	Err     string // the run failed here; the figures before it stand
 }
 
@@ -81,6 +84,11 @@ func RunLarge(t *TB, cfg LargeConfig, res *LargeResult) {
 	r.publish()
 	r.rawCosts()
 	r.startLoaded()
+	heap := filepath.Join(cfg.Query.OutDir, d.Name+".berth.heap.pb.gz")
+	b, err := httpGetTimeout("http://"+r.s.Pprof+"/debug/pprof/heap", 5*time.Minute)
+	t.Check(err, "heap profile")
+	t.Check(os.WriteFile(heap, b, 0o644), "heap profile")
+	res.HeapTop = PprofTop(heap, 20, "-sample_index=inuse_space")
 
 	// Berth's own AXFR, straight to the zone file: ten million records
 	// are not held in the driver.

@@ -85,6 +85,9 @@ func (r *Report) largeMarkdown(p printf) {
 		p("| bytes read from Consul per second under churn | %s/s: %s |\n", kib(bytesPerChange(s.ChurnBytesPerSec)), kindsPerSec(s.ChurnBytesPerSec))
 	}
 	p("| one GET: the changed host's subtree / one shard's keys / the whole container prefix | %s / %s / %s |\n", kib(float64(s.RawHostBytes)), kib(float64(s.RawShardBytes)), kib(float64(s.RawPrefixBytes)))
+	if l.HeapTop != "" {
+		p("\n<details><summary>pprof: berth's live heap after the first load, in use (top 20; `bench/out/%s.berth.heap.pb.gz`)</summary>\n\n```\n%s```\n</details>\n", l.D.Name, l.HeapTop)
+	}
 	if len(l.Servers) > 0 {
 		p("\n| server | q/s (dnsperf): median (min–max) | mean latency (dnsperf) | lost / sent (dnsperf) | q/s (loader) | mean | p50 | p99 | p99.9 | max | lost (loader) | rcodes (loader) | load avg before each round |\n")
 		p("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")

@@ -157,7 +157,9 @@ type Memory struct {
 // process's RSS and the Go heap figures.
 func (s *Server) Memory() (Memory, error) {
 	var m Memory
-	body, err := httpGet("http://" + s.Pprof + "/debug/pprof/heap?gc=1&debug=1")
+	// A forced GC of a million instances' heap on a busy machine takes
+	// longer than httpGet's 30 s allow.
+	body, err := httpGetTimeout("http://"+s.Pprof+"/debug/pprof/heap?gc=1&debug=1", 5*time.Minute)
 	if err != nil {
 		return m, err
 	}
