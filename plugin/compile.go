@@ -17,20 +17,22 @@ type builder struct {
 	z       *Zone
 	c       *compiled
 	seen    map[*node]map[rrKey]bool // the records of a large node, to add each once (see addOnce)
+	buf     []byte                   // a shared name being made (sharedName)
 	skipped map[skipKey]string       // names left out -> why
 }
 
 // skipKey is one name left out of a host's records, for one reason.
 type skipKey struct{ reason, name string }
 
-func (b *builder) node(name string, owned bool) *node {
+// node returns the node of name, made with room for size records if new.
+func (b *builder) node(name string, owned bool, size int) *node {
 	m := b.c.shared
 	if owned {
 		m = b.c.owned
 	}
 	n := m[name]
 	if n == nil {
-		n = &node{}
+		n = &node{rrs: make([]dns.RR, 0, size)}
 		m[name] = n
 		if b.z.static[name] {
 			// install keeps the Corefile's records; say why these go.
@@ -56,7 +58,7 @@ func (z *Zone) compile(data *hostDocs) (c *compiled, skipped map[skipKey]string)
 	if !b.fits("host", hostName) {
 		return b.c, b.skipped
 	}
-	hostNode := b.node(hostName, true)
+	hostNode := b.node(hostName, true, len(data.Host.Addrs))
 	hostAddrs := map[netip.Addr]bool{}
 	for _, a := range data.Host.Addrs {
 		if b.publishable(hostName, a) {
@@ -71,16 +73,15 @@ func (z *Zone) compile(data *hostDocs) (c *compiled, skipped map[skipKey]string)
 			continue
 		}
 		if b.fits("container", ctrName) {
-			b.container(data.Host.Name, hostName, hostAddrs, ctr)
+			b.container(data.Host.Name, hostName, ctrName, hostAddrs, ctr)
 		}
 	}
 	return b.c, b.skipped
 }
 
-func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool, ctr *record.Container) {
+func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.Addr]bool, ctr *record.Container) {
 	z := b.z
-	ctrName := ctr.Name + "." + hostName
-	ctrNode := b.node(ctrName, true)
+	ctrNode := b.node(ctrName, true, 2+2*len(ctr.Ports)) // addresses, TXT, SRV records, glue
 	ports := make([]record.Port, 0, len(ctr.Ports))
 	for _, p := range ctr.Ports {
 		if b.publishable(ctrName, p.Addr) {
@@ -91,7 +92,7 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 	// A service name too long for the zone, or that the ownership policy
 	// does not give this host, is not published (and noted), but the
 	// container still is, under its host: that name is the host's own.
-	svcName := b.intern(ctr.Service + "." + z.origin)
+	svcName := b.sharedName(append(append(b.buf[:0], ctr.Service...), '.'), z.origin)
 	svcOK := b.fits("service", svcName)
 	prio, weight, err := z.policy.Claim(ctr.Service, host, ctr.Priority, ctr.Weight)
 	if err != nil {
@@ -129,7 +130,7 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 		}
 	}
 	addSRV := func(owner string, owned bool, p record.Port) {
-		srv(b.node(owner, owned), owner, prio, weight, p)
+		srv(b.node(owner, owned, 2), owner, prio, weight, p) // SRV, glue
 	}
 	for _, p := range ports {
 		addSRV(ctrName, true, p)
@@ -142,22 +143,24 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 		b.alias(host, ctr, alias, ports, srv)
 	}
 	for _, p := range ports {
-		b.addOnce(b.node(svcName, false), z.addrRR(svcName, p.Addr))
+		b.addOnce(b.node(svcName, false, 3), z.addrRR(svcName, p.Addr)) // address, SRV, glue
 		addSRV(svcName, false, p)
 
-		proto := "._" + p.Proto + "."
-		if byPort := "_" + strconv.Itoa(p.Port) + proto + svcName; b.fits("service", byPort) {
-			addSRV(b.intern(byPort), false, p)
+		buf := strconv.AppendInt(append(b.buf[:0], '_'), int64(p.Port), 10)
+		if byPort := b.sharedName(append(append(append(buf, "._"...), p.Proto...), '.'), svcName); b.fits("service", byPort) {
+			addSRV(byPort, false, p)
 		}
 		if p.Name == "" {
 			continue
 		}
-		if byName := "_" + p.Name + proto + svcName; b.fits("service", byName) {
-			addSRV(b.intern(byName), false, p)
+		protoName := append(append(append(append(b.buf[:0], '_'), p.Name...), "._"...), p.Proto...)
+		if byName := b.sharedName(append(protoName, '.'), svcName); b.fits("service", byName) {
+			addSRV(byName, false, p)
 		}
 		// DNS-SD (RFC 6763): the service type, and one instance per
 		// container, named "<container>.<host>" in one label.
-		svcType := b.intern("_" + p.Name + proto + z.origin)
+		protoName = append(append(append(append(b.buf[:0], '_'), p.Name...), "._"...), p.Proto...)
+		svcType := b.sharedName(append(protoName, '.'), z.origin)
 		instance := ctr.Name + `\.` + host + "." + svcType
 		if len(ctr.Name)+1+len(host) > record.MaxLabelLen {
 			b.skip("too_long", instance, "the DNS-SD instance label <container>.<host> is over 63 octets")
@@ -166,29 +169,32 @@ func (b *builder) container(host, hostName string, hostAddrs map[netip.Addr]bool
 		if !b.fits("dns-sd", instance) {
 			continue
 		}
-		browse := b.intern(dnssdServices + z.origin)
-		b.addOnce(b.node(browse, false), &dns.PTR{Hdr: z.hdr(browse, dns.TypePTR), Ptr: svcType})
-		b.addOnce(b.node(svcType, false), &dns.PTR{Hdr: z.hdr(svcType, dns.TypePTR), Ptr: instance})
-		inst := b.node(instance, true)
+		browse := b.sharedName(append(b.buf[:0], dnssdServices...), z.origin)
+		b.addOnce(b.node(browse, false, 1), &dns.PTR{Hdr: z.hdr(browse, dns.TypePTR), Ptr: svcType})
+		b.addOnce(b.node(svcType, false, 4), &dns.PTR{Hdr: z.hdr(svcType, dns.TypePTR), Ptr: instance})
+		inst := b.node(instance, true, 3) // TXT, SRV, glue
 		b.addOnce(inst, &dns.TXT{Hdr: z.hdr(instance, dns.TypeTXT), Txt: txt})
 		addSRV(instance, true, p)
 	}
 }
 
-// intern returns the string the zone or the batch being compiled already
-// has for the shared name s, so that every host's records of a shared name
-// (a service has one part per instance's host) share one owner string.
-func (b *builder) intern(s string) string {
-	if parts := b.z.shared[s]; len(parts) > 0 && len(parts[0].n.rrs) > 0 {
+// sharedName returns the shared name prefix+suffix (prefix is b.buf, or
+// made in it), as the zone or the batch being compiled already has it if
+// it does: every host's records of a shared name (a service has one part
+// per host of its instances) share one owner string, and only a name new
+// to the zone costs a string.
+func (b *builder) sharedName(prefix []byte, suffix string) string {
+	b.buf = append(prefix, suffix...)
+	if parts := b.z.shared[string(b.buf)]; len(parts) > 0 && len(parts[0].n.rrs) > 0 {
 		return parts[0].n.rrs[0].Header().Name
 	}
-	if b.z.interned == nil {
-		return s // compiled outside update (Check)
+	if s, ok := b.z.interned[string(b.buf)]; ok {
+		return s
 	}
-	if t, ok := b.z.interned[s]; ok {
-		return t
+	s := string(b.buf)
+	if b.z.interned != nil { // nil outside update (Check)
+		b.z.interned[s] = s
 	}
-	b.z.interned[s] = s
 	return s
 }
 
@@ -313,7 +319,7 @@ func (b *builder) glueOnce(n *node, rr dns.RR) {
 
 // searchMax is the most records a node is searched through for a
 // duplicate; a larger one gets a set.
-const searchMax = 16
+const searchMax = 32
 
 // first reports whether n has no record (glue if k.glue) of key k, and
 // notes it.

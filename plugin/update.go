@@ -101,8 +101,10 @@ func (z *Zone) update(updates map[string]*hostDocs, index uint64) bool {
 		}
 	}
 	changed := make(map[string]*node, size)
-	edits := map[string][]part{} // shared name -> its parts that change (n nil: removed), in order
-	z.interned = map[string]string{}
+	// A service's names are shared by the hosts of its instances: about
+	// one shared name per container is new to the batch.
+	edits := make(map[string][]part, size/3) // shared name -> its parts that change (n nil: removed), in order
+	z.interned = make(map[string]string, size/3)
 	defer func() { z.interned = nil }()
 	for host, data := range updates {
 		old := z.hosts[host]
@@ -137,6 +139,12 @@ func (z *Zone) update(updates map[string]*hostDocs, index uint64) bool {
 		for name, a := range cur.aliases {
 			edits[name] = append(edits[name], part{partKey(host, a.service), a.n})
 		}
+	}
+	if len(edits) > len(z.shared) {
+		// A first load: size the map once.
+		shared := make(map[string][]part, len(z.shared)+len(edits))
+		maps.Copy(shared, z.shared)
+		z.shared = shared
 	}
 	for name, e := range edits {
 		if parts := editParts(z.shared[name], e); len(parts) > 0 {
@@ -218,6 +226,7 @@ func (z *Zone) reportSkipped(host string, skipped map[skipKey]string) {
 // non-terminals in step, moves the serial to index's, and journals the
 // difference; it reports whether the serial changed.
 func (z *Zone) install(final map[string]*node, index uint64) bool {
+	var ancestors []string
 	for name, n := range final {
 		if z.static[name] {
 			delete(final, name) // compile reported any host's claim on it
@@ -231,7 +240,8 @@ func (z *Zone) install(final map[string]*node, index uint64) bool {
 			}
 			// An ancestor added here may come up later in this loop: as
 			// its node is the installed one, it changes nothing.
-			for _, a := range z.countAncestors(name, d) {
+			ancestors = z.countAncestors(name, d, ancestors[:0])
+			for _, a := range ancestors {
 				if _, ok := final[a]; !ok {
 					final[a] = z.names[a]
 				}
@@ -325,9 +335,8 @@ func (z *Zone) nextSerial(index uint64, changed bool) uint32 {
 }
 
 // countAncestors adds d to the count of names below each ancestor of name
-// inside the zone (the apex excluded) and returns those ancestors.
-func (z *Zone) countAncestors(name string, d int) []string {
-	var ancestors []string
+// inside the zone (the apex excluded) and appends those ancestors to buf.
+func (z *Zone) countAncestors(name string, d int, buf []string) []string {
 	for off, end := dns.NextLabel(name, 0); !end; off, end = dns.NextLabel(name, off) {
 		a := name[off:]
 		if a == z.origin || len(a) < len(z.origin) {
@@ -337,9 +346,9 @@ func (z *Zone) countAncestors(name string, d int) []string {
 		if z.below[a] == 0 {
 			delete(z.below, a)
 		}
-		ancestors = append(ancestors, a)
+		buf = append(buf, a)
 	}
-	return ancestors
+	return buf
 }
 
 // sameRecords reports whether two nodes hold the same records and glue. A

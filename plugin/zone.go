@@ -99,7 +99,7 @@ func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason
 	z.static[origin] = true
 	z.ns = apex
 	for name := range z.static {
-		z.countAncestors(name, +1)
+		z.countAncestors(name, +1, nil)
 		z.records.Add(int64(z.names[name].size()))
 	}
 	for name, n := range z.below {
