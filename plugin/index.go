@@ -53,14 +53,13 @@ func (l listedHost) version() string {
 // hostIndex is what the sources last said: layout 1's documents and layout
 // 2's keys, by host, and each source's Consul index.
 type hostIndex struct {
-	prefix  string
 	v1      map[string]listedHost            // host -> layout 1 entry
 	shards  map[string]map[string]listedHost // shard -> host -> layout 2 entry
 	indexes map[string]uint64                // source -> Consul index of its last read, while it lists a host
 }
 
-func newHostIndex(prefix string) *hostIndex {
-	return &hostIndex{prefix: prefix, v1: map[string]listedHost{},
+func newHostIndex() *hostIndex {
+	return &hostIndex{v1: map[string]listedHost{},
 		shards: map[string]map[string]listedHost{}, indexes: map[string]uint64{}}
 }
 

@@ -100,7 +100,7 @@ type appliedHost struct {
 func newWatcher(kv *api.KV, prefix string, zones []*Zone, resync time.Duration, loaded, changed func()) *watcher {
 	return &watcher{
 		kv: kv, prefix: prefix, zones: zones, resync: resync, loaded: loaded, changed: changed,
-		index:     newHostIndex(prefix),
+		index:     newHostIndex(),
 		hosts:     map[string]*appliedHost{},
 		reports:   newReporter(),
 		fetches:   map[string]*rate.Limiter{},
