@@ -157,11 +157,16 @@ type Memory struct {
 // process's RSS and the Go heap figures.
 func (s *Server) Memory() (Memory, error) {
 	var m Memory
-	// A forced GC of a million instances' heap on a busy machine takes
-	// longer than httpGet's 30 s allow.
+	// A forced GC of a million instances' heap takes longer than the pprof
+	// plugin's 5 s write timeout, which then drops the connection: the
+	// live heap is then the Go runtime's own figure after the next
+	// collection, which the prometheus plugin exports.
 	body, err := httpGetTimeout("http://"+s.Pprof+"/debug/pprof/heap?gc=1&debug=1", 5*time.Minute)
 	if err != nil {
-		return m, err
+		if m.HeapInuse, err = s.heapAfterGC(); err != nil {
+			return m, err
+		}
+		m.HeapAlloc = m.HeapInuse
 	}
 	for _, line := range strings.Split(string(body), "\n") {
 		if v, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
@@ -180,6 +185,33 @@ func (s *Server) Memory() (Memory, error) {
 		return m, fmt.Errorf("no resident set size for process %d", pid)
 	}
 	return m, nil
+}
+
+// heapAfterGC waits for the Go runtime's next collection (it forces one
+// every two minutes at the latest) and reads the heap in use after it,
+// from the prometheus plugin.
+func (s *Server) heapAfterGC() (int64, error) {
+	if s.Metrics == "" {
+		return 0, fmt.Errorf("%s: no forced GC through pprof and no metrics to read the heap from", s.Name)
+	}
+	gcs := func() (float64, error) {
+		m, err := s.Scrape("go_gc_duration_seconds_count")
+		return m[""], err
+	}
+	before, err := gcs()
+	if err != nil {
+		return 0, err
+	}
+	for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
+		if n, err := gcs(); err != nil || n > before {
+			break
+		}
+	}
+	m, err := s.Scrape("go_memstats_heap_inuse_bytes")
+	if err != nil {
+		return 0, err
+	}
+	return int64(m[""]), nil
 }
 
 // processRSS is a process's resident set from /proc, 0 if unknown.
