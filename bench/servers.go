@@ -163,10 +163,9 @@ func (s *Server) Memory() (Memory, error) {
 	// collection, which the prometheus plugin exports.
 	body, err := httpGetTimeout("http://"+s.Pprof+"/debug/pprof/heap?gc=1&debug=1", 5*time.Minute)
 	if err != nil {
-		if m.HeapInuse, err = s.heapAfterGC(); err != nil {
+		if m.HeapAlloc, err = s.heapAfterGC(); err != nil {
 			return m, err
 		}
-		m.HeapAlloc = m.HeapInuse
 	}
 	for _, line := range strings.Split(string(body), "\n") {
 		if v, ok := strings.CutPrefix(line, "# HeapInuse = "); ok {
@@ -188,30 +187,28 @@ func (s *Server) Memory() (Memory, error) {
 }
 
 // heapAfterGC waits for the Go runtime's next collection (it forces one
-// every two minutes at the latest) and reads the heap in use after it,
-// from the prometheus plugin.
+// every two minutes at the latest) and reads the live heap after it from
+// the prometheus plugin. A server busy collecting a heap of gigabytes on a
+// loaded machine may take long to answer: each read may take minutes.
 func (s *Server) heapAfterGC() (int64, error) {
 	if s.Metrics == "" {
 		return 0, fmt.Errorf("%s: no forced GC through pprof and no metrics to read the heap from", s.Name)
 	}
-	gcs := func() (float64, error) {
-		m, err := s.Scrape("go_gc_duration_seconds_count")
-		return m[""], err
+	scrape := func(name string) (float64, error) {
+		body, err := httpGetTimeout("http://"+s.Metrics+"/metrics", 5*time.Minute)
+		return ParseMetric(body, name)[""], err
 	}
-	before, err := gcs()
+	before, err := scrape("go_gc_duration_seconds_count")
 	if err != nil {
 		return 0, err
 	}
 	for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
-		if n, err := gcs(); err != nil || n > before {
+		if n, err := scrape("go_gc_duration_seconds_count"); err != nil || n > before {
 			break
 		}
 	}
-	m, err := s.Scrape("go_memstats_heap_inuse_bytes")
-	if err != nil {
-		return 0, err
-	}
-	return int64(m[""]), nil
+	live, err := scrape("go_memstats_alloc_bytes")
+	return int64(live), err
 }
 
 // processRSS is a process's resident set from /proc, 0 if unknown.
