@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -83,6 +84,9 @@ func RunLarge(t *TB, cfg LargeConfig, res *LargeResult) {
 	res.Scale = r.res
 	r.publish()
 	r.rawCosts()
+	// The driver's own List held the whole prefix (gigabytes at this
+	// size): give it back before the servers need the memory.
+	debug.FreeOSMemory()
 	r.startLoaded()
 	heap := filepath.Join(cfg.Query.OutDir, d.Name+".berth.heap.pb.gz")
 	b, err := httpGetTimeout("http://"+r.s.Pprof+"/debug/pprof/heap", 5*time.Minute)
