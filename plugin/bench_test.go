@@ -191,7 +191,7 @@ type checkWriter struct {
 func (w *checkWriter) WriteMsg(m *dns.Msg) error { w.m = m; return nil }
 
 // BenchmarkZoneLoad builds the index from the index's side host after
-// host, one update each (the watcher's first load is one batch now:
+// host, one update each (the watcher's first load is in batches now:
 // BenchmarkZoneLoadBatch). Comparing the sizes shows how the cost grows
 // with the number of hosts (30 containers each).
 func BenchmarkZoneLoad(b *testing.B) {
@@ -210,8 +210,9 @@ func BenchmarkZoneLoad(b *testing.B) {
 }
 
 // BenchmarkZoneLoadBatch is the first full load as the watcher makes it
-// now: every host's data in one batch (one update), on bench's dataset
-// (memDataset). ns/host is the index's share of the first load per host.
+// now: the hosts' data in batches of loadChunk hosts (loadMemZone), on
+// bench's dataset (memDataset). ns/host is the index's share of the first
+// load per host.
 func BenchmarkZoneLoadBatch(b *testing.B) {
 	for _, instances := range []int{3000, 30000} {
 		b.Run(fmt.Sprintf("instances=%d", instances), func(b *testing.B) {

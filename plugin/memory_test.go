@@ -86,15 +86,17 @@ func memShape(instances int) (hosts, perHost int) {
 	return (instances + perHost - 1) / perHost, perHost
 }
 
-// loadMemZone builds a zone from data in one batch, as the watcher's first
-// full load does.
+// loadMemZone builds a zone from data as the watcher's first full load
+// does: loadChunk hosts per update (fetchInto in watch.go).
 func loadMemZone(data []*hostDocs) *Zone {
 	z := NewZone(benchZone, 5, nil, nil)
-	batch := make(map[string]*hostDocs, len(data))
-	for _, d := range data {
-		batch[d.Host.Name] = d
+	for i := 0; i < len(data); i += loadChunk {
+		batch := make(map[string]*hostDocs, loadChunk)
+		for _, d := range data[i:min(i+loadChunk, len(data))] {
+			batch[d.Host.Name] = d
+		}
+		z.update(batch, 1)
 	}
-	z.update(batch, 1)
 	z.MarkLoaded()
 	return z
 }
