@@ -161,19 +161,9 @@ func TestZoneMemory(t *testing.T) {
 			hosts, perHost := memShape(instances)
 			docsLive, _, _, v := liveHeap(func() any { return memDataset(t, hosts, perHost) })
 			data := v.([]*hostDocs)
-			// What the watcher keeps of them to compile again (appliedHost.docs
-			// in watch.go): the documents by KV key.
-			keysLive, _, _, v := liveHeap(func() any {
-				docs := make([]map[string]*record.Container, len(data))
-				for i, d := range data {
-					docs[i] = map[string]*record.Container{}
-					for _, c := range d.Containers {
-						docs[i][record.ContainerKey("berth", d.Host.Name, c.ID)] = c
-					}
-				}
-				return docs
-			})
-			runtime.KeepAlive(v)
+			// The watcher keeps these documents to compile them again
+			// (appliedHost.docs in watch.go): the same sorted slice the
+			// batch had, no copy, so docsLive is all they cost.
 			berthLive, berthAlloc, berthTook, v := liveHeap(func() any { return loadMemZone(data) })
 			z := v.(*Zone)
 			writeHeapProfile(t, fmt.Sprintf("berth-%d.pprof", instances))
@@ -195,8 +185,6 @@ func TestZoneMemory(t *testing.T) {
 				instances, records, mib(berthLive), per(berthLive), mib(berthAlloc), berthTook.Round(time.Millisecond),
 				mib(fileLive), per(fileLive), mib(fileAlloc), fileTook.Round(time.Millisecond),
 				mib(docsLive), float64(docsLive)/float64(instances))
-			t.Logf("the watcher's map of them by KV key (appliedHost.docs) adds %.1f MiB (%.0f B/instance, %.0f B/record)",
-				mib(keysLive), float64(keysLive)/float64(instances), per(keysLive))
 			if os.Getenv("BERTH_ZONE_RSS") != "" {
 				berthRSS := childRSS(t, "berth", instances, "")
 				path := filepath.Join(t.TempDir(), "bench.zone")

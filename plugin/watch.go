@@ -2,11 +2,12 @@ package berth
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"maps"
 	"slices"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -92,9 +93,9 @@ type watcher struct {
 // appliedHost is what the watcher last applied for one host.
 type appliedHost struct {
 	doc        *record.Host
-	version    string                       // the index's entry (listedHost.version) when fetched
-	containers string                       // signature of the container keys and their ModifyIndex
-	docs       map[string]*record.Container // by key: the last valid version of each
+	version    string              // the index's entry (listedHost.version) when fetched
+	containers [sha256.Size]byte   // signature of the container keys and their ModifyIndex
+	docs       []*record.Container // the last valid version of each, sorted by ID (the key's last segment)
 }
 
 func newWatcher(kv *api.KV, prefix string, zones []*Zone, resync time.Duration, loaded, changed func()) *watcher {
@@ -659,26 +660,26 @@ func (w *watcher) add(b batch, name string, f *fetchedHost, force bool) {
 		prev.version = l.version()
 		return
 	}
-	st := &appliedHost{doc: doc, version: l.version(), containers: sig, docs: map[string]*record.Container{}}
+	st := &appliedHost{doc: doc, version: l.version(), containers: sig}
 	w.hosts[name] = st
-	data := &hostDocs{Host: doc}
+	data := &hostDocs{Host: doc, Containers: make([]*record.Container, 0, len(f.decoded))}
 	bad := map[string]bool{}
 	for _, d := range f.decoded {
 		c := d.doc
 		if d.err != nil {
 			w.reports.invalid(name, d.pair, d.err)
 			bad[d.pair.Key] = true
-			if c = prev.lastValid(d.pair.Key); c == nil {
+			if c = prev.lastValid(w.prefix, d.pair.Key); c == nil {
 				continue
 			}
 		}
-		st.docs[d.pair.Key] = c
 		data.Containers = append(data.Containers, c)
 	}
 	if badDoc != "" {
 		bad[badDoc] = true
 	}
-	sort.Slice(data.Containers, func(i, j int) bool { return data.Containers[i].ID < data.Containers[j].ID })
+	slices.SortFunc(data.Containers, func(a, b *record.Container) int { return strings.Compare(a.ID, b.ID) })
+	st.docs = data.Containers // read-only from here on, shared with the batch
 	w.reports.keep(name, bad)
 	b[name] = data
 }
@@ -738,33 +739,37 @@ func (w *watcher) apply(b batch, index uint64) {
 	}
 }
 
-func (st *appliedHost) lastValid(key string) *record.Container {
-	if st == nil {
+// lastValid is the last valid document applied at a container key.
+func (st *appliedHost) lastValid(prefix, key string) *record.Container {
+	_, id, ok := record.HostFromContainerKey(prefix, key)
+	if st == nil || !ok {
 		return nil
 	}
-	return st.docs[key]
+	if i, found := slices.BinarySearchFunc(st.docs, id, func(c *record.Container, id string) int { return strings.Compare(c.ID, id) }); found {
+		return st.docs[i]
+	}
+	return nil
 }
 
 // data is the host's documents as last applied, to compile them again
 // (under a new ownership policy) without reading Consul.
 func (st *appliedHost) data() *hostDocs {
-	d := &hostDocs{Host: st.doc, Containers: make([]*record.Container, 0, len(st.docs))}
-	for _, c := range st.docs {
-		d.Containers = append(d.Containers, c)
-	}
-	sort.Slice(d.Containers, func(i, j int) bool { return d.Containers[i].ID < d.Containers[j].ID })
-	return d
+	return &hostDocs{Host: st.doc, Containers: st.docs}
 }
 
-func signature(pairs api.KVPairs) string {
-	var b strings.Builder
+// signature stands for a host's container keys and their ModifyIndex: a
+// hash, not the list, so that it costs 32 bytes a host whatever its size.
+func signature(pairs api.KVPairs) [sha256.Size]byte {
+	h := sha256.New()
+	var n [8]byte
 	for _, p := range pairs {
-		b.WriteString(p.Key)
-		b.WriteByte('@')
-		b.WriteString(strconv.FormatUint(p.ModifyIndex, 10))
-		b.WriteByte(' ')
+		h.Write([]byte(p.Key))
+		binary.BigEndian.PutUint64(n[:], p.ModifyIndex)
+		h.Write(n[:])
 	}
-	return b.String()
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
 }
 
 // watchBackoff spaces the watcher's retries: from 250ms to 8s, a random half
