@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"maps"
+	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
@@ -146,6 +147,11 @@ func (w *watcher) run(ctx context.Context) {
 		z.MarkLoaded()
 	}
 	w.loaded()
+	// The first load's garbage (every document as Consul sent it, and as
+	// decoded) is several times the index it built: give it back to the
+	// system now rather than over the runtime's slow scavenging, so that the
+	// server's resident memory is its index, not its start-up's peak.
+	debug.FreeOSMemory()
 	if w.policy.policy == record.OpenPolicy {
 		log.Warningf("no ownership policy at %s: any host may publish any service name (README: Security)", record.PolicyKey(w.prefix))
 	}
