@@ -7,6 +7,9 @@
 // with DecodeHost and DecodeContainer, which reject anything that would
 // produce a bad DNS answer.
 //
+// layout.go holds the KV layouts of the host index (layout 1's host list,
+// layout 2's shards with the rev in the key) and the writers' modes.
+//
 // addrclass.go holds the one rule of which addresses may be published
 // (Publishable): never loopback without the operator's opt-in, link-local,
 // multicast or unspecified ones.
