@@ -116,10 +116,7 @@ func Decode(prefix string, pairs api.KVPairs) *Namespace {
 			ns.Policy, ns.PolicyIndex = pol, p.ModifyIndex
 		case strings.HasPrefix(p.Key, record.HostsPrefix(prefix)):
 			name := strings.TrimPrefix(p.Key, record.HostsPrefix(prefix))
-			h, err := record.DecodeHost(p.Key, p.Value)
-			if err == nil && h.Name != name {
-				err = fmt.Errorf("host document %s: name %s does not match its key", p.Key, h.Name)
-			}
+			h, err := record.DecodeHostOf(name, p.Key, p.Value)
 			if err != nil {
 				ns.Problems = append(ns.Problems, Problem{Reason: ProblemInvalid, Host: name, Key: p.Key, Why: err.Error()})
 				badHosts[name] = p.Key
@@ -143,10 +140,7 @@ func Decode(prefix string, pairs api.KVPairs) *Namespace {
 		}
 	}
 	for name, p := range revPairs {
-		h, err := record.DecodeHost(p.Key, p.Value)
-		if err == nil && h.Name != name {
-			err = fmt.Errorf("host document %s: name %s does not match its key", p.Key, h.Name)
-		}
+		h, err := record.DecodeHostOf(name, p.Key, p.Value)
 		if err != nil {
 			ns.Problems = append(ns.Problems, Problem{Reason: ProblemInvalid, Host: name, Key: p.Key, Why: err.Error()})
 			badHosts[name] = p.Key

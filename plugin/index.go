@@ -341,7 +341,7 @@ func (w *watcher) confirmGone(ctx context.Context, host string) error {
 		return err
 	}
 	if pair != nil {
-		if h, err := record.DecodeHost(pair.Key, pair.Value); err == nil && h.Name == host {
+		if h, err := record.DecodeHostOf(host, pair.Key, pair.Value); err == nil {
 			w.index.v1[host] = listedHost{v1: h, v1Index: pair.ModifyIndex}
 		}
 	}
@@ -368,10 +368,7 @@ func (w *watcher) decodeHosts(pairs api.KVPairs) map[string]listedHost {
 	bad := map[string]bool{}
 	for _, p := range pairs {
 		name := strings.TrimPrefix(p.Key, record.HostsPrefix(w.prefix))
-		h, err := record.DecodeHost(p.Key, p.Value)
-		if err == nil && h.Name != name {
-			err = errors.New("host document " + p.Key + ": name " + h.Name + " does not match its key")
-		}
+		h, err := record.DecodeHostOf(name, p.Key, p.Value)
 		if err != nil {
 			w.reports.invalid(hostDocsReports, p, err)
 			bad[p.Key] = true

@@ -697,10 +697,7 @@ func (w *watcher) add(b batch, name string, f *fetchedHost, force bool) {
 // valid one stands in for it.
 func (w *watcher) hostDoc(name string, l listedHost, v2 *api.KVPair, prev *appliedHost) (doc *record.Host, badKey string) {
 	if v2 != nil {
-		h, err := record.DecodeHost(v2.Key, v2.Value)
-		if err == nil && h.Name != name {
-			err = errors.New("host document " + v2.Key + ": name " + h.Name + " does not match its key")
-		}
+		h, err := record.DecodeHostOf(name, v2.Key, v2.Value)
 		if err != nil {
 			w.reports.invalid(name, v2, err)
 			badKey = v2.Key

@@ -103,6 +103,16 @@ func DecodeHost(key string, value []byte) (*Host, error) {
 	return h, nil
 }
 
+// DecodeHostOf is DecodeHost for the document of host, read from key: it
+// must name the host its key names, in either KV layout.
+func DecodeHostOf(host, key string, value []byte) (*Host, error) {
+	h, err := DecodeHost(key, value)
+	if err == nil && h.Name != host {
+		return nil, fmt.Errorf("host document %s: name %s does not match its key", key, h.Name)
+	}
+	return h, err
+}
+
 // DecodeContainer parses and validates a container document read from key.
 // Priority and weight default to 10 when the document omits them.
 func DecodeContainer(key string, value []byte) (*Container, error) {
