@@ -252,3 +252,32 @@ func TestLimitedLog(t *testing.T) {
 		t.Errorf("%d warnings held back of 100 with a burst of 5, want 95", l.dropped)
 	}
 }
+
+// TestWatchOversizeHostDefaultBound proves the default bound (16 MiB) holds
+// against a subtree a little over it: one read can bring the rest of such a
+// response, and the JSON decoder, which buffers the whole value, must still
+// not get the bytes past the bound (plugin/consul.go, countingBody), or it
+// completes the value and the host is served whole. Fault 9's hostile host
+// found this.
+func TestWatchOversizeHostDefaultBound(t *testing.T) {
+	c := testenv.StartConsul(t, testenv.ConsulOptions{})
+	kv := c.Client().KV()
+	publish(t, kv, mkHost("good", "192.0.2.10"), ctrOp(t, "good", mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
+	w := startBoundedWatcher(t, c, maxHostBytes, hostByteRate)
+	before := testenv.MetricValue(invalidRecords.WithLabelValues("oversize"))
+	// 280 documents of 60 KiB: some 23 MB as Consul sends them (base64).
+	for i := range 280 {
+		op := rawOp("bad", fmt.Sprintf("%064x", i+1), `{"v":1,"pad":"`+strings.Repeat("x", 60<<10)+`"}`)
+		if _, err := kv.Put(&api.KVPair{Key: op.key, Value: op.value}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(t, kv, mkHost("bad", "192.0.2.66"))
+	testenv.Eventually(t, 10*time.Second, "the oversize host reported", func() error {
+		if n := testenv.MetricValue(invalidRecords.WithLabelValues("oversize")) - before; n != 1 {
+			return fmt.Errorf("oversize counted %v times, want 1", n)
+		}
+		return nil
+	})
+	w.check(t, "bad.hosts.c.example.org.", dns.TypeA)
+}

@@ -118,12 +118,18 @@ type countingBody struct {
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
+	if b.req.exceeded {
+		return 0, errTooLarge
+	}
 	n, err := b.ReadCloser.Read(p)
 	b.counter.Add(float64(n))
 	b.req.read += int64(n)
 	if b.req.maxBytes > 0 && b.req.read > b.req.maxBytes {
+		// Hand over nothing past the bound: a reader that buffers the
+		// whole value (json.Decoder) and gets the rest of the response in
+		// this one read would otherwise complete the value the bound cut.
 		b.req.exceeded = true
-		return n, errTooLarge
+		return max(0, n-int(b.req.read-b.req.maxBytes)), errTooLarge
 	}
 	return n, err
 }
