@@ -94,6 +94,17 @@ func Decode(prefix string, pairs api.KVPairs) *Namespace {
 	revPairs := map[string]*api.KVPair{}
 	badHosts := map[string]string{} // host -> the key of its invalid document
 	var containers []*Container
+	// decodeHost decodes name's host document in either layout; an invalid
+	// one is a problem, and its key explains the host's orphans.
+	decodeHost := func(name string, p *api.KVPair) *Host {
+		h, err := record.DecodeHostOf(name, p.Key, p.Value)
+		if err != nil {
+			ns.Problems = append(ns.Problems, Problem{Reason: ProblemInvalid, Host: name, Key: p.Key, Why: err.Error()})
+			badHosts[name] = p.Key
+			return nil
+		}
+		return &Host{Key: p.Key, Doc: h, Index: p.ModifyIndex, Session: p.Session}
+	}
 	for _, p := range pairs {
 		switch {
 		case strings.HasPrefix(p.Key, record.ShardsPrefix(prefix)):
@@ -116,22 +127,15 @@ func Decode(prefix string, pairs api.KVPairs) *Namespace {
 			ns.Policy, ns.PolicyIndex = pol, p.ModifyIndex
 		case strings.HasPrefix(p.Key, record.HostsPrefix(prefix)):
 			name := strings.TrimPrefix(p.Key, record.HostsPrefix(prefix))
-			h, err := record.DecodeHostOf(name, p.Key, p.Value)
-			if err != nil {
-				ns.Problems = append(ns.Problems, Problem{Reason: ProblemInvalid, Host: name, Key: p.Key, Why: err.Error()})
-				badHosts[name] = p.Key
-				continue
+			if h := decodeHost(name, p); h != nil {
+				hosts[name] = h
 			}
-			hosts[name] = &Host{Key: p.Key, Doc: h, Index: p.ModifyIndex, Session: p.Session}
 		default:
 			host, id, ok := record.HostFromContainerKey(prefix, p.Key)
 			if !ok {
 				continue
 			}
-			c, err := record.DecodeContainer(p.Key, p.Value)
-			if err == nil && c.ID != id {
-				err = fmt.Errorf("container document %s: id %s does not match its key", p.Key, c.ID)
-			}
+			c, err := record.DecodeContainerOf(id, p.Key, p.Value)
 			if err != nil {
 				ns.Problems = append(ns.Problems, Problem{Reason: ProblemInvalid, Host: host, Key: p.Key, Why: err.Error()})
 				continue
@@ -140,13 +144,9 @@ func Decode(prefix string, pairs api.KVPairs) *Namespace {
 		}
 	}
 	for name, p := range revPairs {
-		h, err := record.DecodeHostOf(name, p.Key, p.Value)
-		if err != nil {
-			ns.Problems = append(ns.Problems, Problem{Reason: ProblemInvalid, Host: name, Key: p.Key, Why: err.Error()})
-			badHosts[name] = p.Key
-			continue
+		if h := decodeHost(name, p); h != nil {
+			hostsV2[name] = h
 		}
-		hostsV2[name] = &Host{Key: p.Key, Doc: h, Index: p.ModifyIndex, Session: p.Session}
 	}
 	for name, h2 := range hostsV2 {
 		switch h1 := hosts[name]; {

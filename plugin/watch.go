@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"maps"
 	"runtime/debug"
 	"slices"
@@ -559,10 +558,7 @@ func (w *watcher) decodeContainers(pairs api.KVPairs) []decodedContainer {
 		if !ok {
 			continue // a deeper key is no document of ours
 		}
-		c, err := record.DecodeContainer(p.Key, p.Value)
-		if err == nil && c.ID != id {
-			c, err = nil, errors.New("container document "+p.Key+": id "+c.ID+" does not match its key")
-		}
+		c, err := record.DecodeContainerOf(id, p.Key, p.Value)
 		out = append(out, decodedContainer{pair: p, doc: c, err: err})
 	}
 	return out
@@ -597,31 +593,32 @@ func (w *watcher) fetchHosts(ctx context.Context, listed map[string]listedHost, 
 func (w *watcher) fetchHost(ctx context.Context, host string, l listedHost) (f fetchedHost) {
 	f.host = host
 	if l.v2Key != "" {
-		req := &consulRequest{kind: requestHost, maxBytes: w.entryBytes}
-		pairs, _, err := w.kv.List(record.HostRevPrefix(w.prefix, host), (&api.QueryOptions{}).WithContext(withRequest(ctx, req)))
-		f.read += req.read
-		switch {
-		case err != nil && req.exceeded:
-			f.oversize = true
-			return f
-		case err != nil:
-			f.err = err
+		pairs, ok := w.boundedList(ctx, record.HostRevPrefix(w.prefix, host), w.entryBytes, &f)
+		if !ok {
 			return f
 		}
 		f.v2 = highestRev(w.prefix, pairs)
 	}
-	req := &consulRequest{kind: requestHost, maxBytes: w.hostBytes}
-	pairs, _, err := w.kv.List(record.ContainersPrefix(w.prefix, host), (&api.QueryOptions{}).WithContext(withRequest(ctx, req)))
+	if pairs, ok := w.boundedList(ctx, record.ContainersPrefix(w.prefix, host), w.hostBytes, &f); ok {
+		f.pairs, f.decoded = pairs, w.decodeContainers(pairs)
+	}
+	return f
+}
+
+// boundedList reads the pairs under prefix for f's host, cut off at
+// maxBytes: it adds the bytes read to f.read, and on a read over the bound
+// (f.oversize) or a failed one (f.err) returns false.
+func (w *watcher) boundedList(ctx context.Context, prefix string, maxBytes int64, f *fetchedHost) (api.KVPairs, bool) {
+	req := &consulRequest{kind: requestHost, maxBytes: maxBytes}
+	pairs, _, err := w.kv.List(prefix, (&api.QueryOptions{}).WithContext(withRequest(ctx, req)))
 	f.read += req.read
 	switch {
 	case err != nil && req.exceeded:
 		f.oversize = true
 	case err != nil:
 		f.err = err
-	default:
-		f.pairs, f.decoded = pairs, w.decodeContainers(pairs)
 	}
-	return f
+	return pairs, err == nil
 }
 
 // highestRev is the entry of the highest rev among a host's layout 2 keys.

@@ -113,6 +113,16 @@ func DecodeHostOf(host, key string, value []byte) (*Host, error) {
 	return h, err
 }
 
+// DecodeContainerOf is DecodeContainer for the document of container id,
+// read from key: its id must be the one its key names.
+func DecodeContainerOf(id, key string, value []byte) (*Container, error) {
+	c, err := DecodeContainer(key, value)
+	if err == nil && c.ID != id {
+		return nil, fmt.Errorf("container document %s: id %s does not match its key", key, c.ID)
+	}
+	return c, err
+}
+
 // DecodeContainer parses and validates a container document read from key.
 // Priority and weight default to 10 when the document omits them.
 func DecodeContainer(key string, value []byte) (*Container, error) {
