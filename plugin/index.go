@@ -2,7 +2,6 @@ package berth
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"strings"
 	"sync"
@@ -135,7 +134,7 @@ func diffHosts(old, cur map[string]listedHost, changed map[string]bool) {
 // decodeShard turns a keys-only read of one shard into its hosts' layout 2
 // entries, reporting the keys it refuses once each (while they stay).
 func (w *watcher) decodeShard(shard string, keys []string) map[string]listedHost {
-	hosts, refused := parseShard(w.prefix, shard, keys)
+	hosts, refused := parseShard(w.prefix, keys)
 	bad := make(map[string]bool, len(refused))
 	for key, err := range refused {
 		w.reports.invalid(shardReports+shard, &api.KVPair{Key: key}, err)
@@ -146,17 +145,14 @@ func (w *watcher) decodeShard(shard string, keys []string) map[string]listedHost
 }
 
 // parseShard reads layout 2 entries off one shard's keys: the highest rev
-// of each host. A key that is not <prefix>/shards/<shard>/<host>/<rev>, or
-// sits in another shard than its host's, is refused: it cannot shadow a
-// host elsewhere.
-func parseShard(prefix, shard string, keys []string) (hosts map[string]listedHost, refused map[string]error) {
+// of each host. A key that is not <prefix>/shards/<shard>/<host>/<rev>
+// with <shard> its host's (record.ParseHostRevKey) is refused: it cannot
+// shadow a host elsewhere.
+func parseShard(prefix string, keys []string) (hosts map[string]listedHost, refused map[string]error) {
 	hosts = make(map[string]listedHost, len(keys))
 	refused = map[string]error{}
 	for _, key := range keys {
 		host, rev, err := record.ParseHostRevKey(prefix, key)
-		if err == nil && record.Shard(host) != shard {
-			err = errors.New("key " + key + " is outside its host's shard")
-		}
 		if err != nil {
 			refused[key] = err
 			continue
@@ -350,7 +346,7 @@ func (w *watcher) confirmGone(ctx context.Context, host string) error {
 		return err
 	}
 	shard := record.Shard(host)
-	if hosts, _ := parseShard(w.prefix, shard, keys); hosts[host].present() {
+	if hosts, _ := parseShard(w.prefix, keys); hosts[host].present() {
 		e := hosts[host]
 		if w.index.shards[shard] == nil {
 			w.index.shards[shard] = map[string]listedHost{}
