@@ -195,8 +195,8 @@ func (s *Server) heapAfterGC() (int64, error) {
 		return 0, fmt.Errorf("%s: no forced GC through pprof and no metrics to read the heap from", s.Name)
 	}
 	scrape := func(name string) (float64, error) {
-		body, err := httpGetTimeout("http://"+s.Metrics+"/metrics", 5*time.Minute)
-		return ParseMetric(body, name)[""], err
+		m, err := s.scrapeWithin(name, 5*time.Minute)
+		return m[""], err
 	}
 	before, err := scrape("go_gc_duration_seconds_count")
 	if err != nil {
@@ -229,7 +229,11 @@ func processRSS(pid int) int64 {
 // Scrape reads the value of every sample of the metric named name, keyed
 // by its label string ("" without labels).
 func (s *Server) Scrape(name string) (map[string]float64, error) {
-	body, err := httpGet("http://" + s.Metrics + "/metrics")
+	return s.scrapeWithin(name, 30*time.Second)
+}
+
+func (s *Server) scrapeWithin(name string, timeout time.Duration) (map[string]float64, error) {
+	body, err := httpGetTimeout("http://"+s.Metrics+"/metrics", timeout)
 	if err != nil {
 		return nil, err
 	}
