@@ -198,18 +198,22 @@ func nextWaitIndex(prev, got uint64) (next uint64, reset bool) {
 // a second, its changes coalesced, and costs the others nothing.
 func (w *watcher) follow(ctx context.Context, gen uint64, source string, index uint64, out chan<- sourceRead) {
 	limit := rate.NewLimiter(rate.Every(50*time.Millisecond), 10)
-	failures := 0
-	last := index // the index of the last answer: a failure sets index to 0, not this
+	failing := false // the last read failed: the next answer is news, whatever its index
+	failures := 0    // failed reads since the last answer, or since Consul answered another source
+	last := index    // the index of the last answer: a failure sets index to 0, not this
 	for limit.Wait(ctx) == nil {
+		// Taken before the read: another source that reads again while
+		// this read is failing still cuts this one's backoff short.
+		back := w.consulBack.wait()
 		r := w.readSource(ctx, source, index, watchWait)
 		r.gen = gen
 		if ctx.Err() != nil {
 			return
 		}
 		if r.err != nil {
+			failing = true
 			failures++
 			index = 0
-			back := w.consulBack.wait()
 			if !send(ctx, out, r) {
 				return
 			}
@@ -217,13 +221,18 @@ func (w *watcher) follow(ctx context.Context, gen uint64, source string, index u
 			case <-ctx.Done():
 			case <-time.After(watchBackoff.Delay(failures)):
 			case <-back:
+				// Consul answers again. A restarted agent can still refuse
+				// a read or two while it settles: start the backoff over,
+				// so that such a refusal costs a short wait, not the
+				// outage's long one.
+				failures = 0
 			}
 			continue
 		}
-		if r.index == last && failures == 0 {
+		if r.index == last && !failing {
 			continue // the wait ran out: nothing changed
 		}
-		failures = 0
+		failing, failures = false, 0
 		index, r.reset = nextWaitIndex(last, r.index)
 		last = r.index
 		if !send(ctx, out, r) {

@@ -192,7 +192,11 @@ func (w *watcher) run(ctx context.Context) {
 		}
 		retry.Stop()
 		deferred.Stop()
-		if err != nil && !w.failed(ctx, err, true) {
+		if err == nil {
+			// Any step that went well may be the one that ends a run of
+			// failures: a source reading again, or a retry of the hosts.
+			w.recovered()
+		} else if !w.failed(ctx, err, true) {
 			return
 		}
 	}
@@ -281,7 +285,10 @@ func (w *watcher) handleReads(ctx context.Context, first sourceRead) error {
 			return err
 		}
 		if w.failing[r.source] {
+			// Consul answers again: the hosts waiting for a retry (or a
+			// reload) need not wait out the outage's backoff.
 			delete(w.failing, r.source)
+			w.retryAt = time.Now()
 			if len(w.failing) > 0 {
 				w.consulBack.fire()
 			}
@@ -291,11 +298,7 @@ func (w *watcher) handleReads(ctx context.Context, first sourceRead) error {
 	if err := w.round(ctx, changed, changedOnly); err != nil {
 		return err
 	}
-	if readErr != nil {
-		return readErr
-	}
-	w.recovered()
-	return nil
+	return readErr
 }
 
 // setSource puts a source's read into the index, adding to changed the
