@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,6 +57,9 @@ type LargeResult struct {
 	// dnsperf and the loader, as part 1: berth at D, berth at Small (same
 	// Corefile), the file plugin at D (same Corefile).
 	Servers []ServerResult
+	// EqualRate is the rate at which berth and the file plugin are both
+	// measured open loop (ServerResult.AtRate), 0 if not.
+	EqualRate float64
 	// Where berth's live heap goes at this size: `go tool pprof -top` of
 	// its heap profile (in use, after the first load).
 	HeapTop string
@@ -129,11 +133,17 @@ func RunLarge(t *TB, cfg LargeConfig, res *LargeResult) {
 	sqs := cfg.Small.Queries(cfg.Query.NQueries, Zone)
 	sqfile := filepath.Join(cfg.Query.OutDir, cfg.Small.Name+".large-baseline.queries")
 	t.Check(WriteQueryFile(sqfile, sqs), "query file")
-	targets := []target{{"berth", r.s.Addr, qfile, qs}, {"berth-small", small.Addr, sqfile, sqs}}
+	targets := []target{{"berth", r.s.Addr, qfile, qs, r.s}, {"berth-small", small.Addr, sqfile, sqs, small}}
 	if file != nil {
-		targets = append(targets, target{"file", file.Addr, qfile, qs})
+		targets = append(targets, target{"file", file.Addr, qfile, qs, file})
 	}
 	res.Servers = measureRounds(t, d.Name, cfg.Query, targets)
+	if b, f := res.Server("berth"), res.Server("file"); b.Load.QPS > 0 && f.Load.QPS > 0 {
+		// The same load for both, at half of what the slower of the two
+		// answered closed loop: under load, short of saturation.
+		res.EqualRate = math.Round(min(b.Load.QPS, f.Load.QPS)/2/100) * 100
+		measureAtRate(t, d.Name, cfg.Query, []target{targets[0], targets[2]}, res.EqualRate, res.Servers)
+	}
 	if file != nil {
 		file.stop() // its memory back before the churn
 	}

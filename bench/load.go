@@ -114,12 +114,23 @@ func DNSPerfVersion() string {
 
 // Loader is the suite's own load generator, for what dnsperf 2.10 does not
 // report: latency percentiles. Concurrency workers each keep one query in
-// flight on a UDP socket of their own (closed loop) and record every
-// query's latency; a query unanswered within Timeout is lost.
+// flight on a UDP socket of their own and record every query's latency; a
+// query unanswered within Timeout is lost.
+//
+// Without Rate the loop is closed: each worker sends its next query as soon
+// as the last is answered, so a faster server is asked more, and its
+// latency is measured at its own saturation. With Rate the loop is open:
+// the workers send Rate queries a second between them on a fixed schedule,
+// so that two servers are compared under the same load. A query the worker
+// could not send on time because the server had not answered the one
+// before counts its latency from its scheduled time, so a stall counts for
+// every query it held up; one sent late only because the worker's own
+// timer woke late counts from when it was sent.
 type Loader struct {
 	Concurrency int
 	Duration    time.Duration
 	Timeout     time.Duration
+	Rate        float64 // queries a second over all workers; 0: closed loop
 }
 
 // LoadResult is one Loader run.
@@ -167,12 +178,29 @@ func (l Loader) Run(ctx context.Context, addr string, qs []Query) (LoadResult, e
 			buf := make([]byte, 65535)
 			q := make([]byte, 512)
 			id := uint16(wi << 10)
+			// The open loop's schedule: one query every interval, the
+			// workers' schedules staggered across it.
+			var interval time.Duration
+			var due, done time.Time // done: when the last query was answered or given up
+			if l.Rate > 0 {
+				interval = time.Duration(float64(len(workers)) / l.Rate * float64(time.Second))
+				due = start.Add(interval * time.Duration(wi) / time.Duration(len(workers)))
+			}
 			for i := wi * len(wire) / len(workers); time.Now().Before(deadline) && ctx.Err() == nil; i++ {
 				msg := wire[i%len(wire)]
 				q = append(q[:0], msg...)
 				id++
 				q[0], q[1] = byte(id>>8), byte(id)
+				heldUp := interval > 0 && done.After(due)
+				if interval > 0 && !heldUp {
+					time.Sleep(time.Until(due))
+				}
 				sent := time.Now()
+				from := sent
+				if heldUp {
+					from = due
+				}
+				due = due.Add(interval)
 				if _, err := conn.Write(q); err != nil {
 					w.err = err
 					return
@@ -184,6 +212,7 @@ func (l Loader) Run(ctx context.Context, addr string, qs []Query) (LoadResult, e
 						var ne net.Error
 						if errors.As(err, &ne) && ne.Timeout() {
 							w.lost++
+							done = time.Now()
 							break
 						}
 						w.err = err
@@ -192,7 +221,8 @@ func (l Loader) Run(ctx context.Context, addr string, qs []Query) (LoadResult, e
 					if n < 12 || buf[0] != byte(id>>8) || buf[1] != byte(id) {
 						continue // a late answer to a query already counted lost
 					}
-					w.lat = append(w.lat, time.Since(sent))
+					done = time.Now()
+					w.lat = append(w.lat, done.Sub(from))
 					w.rcodes[int(buf[3]&0x0f)]++
 					break
 				}

@@ -40,6 +40,22 @@ type ServerResult struct {
 	LoadAvgs []string // /proc/loadavg before each dnsperf round: other work on the machine shows here
 	Lost     int      // dnsperf's lost queries over all rounds
 	Sent     int
+	// GCs is how many garbage collections the server's Go runtime ran
+	// during each loader round (the tail's usual cause on a large heap),
+	// nil for a server without metrics.
+	GCs []int
+	// AtRate is the open loop's rounds (see measureAtRate), if measured.
+	AtRate *RateResult `json:",omitempty"`
+}
+
+// RateResult is one server's loader rounds at a fixed rate, the same for
+// every server measured: the median round by p99, every round, and the
+// garbage collections during each.
+type RateResult struct {
+	Rate  float64
+	Load  LoadResult
+	Loads []LoadResult
+	GCs   []int
 }
 
 // QPSRange is the lowest and highest queries/s of the rounds.
@@ -58,6 +74,30 @@ func (s *ServerResult) QPSRange() (lo, hi float64) {
 type target struct {
 	name, addr, qfile string
 	qs                []Query
+	metrics           *Server // the server, to count its GC cycles; nil without metrics
+}
+
+// loadRound is one loader run on tg, and how many GC cycles the server ran
+// during it (-1 when it has no metrics to say).
+func loadRound(t *TB, l Loader, tg target) (LoadResult, int) {
+	gcs := func() float64 {
+		if tg.metrics == nil || tg.metrics.Metrics == "" {
+			return -1
+		}
+		m, err := tg.metrics.Scrape("go_gc_duration_seconds_count")
+		if err != nil {
+			return -1
+		}
+		return m[""]
+	}
+	before := gcs()
+	load, err := l.Run(t.Context(), tg.addr, tg.qs)
+	t.Check(err, tg.name+" loader")
+	after := gcs()
+	if before < 0 || after < 0 {
+		return load, -1
+	}
+	return load, int(after - before)
 }
 
 // measureRounds runs cfg.Rounds rounds; each round runs dnsperf, then the
@@ -80,10 +120,12 @@ func measureRounds(t *TB, set string, cfg QueryConfig, targets []target) []Serve
 			r.LoadAvgs = append(r.LoadAvgs, loadAvg())
 			perf, err := cfg.Perf.Run(ctx, tg.addr, tg.qfile)
 			t.Check(err, tg.name)
-			load, err := cfg.Loader.Run(ctx, tg.addr, tg.qs)
-			t.Check(err, tg.name+" loader")
+			load, gcs := loadRound(t, cfg.Loader, tg)
 			r.Rounds = append(r.Rounds, perf)
 			r.Loads = append(r.Loads, load)
+			if gcs >= 0 {
+				r.GCs = append(r.GCs, gcs)
+			}
 			r.Lost += perf.Lost
 			r.Sent += perf.Sent
 			t.Logf("%s: round %d: %s: %.0f q/s (dnsperf), loader %.0f q/s p99 %s", set, round+1, tg.name, perf.QPS, load.QPS, load.P99)
@@ -94,11 +136,49 @@ func measureRounds(t *TB, set string, cfg QueryConfig, targets []target) []Serve
 		perfs := slices.Clone(r.Rounds)
 		slices.SortFunc(perfs, func(a, b PerfResult) int { return cmp.Compare(a.QPS, b.QPS) })
 		r.Perf = perfs[len(perfs)/2]
-		loads := slices.Clone(r.Loads)
-		slices.SortFunc(loads, func(a, b LoadResult) int { return cmp.Compare(a.P99, b.P99) })
-		r.Load = loads[len(loads)/2]
+		r.Load = medianByP99(r.Loads)
 	}
 	return out
+}
+
+func medianByP99(loads []LoadResult) LoadResult {
+	sorted := slices.Clone(loads)
+	slices.SortFunc(sorted, func(a, b LoadResult) int { return cmp.Compare(a.P99, b.P99) })
+	return sorted[len(sorted)/2]
+}
+
+// measureAtRate runs the loader open loop at rate queries a second on every
+// target, in cfg.Rounds interleaved rounds as measureRounds does, and adds
+// each target's rounds to its result in out (by name). Closed, the loop
+// asks a faster server more queries, so its tail is measured at a higher
+// load than a slower server's; at one rate for all, the tails compare
+// under the same load.
+func measureAtRate(t *TB, set string, cfg QueryConfig, targets []target, rate float64, out []ServerResult) {
+	l := cfg.Loader
+	l.Rate = rate
+	res := make([]*RateResult, len(targets))
+	for i := range targets {
+		res[i] = &RateResult{Rate: rate}
+		for k := range out {
+			if out[k].Server == targets[i].name {
+				out[k].AtRate = res[i]
+			}
+		}
+	}
+	for round := range max(1, cfg.Rounds) {
+		for k := range targets {
+			i := (k + round) % len(targets)
+			load, gcs := loadRound(t, l, targets[i])
+			res[i].Loads = append(res[i].Loads, load)
+			if gcs >= 0 {
+				res[i].GCs = append(res[i].GCs, gcs)
+			}
+			t.Logf("%s: round %d at %.0f q/s: %s: loader %.0f q/s p99 %s, %d lost, %d GC cycles", set, round+1, rate, targets[i].name, load.QPS, load.P99, load.Lost, gcs)
+		}
+	}
+	for _, r := range res {
+		r.Load = medianByP99(r.Loads)
+	}
 }
 
 // QueryResult is part 1 on one dataset.
@@ -185,15 +265,15 @@ func RunQueries(t *TB, d Dataset, cfg QueryConfig) *QueryResult {
 	checkConsul(t, "127.0.0.1:"+fmt.Sprint(consul.DNSPort), cqs)
 
 	targets := []target{
-		{"berth", berth.Addr, qfile, qs},
-		{"file", file.Addr, qfile, qs},
-		{"consul", "127.0.0.1:" + fmt.Sprint(consul.DNSPort), cqfile, cqs},
+		{"berth", berth.Addr, qfile, qs, nil},
+		{"file", file.Addr, qfile, qs, nil},
+		{"consul", "127.0.0.1:" + fmt.Sprint(consul.DNSPort), cqfile, cqs, nil},
 	}
 	if cfg.WithMetrics {
 		bm := StartBerth(t, consul.HTTP, d.Prefix, ServerOptions{Metrics: true})
 		_, err := bm.WaitReady(2 * time.Minute)
 		t.Check(err, "berth+metrics")
-		targets = append(targets, target{"berth+metrics", bm.Addr, qfile, qs})
+		targets = append(targets, target{"berth+metrics", bm.Addr, qfile, qs, bm})
 	}
 	res.Servers = measureRounds(t, d.Name, cfg, targets)
 	if cfg.Profile > 0 {

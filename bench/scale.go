@@ -355,7 +355,7 @@ func (r *scaleRun) queries() {
 	qs := d.Queries(cfg.Query.NQueries, Zone)
 	qfile := filepath.Join(cfg.Query.OutDir, d.Name+".queries")
 	t.Check(WriteQueryFile(qfile, qs), "query file")
-	r.res.Server = measureRounds(t, d.Name, cfg.Query, []target{{"berth+metrics", r.s.Addr, qfile, qs}})[0]
+	r.res.Server = measureRounds(t, d.Name, cfg.Query, []target{{"berth+metrics", r.s.Addr, qfile, qs, r.s}})[0]
 }
 
 // bodySize is the length of Consul's response body for a GET of prefix

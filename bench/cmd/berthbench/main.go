@@ -93,6 +93,12 @@ func main() {
 		*scaleHosts, *scalePer, *probes, *budget = 100, 10, 5, 10*time.Second
 		*secProbes, *secBudget = 5, 10*time.Second
 	}
+	if *large && !*quick && !flagSet("rounds") {
+		// At a million instances a GC cycle takes seconds and comes every
+		// half minute or so under load: five rounds, so that the median
+		// round is not decided by where one cycle fell.
+		*rounds = 5
+	}
 	if *render != "" {
 		b, err := os.ReadFile(*render)
 		if err != nil {
