@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os/exec"
 	"regexp"
@@ -273,13 +274,8 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 
 // RcodeString formats a rcode count map.
 func RcodeString(m map[int]int) string {
-	keys := make([]int, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
 	var parts []string
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		parts = append(parts, fmt.Sprintf("%s %d", dns.RcodeToString[k], m[k]))
 	}
 	return strings.Join(parts, ", ")

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -15,13 +16,8 @@ func kinds(m map[string]float64) string { return kindsUnit(m, "") }
 func kindsPerSec(m map[string]float64) string { return kindsUnit(m, "/s") }
 
 func kindsUnit(m map[string]float64, unit string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
 	var parts []string
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		switch v := m[k]; {
 		case v >= 1024:
 			parts = append(parts, k+" "+kib(v)+unit)
