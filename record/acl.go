@@ -7,9 +7,9 @@ import "fmt"
 // that one policy serves every --kv-layout, WriteMode), its own container
 // prefix (the trailing slashes of that and of HostRevPrefix keep host "h1"
 // from writing "h10"'s records), and the catalog node and sessions named
-// after the host, where its session lives. It may not write any other key (the ownership policy among them),
-// nor touch another exporter's session (which, with behavior=delete, would
-// delete that host's records).
+// after the host, where its session lives. It may not write any other key
+// (the ownership policy among them), nor touch another exporter's session
+// (which, with behavior=delete, would delete that host's records).
 func ExporterACL(prefix, host string) string {
 	return fmt.Sprintf(`key %q {
   policy = "write"
