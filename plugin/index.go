@@ -205,7 +205,15 @@ func (w *watcher) follow(ctx context.Context, gen uint64, source string, index u
 		// Taken before the read: another source that reads again while
 		// this read is failing still cuts this one's backoff short.
 		back := w.consulBack.wait()
-		r := w.readSource(ctx, source, index, watchWait)
+		rctx, cancel := ctx, context.CancelFunc(func() {})
+		if failing {
+			// A restarted agent holds a read it cannot answer yet (no
+			// leader) for seconds: once Consul answers another source,
+			// such a read is cut and made again.
+			rctx, cancel = cutOn(ctx, back)
+		}
+		r := w.readSource(rctx, source, index, watchWait)
+		cancel()
 		r.gen = gen
 		if ctx.Err() != nil {
 			return
@@ -242,6 +250,19 @@ func (w *watcher) follow(ctx context.Context, gen uint64, source string, index u
 			sleep(ctx, time.Second)
 		}
 	}
+}
+
+// cutOn returns a context that ends with ctx, or once cut is closed.
+func cutOn(ctx context.Context, cut <-chan struct{}) (context.Context, context.CancelFunc) {
+	c, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-cut:
+			cancel()
+		case <-c.Done():
+		}
+	}()
+	return c, cancel
 }
 
 // signal wakes every goroutine waiting on it, and can be fired again.

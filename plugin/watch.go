@@ -263,7 +263,9 @@ func (w *watcher) handleReads(ctx context.Context, first sourceRead) error {
 		}
 	}
 	changed := map[string]bool{}
-	var readErr error
+	// The sources whose last read in this batch failed: a failure that a
+	// later read of the same source in the batch answered is over.
+	readErrs := map[string]error{}
 	for _, r := range reads {
 		switch {
 		case r.gen != w.gen:
@@ -273,7 +275,7 @@ func (w *watcher) handleReads(ctx context.Context, first sourceRead) error {
 				watchRestarts.Inc()
 			}
 			w.failing[r.source] = true
-			readErr = r.err
+			readErrs[r.source] = r.err
 			continue
 		case r.reset:
 			// Consul's index went backwards: ModifyIndex values of two
@@ -284,6 +286,7 @@ func (w *watcher) handleReads(ctx context.Context, first sourceRead) error {
 			_, err := w.fullLoad(ctx, true)
 			return err
 		}
+		delete(readErrs, r.source)
 		if w.failing[r.source] {
 			// Consul answers again: the hosts waiting for a retry (or a
 			// reload) need not wait out the outage's backoff.
@@ -298,7 +301,10 @@ func (w *watcher) handleReads(ctx context.Context, first sourceRead) error {
 	if err := w.round(ctx, changed, changedOnly); err != nil {
 		return err
 	}
-	return readErr
+	for _, err := range readErrs {
+		return err
+	}
+	return nil
 }
 
 // setSource puts a source's read into the index, adding to changed the
@@ -578,13 +584,11 @@ func (w *watcher) fetchHosts(ctx context.Context, listed map[string]listedHost, 
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, fetchParallel)
 		for _, h := range hosts {
-			wg.Add(1)
 			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				f := w.fetchHost(ctx, h, listed[h])
-				out <- f
-			}()
+			wg.Go(func() {
+				defer func() { <-sem }()
+				out <- w.fetchHost(ctx, h, listed[h])
+			})
 		}
 		wg.Wait()
 	}()
