@@ -246,7 +246,7 @@ func (r *Report) summaryPropagation(p printf) {
 func (r *Report) summaryScale(p printf) {
 	if s := r.Scale; s != nil && len(s.FirstLoad) > 0 {
 		n := num(float64(s.D.Instances()))
-		p("| 3 | first full load, %s instances (process start → ready; empty berth: %s) | %s | the driver's own List of the whole prefix: %s | %s |\n", n, ms(s.EmptyLoad), ms(s.FirstLoad[0]), ms(s.RawFetch), dratio(s.FirstLoad[0], s.RawFetch))
+		p("| 3 | first full load, %s instances (process start → ready; empty berth: %s) | %s | the driver's own List of the whole prefix: %s | %s |\n", n, ms(s.EmptyLoad), ms(s.FirstLoad[0]), s.rawFetchText(), dratio(s.FirstLoad[0], s.RawFetch))
 		per := float64(s.Loaded.RSS-s.Empty.RSS) / float64(s.D.Instances()) * 10000
 		if q := r.query(30000); q != nil && q.FileMemory.RSS > 0 {
 			fper := float64(q.FileMemory.RSS-s.Empty.RSS) / float64(q.D.Instances()) * 10000
@@ -392,6 +392,19 @@ func propTable(p printf, pr *PropResult) {
 }
 
 // scaleMarkdown is part 3 in detail.
+// rawFetchText is the driver's List of the whole prefix, the baseline of
+// the first load: the median, and each List when there were several.
+func (s *ScaleResult) rawFetchText() string {
+	if len(s.RawFetches) < 2 {
+		return ms(s.RawFetch) // a report saved before rawListRuns
+	}
+	each := make([]string, len(s.RawFetches))
+	for i, d := range s.RawFetches {
+		each[i] = ms(d)
+	}
+	return fmt.Sprintf("%s (median of %s)", ms(s.RawFetch), strings.Join(each, ", "))
+}
+
 func (r *Report) scaleMarkdown(p printf) {
 	if s := r.Scale; s != nil {
 		p("## 3. Scale\n\n")
@@ -403,7 +416,7 @@ func (r *Report) scaleMarkdown(p printf) {
 		}
 		p("| the same for a berth with an empty prefix (CoreDNS start-up alone) | %s |\n", ms(s.EmptyLoad))
 		p("| process start → first answer (SERVFAIL while loading), sample 1 | %s |\n", ms(s.FirstServing))
-		p("| the driver's List of the host index (`hosts/` in layout 1, `shards/` in layout 2) and `containers/` through the Consul API client | %s |\n", ms(s.RawFetch))
+		p("| the driver's List of the host index (`hosts/` in layout 1, `shards/` in layout 2) and `containers/` through the Consul API client | %s |\n", s.rawFetchText())
 		p("| RSS / live heap, empty berth | %s / %s |\n", mib(s.Empty.RSS), mib(s.Empty.HeapAlloc))
 		p("| RSS / live heap, %s instances (after a forced GC) | %s / %s |\n", num(float64(s.D.Instances())), mib(s.Loaded.RSS), mib(s.Loaded.HeapAlloc))
 		p("| per 10,000 instances, RSS / live heap | %s / %s |\n", mib((s.Loaded.RSS-s.Empty.RSS)*10000/int64(s.D.Instances())), mib((s.Loaded.HeapAlloc-s.Empty.HeapAlloc)*10000/int64(s.D.Instances())))
