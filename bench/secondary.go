@@ -126,8 +126,17 @@ func RunSecondary(t *TB, cfg SecondaryConfig) *SecondaryResult {
 	})
 	t.Check(waitSameSerial(ctx, s.Addr, bind.Addr, 2*time.Minute), "named loads the zone")
 	res.SecondaryLoad = time.Since(start)
-	if first := parseTransfers(bind.Log()); len(first) > 0 {
-		res.First = first[0]
+	// named answers from the new zone a moment before it logs the
+	// transfer: wait for the line (a run that read the log at once found
+	// none for the 30,000-instance zone).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if first := parseTransfers(bind.Log()); len(first) > 0 {
+			res.First = first[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("named serves berth's serial, but logged no completed transfer within 10s:\n%s", bind.Log())
+		}
 	}
 	t.Logf("%s: named serves berth's serial after %s (first transfer %d records, %d bytes)",
 		d.Name, res.SecondaryLoad.Round(time.Millisecond), res.First.Records, res.First.Bytes)
