@@ -391,7 +391,6 @@ func propTable(p printf, pr *PropResult) {
 	}
 }
 
-// scaleMarkdown is part 3 in detail.
 // rawFetchText is the driver's List of the whole prefix, the baseline of
 // the first load: the median, and each List when there were several.
 func (s *ScaleResult) rawFetchText() string {
@@ -405,6 +404,7 @@ func (s *ScaleResult) rawFetchText() string {
 	return fmt.Sprintf("%s (median of %s)", ms(s.RawFetch), strings.Join(each, ", "))
 }
 
+// scaleMarkdown is part 3 in detail.
 func (r *Report) scaleMarkdown(p printf) {
 	if s := r.Scale; s != nil {
 		p("## 3. Scale\n\n")

@@ -122,9 +122,9 @@ func (r *scaleRun) publish() {
 }
 
 // rawListRuns is how many times the driver Lists the whole prefix. The
-// first List after the publish can take three times as long as the next
-// ones (side runs at 100,000 instances: 4.0-5.4 s, then 1.2-3.5 s): the
-// median of three is the List a reader usually pays, not that outlier.
+// first List after the publish can take two to four times as long as the
+// next ones (side runs at 100,000 instances: 4.0-5.4 s, then 1.2-3.5 s):
+// the median of three is the List a reader usually pays, not that outlier.
 const rawListRuns = 3
 
 // rawCosts is what a reader of the whole prefix pays, measured by the
