@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -148,7 +147,7 @@ func (r *scaleRun) rawCosts() {
 			t.Fatalf("consul holds %d container documents, want %d", len(pairs), d.Instances())
 		}
 	}
-	res.RawFetch = slices.Sorted(slices.Values(res.RawFetches))[len(res.RawFetches)/2]
+	res.RawFetch = Distribution(res.RawFetches).P50
 	mid := d.HostName(d.Hosts / 2)
 	res.RawPrefixBytes = bodySize(t, r.consul.HTTP, record.AllContainersPrefix(d.Prefix), "recurse")
 	res.RawHostBytes = bodySize(t, r.consul.HTTP, record.ContainersPrefix(d.Prefix, mid), "recurse")

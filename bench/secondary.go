@@ -129,15 +129,14 @@ func RunSecondary(t *TB, cfg SecondaryConfig) *SecondaryResult {
 	// named answers from the new zone a moment before it logs the
 	// transfer: wait for the line (a run that read the log at once found
 	// none for the 30,000-instance zone).
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if first := parseTransfers(bind.Log()); len(first) > 0 {
-			res.First = first[0]
-			break
+	testenv.Eventually(t, 10*time.Second, "named logs its first transfer", func() error {
+		first := parseTransfers(bind.Log())
+		if len(first) == 0 {
+			return fmt.Errorf("named serves berth's serial, but its log has no completed transfer:\n%s", bind.Log())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("named serves berth's serial, but logged no completed transfer within 10s:\n%s", bind.Log())
-		}
-	}
+		res.First = first[0]
+		return nil
+	})
 	t.Logf("%s: named serves berth's serial after %s (first transfer %d records, %d bytes)",
 		d.Name, res.SecondaryLoad.Round(time.Millisecond), res.First.Records, res.First.Bytes)
 	time.Sleep(time.Second)
