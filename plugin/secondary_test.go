@@ -111,8 +111,17 @@ func TestHiddenPrimaryBINDSecondary(t *testing.T) {
 	for i := range 300 {
 		addWeb(t, kv, 100+i%20, 33000+i)
 	}
-	testenv.Eventually(t, 20*time.Second, "the secondary follows the burst", func() error { return sameSerial(t, primary.Addr, bind.Addr) })
-	burst := serialOf(t, primary.Addr)
+	// Berth must have read the burst's last change before it restarts (the
+	// secondary being at berth's serial says nothing of that): else the
+	// restart reads newer data than berth served, and rightly serves it
+	// at a newer serial.
+	burst := hostListIndex(t, kv)
+	testenv.Eventually(t, 20*time.Second, "berth and the secondary follow the burst", func() error {
+		if s := serialOf(t, primary.Addr); s != burst {
+			return fmt.Errorf("berth at serial %d, Consul at %d", s, burst)
+		}
+		return sameSerial(t, primary.Addr, bind.Addr)
+	})
 	primary.Restart(t)
 	waitLoaded(t, primary.Addr, e2eZone)
 	if s := serialOf(t, primary.Addr); s != burst {
@@ -140,11 +149,7 @@ func TestTwoPrimariesOneSerial(t *testing.T) {
 	waitLoaded(t, ns2.Addr, e2eZone)
 	for round := range 5 {
 		addWeb(t, kv, 10+round, 34000+round)
-		_, meta, err := kv.List(record.HostsPrefix("berth"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want := uint32(meta.LastIndex)
+		want := hostListIndex(t, kv)
 		testenv.Eventually(t, 10*time.Second, fmt.Sprintf("round %d: both at Consul's index %d", round, want), func() error {
 			a, b := serialOf(t, ns1.Addr), serialOf(t, ns2.Addr)
 			if a != want || b != want {
@@ -179,6 +184,17 @@ func addWeb(t *testing.T, kv *api.KV, n, hostPort int) {
 	if err != nil || !ok {
 		t.Fatalf("consul txn: ok=%v err=%v %+v", ok, err, resp)
 	}
+}
+
+// hostListIndex is Consul's index of layout 1's host list, which is the
+// serial berth serves once it has read every change (see Zone.nextSerial).
+func hostListIndex(t *testing.T, kv *api.KV) uint32 {
+	t.Helper()
+	_, meta, err := kv.List(record.HostsPrefix("berth"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint32(meta.LastIndex)
 }
 
 func serialOf(t *testing.T, addr string) uint32 {
@@ -313,13 +329,7 @@ func TestNotifyCoalesced(t *testing.T) {
 		addWeb(t, kv, 200+i, 35000+i)
 	}
 	last := time.Now()
-	final := func() uint32 {
-		_, meta, err := kv.List(record.HostsPrefix("berth"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return uint32(meta.LastIndex)
-	}()
+	final := hostListIndex(t, kv)
 	testenv.Eventually(t, 10*time.Second, "a NOTIFY after the last change, at the final serial", func() error {
 		mu.Lock()
 		n := len(notifies)
