@@ -93,19 +93,21 @@ func withRequest(ctx context.Context, r *consulRequest) context.Context {
 // errTooLarge ends a response read past its request's maxBytes.
 var errTooLarge = errors.New("response larger than its bound")
 
-// countingTransport counts the bytes of every Consul response, so that the
-// cost of a change can be read off coredns_berth_consul_received_bytes_total,
-// and enforces the request's byte bound.
+// countingTransport counts every Consul request and the bytes of its
+// response, so that the cost of a change or a load can be read off
+// coredns_berth_consul_requests_total and _received_bytes_total, and
+// enforces the request's byte bound.
 type countingTransport struct{ next http.RoundTripper }
 
 func (t countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	resp, err := t.next.RoundTrip(req)
-	if err != nil {
-		return nil, err
-	}
 	r, _ := req.Context().Value(requestKey{}).(*consulRequest)
 	if r == nil {
 		r = &consulRequest{kind: requestWatch}
+	}
+	consulRequests.WithLabelValues(r.kind).Inc()
+	resp, err := t.next.RoundTrip(req)
+	if err != nil {
+		return nil, err
 	}
 	resp.Body = &countingBody{ReadCloser: resp.Body, counter: consulBytes.WithLabelValues(r.kind), req: r}
 	return resp, nil

@@ -172,6 +172,7 @@ type sourceRead struct {
 	index  uint64
 	v1     api.KVPairs // sourceV1: the host documents
 	keys   []string    // a shard: its keys
+	docs   api.KVPairs // a shard read with its documents (readShardDocs): keys' pairs, in keys' order
 	err    error
 	reset  bool // Consul's index went backwards
 
@@ -312,6 +313,28 @@ func (w *watcher) readSource(ctx context.Context, source string, index uint64, w
 	}
 	if r.err == nil {
 		r.index = meta.LastIndex
+	}
+	return r
+}
+
+// readShardDocs reads one shard for a full load: its keys, as the follower
+// reads them, and with them each host's document, so that the load then
+// reads only each host's containers (one request per host, as layout 1
+// costs, rather than two). A shard over its bound that way is read as the
+// follower reads it (readSource), and its hosts' documents one by one.
+func (w *watcher) readShardDocs(ctx context.Context, shard string) sourceRead {
+	req := &consulRequest{kind: requestShard, maxBytes: w.shardBytes}
+	q := (&api.QueryOptions{AllowStale: true}).WithContext(withRequest(ctx, req))
+	pairs, meta, err := w.kv.List(record.ShardPrefix(w.prefix, shard), q)
+	switch {
+	case err != nil && req.exceeded:
+		return w.readSource(ctx, shard, 0, 0)
+	case err != nil:
+		return sourceRead{source: shard, err: err}
+	}
+	r := sourceRead{source: shard, index: meta.LastIndex, keys: make([]string, len(pairs)), docs: pairs}
+	for i, p := range pairs {
+		r.keys[i] = p.Key
 	}
 	return r
 }

@@ -57,7 +57,11 @@ var (
 	})
 	consulBytes = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "consul_received_bytes_total",
-		Help: "Response bytes read from Consul, by request: watch (layout 1's host list), shard (layout 2's shard key lists), host (one host's documents), policy (the ownership policy).",
+		Help: "Response bytes read from Consul, by request: watch (layout 1's host list), shard (layout 2's shard key lists; with the host documents in a full load), host (one host's documents), policy (the ownership policy).",
+	}, []string{"request"})
+	consulRequests = promauto.NewCounterVec(prometheus.CounterOpts{
+		Namespace: plugin.Namespace, Subsystem: "berth", Name: "consul_requests_total",
+		Help: "Requests made to Consul, by request (the kinds of consul_received_bytes_total).",
 	}, []string{"request"})
 )
 

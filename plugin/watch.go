@@ -69,8 +69,12 @@ type watcher struct {
 	reports  *reporter
 	fetches  map[string]*rate.Limiter // per host, bytes: see hostByteRate
 	deferred map[string]bool          // hosts changed but not fetched yet: over their rate
-	retry    map[string]bool          // hosts whose fetch failed, read again after a backoff
-	oversize map[string]string        // host -> the listed version at which its documents were over their bound (or oversizeEntry)
+	// entryDocs are the layout 2 documents a full load read with their
+	// shards (readShardDocs), by key: set for the load's round alone, when
+	// the fetching goroutines read it and nothing writes it.
+	entryDocs map[string]*api.KVPair
+	retry     map[string]bool   // hosts whose fetch failed, read again after a backoff
+	oversize  map[string]string // host -> the listed version at which its documents were over their bound (or oversizeEntry)
 
 	// maxHostBytes, hostByteRate, maxShardBytes and maxHostDocBytes,
 	// which tests lower.
@@ -497,13 +501,22 @@ func (w *watcher) fullLoad(ctx context.Context, force bool) (policyIndex uint64,
 	}
 	starts := map[string]uint64{}
 	changed := map[string]bool{}
+	entryDocs := map[string]*api.KVPair{}
 	for _, source := range append([]string{sourceV1}, record.Shards()...) {
-		r := w.readSource(ctx, source, 0, 0)
+		var r sourceRead
+		if source == sourceV1 {
+			r = w.readSource(ctx, source, 0, 0)
+		} else {
+			r = w.readShardDocs(ctx, source)
+		}
 		if r.err != nil {
 			return 0, r.err
 		}
 		starts[source] = r.index
 		w.setSource(r, changed)
+		for _, p := range r.docs {
+			entryDocs[p.Key] = p
+		}
 	}
 	names := map[string]bool{}
 	w.index.names(names)
@@ -515,7 +528,10 @@ func (w *watcher) fullLoad(ctx context.Context, force bool) (policyIndex uint64,
 	if force {
 		mode = recompile
 	}
-	if err := w.round(ctx, names, mode); err != nil {
+	w.entryDocs = entryDocs
+	err = w.round(ctx, names, mode)
+	w.entryDocs = nil
+	if err != nil {
 		return 0, err
 	}
 	w.startFollowers(ctx, starts)
@@ -595,11 +611,14 @@ func (w *watcher) fetchHosts(ctx context.Context, listed map[string]listedHost, 
 	return out
 }
 
-// fetchHost reads one host's layout 2 document (when listed there) and its
-// container documents.
+// fetchHost reads one host's layout 2 document (when listed there, and not
+// read already with its shard) and its container documents.
 func (w *watcher) fetchHost(ctx context.Context, host string, l listedHost) (f fetchedHost) {
 	f.host = host
-	if l.v2Key != "" {
+	if p := w.entryDocs[l.v2Key]; p != nil && int64(len(p.Value)) <= w.entryBytes {
+		f.v2 = p // read with its shard: the document of the key the index lists
+		f.read += int64(len(p.Value))
+	} else if l.v2Key != "" {
 		pairs, ok := w.boundedList(ctx, record.HostRevPrefix(w.prefix, host), w.entryBytes, &f)
 		if !ok {
 			return f

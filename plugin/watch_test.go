@@ -378,7 +378,8 @@ func TestWatchInvalidDocuments(t *testing.T) {
 // TestWatchRefetchesOnlyChangedHost proves a change on one host costs the
 // transfer of that host's container documents only, never the whole
 // prefix: with 200 containers on host B, a change on host A reads far less
-// than the full prefix (consul_received_bytes_total by request).
+// than the full prefix (consul_received_bytes_total by request); and that
+// the first load costs one request per host in either layout.
 func TestWatchRefetchesOnlyChangedHost(t *testing.T) {
 	forLayouts(t, func(t *testing.T) {
 		consul := testenv.StartConsul(t, testenv.ConsulOptions{})
@@ -402,12 +403,18 @@ func TestWatchRefetchesOnlyChangedHost(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The first load reads every host's documents, one host at a time.
+		// The first load reads every host's documents, one request per
+		// host in either layout (layout 2's host documents come with the
+		// shards).
 		fullBefore := testenv.MetricValue(consulBytes.WithLabelValues(requestHost))
+		requestsBefore := testenv.MetricValue(consulRequests.WithLabelValues(requestHost))
 		w := startWatcher(t, counting.KV(), time.Hour)
 		fullLoad := testenv.MetricValue(consulBytes.WithLabelValues(requestHost)) - fullBefore
 		if fullLoad < 100_000 {
 			t.Fatalf("the first full load read %v bytes of container documents; the fixture should be over 100 kB", fullLoad)
+		}
+		if n := testenv.MetricValue(consulRequests.WithLabelValues(requestHost)) - requestsBefore; n != 2 {
+			t.Errorf("the first full load made %v host requests for 2 hosts, want one each", n)
 		}
 		testenv.Eventually(t, 5*time.Second, "host B loaded", func() error {
 			if ans, _, _, _ := w.zone.Lookup("app.c.example.org.", dns.TypeSRV); len(ans) != 200 {
