@@ -266,6 +266,17 @@ func (r *rig) doc(id string) *record.Container {
 	return d
 }
 
+// kvIndex is Consul's index of the rig's prefix: any write under it, by
+// this rig's exporter alone, moves it.
+func (r *rig) kvIndex() uint64 {
+	r.t.Helper()
+	_, meta, err := r.kv.KV().List(r.prefix+"/", nil)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return meta.LastIndex
+}
+
 // waitDoc waits until id's document satisfies ok (nil: absent).
 func (r *rig) waitDoc(what, id string, timeout time.Duration, ok func(*record.Container) bool) *record.Container {
 	r.t.Helper()
