@@ -3,10 +3,12 @@ package bench
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -83,6 +85,16 @@ func RunPropagation(t *TB, cfg PropConfig, eng Engine) *PropResult {
 	t.Check(err, "berth")
 
 	// The containers, created up front so that only start and stop are timed.
+	// On Podman a start failed (a run of 2026-12-01 lost its Podman rows
+	// so): the host port Podman had given the container, created minutes
+	// before, was in use by then. On Podman the driver names ports below
+	// the kernel's ephemeral range, which no connection of the run takes.
+	hostPorts := make([]string, cfg.Containers)
+	if eng.Name == "podman" {
+		for i, p := range portsBelowEphemeral(t, cfg.Containers) {
+			hostPorts[i] = strconv.Itoa(p)
+		}
+	}
 	ids := make([]string, cfg.Containers)
 	err = forEach(cfg.Containers, 4, func(i int) error {
 		res, err := docker.ContainerCreate(ctx, client.ContainerCreateOptions{
@@ -92,7 +104,7 @@ func RunPropagation(t *TB, cfg PropConfig, eng Engine) *PropResult {
 					"berth.service": fmt.Sprintf("prop-%03d", i)},
 				ExposedPorts: network.PortSet{network.MustParsePort("80/tcp"): {}}},
 			HostConfig: &container.HostConfig{PortBindings: network.PortMap{
-				network.MustParsePort("80/tcp"): {{HostIP: netip.IPv4Unspecified()}}}},
+				network.MustParsePort("80/tcp"): {{HostIP: netip.IPv4Unspecified(), HostPort: hostPorts[i]}}}},
 		})
 		if err != nil {
 			return err
@@ -280,4 +292,29 @@ func (l *kvLog) wait(id string, added bool, timeout time.Duration) time.Time {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// portsBelowEphemeral is n TCP ports free on every address now, below the
+// kernel's ephemeral range (net.ipv4.ip_local_port_range), where no
+// outgoing connection takes one meanwhile.
+func portsBelowEphemeral(t *TB, n int) []int {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil {
+				low = v
+			}
+		}
+	}
+	var ports []int
+	for p := low - 1; p > 1024 && len(ports) < n; p-- {
+		if l, err := net.Listen("tcp", ":"+strconv.Itoa(p)); err == nil {
+			l.Close()
+			ports = append(ports, p)
+		}
+	}
+	if len(ports) < n {
+		t.Fatalf("%d free ports below the ephemeral range, want %d", len(ports), n)
+	}
+	return ports
 }

@@ -362,7 +362,7 @@ func (r *Report) propagationMarkdown(p printf) {
 		propTable(p, pr)
 		if pp := r.PropPodman; pp != nil {
 			p("\n### The same on Podman\n\n")
-			p("The same run on a rootful Podman 4 API service started by the driver (`podman system service` on a socket of its own; the exporter is pointed at it with `DOCKER_HOST`), the test image built there, %d containers.\n\n", len(pp.Starts))
+			p("The same run on a rootful Podman 4 API service started by the driver (`podman system service` on a socket of its own; the exporter is pointed at it with `DOCKER_HOST`), the test image built there, %d containers. Their 80/tcp is published on a host port the driver names, below the kernel's ephemeral range: in a run of 2026-12-01 a start failed because the port Podman had given the container, created minutes before, was in use by then (`portsBelowEphemeral` in `bench/propagation.go`).\n\n", len(pp.Starts))
 			propTable(p, pp)
 		}
 		p("\n")
