@@ -194,6 +194,34 @@ func TestWatchShardFlood(t *testing.T) {
 	}
 }
 
+// TestWatchShardFloodAtFirstLoad proves a full load, which reads each
+// shard with its documents, still reads a host with a flood of layout 2
+// keys on its own, bounded: the flood is over the host's bound but within
+// the shard's, and the host is refused (oversize) while its neighbour loads.
+func TestWatchShardFloodAtFirstLoad(t *testing.T) {
+	c := testenv.StartConsul(t, testenv.ConsulOptions{})
+	kv := c.Client().KV()
+	testLayout = record.WriteV2
+	defer func() { testLayout = record.WriteV1 }()
+	names := sameShard(2)
+	good, noisy := mkHost(names[0], "192.0.2.10"), mkHost(names[1], "192.0.2.66")
+	publish(t, kv, good, ctrOp(t, good.Name, mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
+	publish(t, kv, noisy, ctrOp(t, noisy.Name, mkCtr("b1", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.66", 6001))))
+	var txn api.KVTxnOps
+	for j := range 60 {
+		txn = append(txn, &api.KVTxnOp{Verb: api.KVSet, Key: record.HostRevKey(kvPrefix, noisy.Name, uint64(1000+j)), Value: []byte("{}")})
+	}
+	if ok, _, _, err := kv.Txn(txn, nil); err != nil || !ok {
+		t.Fatalf("flood: %v", err)
+	}
+	oversizeBefore := testenv.MetricValue(invalidRecords.WithLabelValues("oversize"))
+	w := startBoundedWatcher(t, c, maxHostBytes, hostByteRate, func(wt *watcher) { wt.shardBytes, wt.entryBytes = 1<<20, 4<<10 })
+	w.check(t, "web-1."+good.Name+".hosts.c.example.org.", dns.TypeA, "web-1."+good.Name+".hosts.c.example.org. 30 IN A 192.0.2.10")
+	if n := testenv.MetricValue(invalidRecords.WithLabelValues("oversize")) - oversizeBefore; n != 1 {
+		t.Errorf("the flooding host was counted oversize %v times at the first load, want once", n)
+	}
+}
+
 // TestReporterForgets proves the report-once state holds only the bad
 // documents in KV now: bad keys that were deleted, or replaced by valid
 // ones, are forgotten.

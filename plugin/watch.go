@@ -3,6 +3,7 @@ package berth
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
 	"maps"
 	"runtime/debug"
@@ -70,7 +71,7 @@ type watcher struct {
 	fetches  map[string]*rate.Limiter // per host, bytes: see hostByteRate
 	deferred map[string]bool          // hosts changed but not fetched yet: over their rate
 	// entryDocs are the layout 2 documents a full load read with their
-	// shards (readShardDocs), by key: set for the load's round alone, when
+	// shards (readShardDocs, loneEntries), by key: set for the load's round alone, when
 	// the fetching goroutines read it and nothing writes it.
 	entryDocs map[string]*api.KVPair
 	retry     map[string]bool   // hosts whose fetch failed, read again after a backoff
@@ -514,9 +515,7 @@ func (w *watcher) fullLoad(ctx context.Context, force bool) (policyIndex uint64,
 		}
 		starts[source] = r.index
 		w.setSource(r, changed)
-		for _, p := range r.docs {
-			entryDocs[p.Key] = p
-		}
+		w.loneEntries(r.docs, entryDocs)
 	}
 	names := map[string]bool{}
 	w.index.names(names)
@@ -539,6 +538,32 @@ func (w *watcher) fullLoad(ctx context.Context, force bool) (policyIndex uint64,
 	w.reload = false
 	w.recovered()
 	return policyIndex, nil
+}
+
+// loneEntries adds to into, by key, the layout 2 pair of each host that
+// has one key in a shard read with its documents and whose own read would
+// fit its bound (fetchHost's, entryBytes); any other host, a flooding one
+// included, is read on its own and bounded as before.
+func (w *watcher) loneEntries(pairs api.KVPairs, into map[string]*api.KVPair) {
+	lone := map[string]*api.KVPair{} // host -> its one pair; nil: several
+	for _, p := range pairs {
+		host, _, err := record.ParseHostRevKey(w.prefix, p.Key)
+		if err != nil {
+			continue // refused by decodeShard, and reported
+		}
+		if _, seen := lone[host]; seen {
+			lone[host] = nil
+			continue
+		}
+		lone[host] = p
+	}
+	for _, p := range lone {
+		// A generous bound of that read's response: the key, the value in
+		// base64, and the other fields of one pair in Consul's JSON.
+		if p != nil && int64(len(p.Key)+base64.StdEncoding.EncodedLen(len(p.Value))+512) <= w.entryBytes {
+			into[p.Key] = p
+		}
+	}
 }
 
 // startFollowers ends the followers of the last full load and starts one
@@ -615,7 +640,7 @@ func (w *watcher) fetchHosts(ctx context.Context, listed map[string]listedHost, 
 // read already with its shard) and its container documents.
 func (w *watcher) fetchHost(ctx context.Context, host string, l listedHost) (f fetchedHost) {
 	f.host = host
-	if p := w.entryDocs[l.v2Key]; p != nil && int64(len(p.Value)) <= w.entryBytes {
+	if p := w.entryDocs[l.v2Key]; p != nil {
 		f.v2 = p // read with its shard: the document of the key the index lists
 		f.read += int64(len(p.Value))
 	} else if l.v2Key != "" {
