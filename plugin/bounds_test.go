@@ -163,14 +163,8 @@ func sameShard(n int) []string {
 // records kept as they were), and the other hosts of the shard go on
 // changing.
 func TestWatchShardFlood(t *testing.T) {
-	c := testenv.StartConsul(t, testenv.ConsulOptions{})
+	c, good, noisy := shardNeighbours(t)
 	kv := c.Client().KV()
-	testLayout = record.WriteV2
-	defer func() { testLayout = record.WriteV1 }()
-	names := sameShard(2)
-	good, noisy := mkHost(names[0], "192.0.2.10"), mkHost(names[1], "192.0.2.66")
-	publish(t, kv, good, ctrOp(t, good.Name, mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
-	publish(t, kv, noisy, ctrOp(t, noisy.Name, mkCtr("b1", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.66", 6001))))
 	w := startBoundedWatcher(t, c, maxHostBytes, hostByteRate, func(wt *watcher) { wt.shardBytes, wt.entryBytes = 32<<10, 16<<10 })
 	oversizeBefore := testenv.MetricValue(invalidRecords.WithLabelValues("oversize"))
 
@@ -194,19 +188,29 @@ func TestWatchShardFlood(t *testing.T) {
 	}
 }
 
+// shardNeighbours starts Consul with two hosts of one layout 2 shard, good
+// (web-1) and noisy (api-1), for the flood tests; the test's layout is 2
+// until it ends.
+func shardNeighbours(t *testing.T) (*testenv.Consul, *record.Host, *record.Host) {
+	t.Helper()
+	c := testenv.StartConsul(t, testenv.ConsulOptions{})
+	kv := c.Client().KV()
+	testLayout = record.WriteV2
+	t.Cleanup(func() { testLayout = record.WriteV1 })
+	names := sameShard(2)
+	good, noisy := mkHost(names[0], "192.0.2.10"), mkHost(names[1], "192.0.2.66")
+	publish(t, kv, good, ctrOp(t, good.Name, mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
+	publish(t, kv, noisy, ctrOp(t, noisy.Name, mkCtr("b1", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.66", 6001))))
+	return c, good, noisy
+}
+
 // TestWatchShardFloodAtFirstLoad proves a full load, which reads each
 // shard with its documents, still reads a host with a flood of layout 2
 // keys on its own, bounded: the flood is over the host's bound but within
 // the shard's, and the host is refused (oversize) while its neighbour loads.
 func TestWatchShardFloodAtFirstLoad(t *testing.T) {
-	c := testenv.StartConsul(t, testenv.ConsulOptions{})
+	c, good, noisy := shardNeighbours(t)
 	kv := c.Client().KV()
-	testLayout = record.WriteV2
-	defer func() { testLayout = record.WriteV1 }()
-	names := sameShard(2)
-	good, noisy := mkHost(names[0], "192.0.2.10"), mkHost(names[1], "192.0.2.66")
-	publish(t, kv, good, ctrOp(t, good.Name, mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
-	publish(t, kv, noisy, ctrOp(t, noisy.Name, mkCtr("b1", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.66", 6001))))
 	var txn api.KVTxnOps
 	for j := range 60 {
 		txn = append(txn, &api.KVTxnOp{Verb: api.KVSet, Key: record.HostRevKey(kvPrefix, noisy.Name, uint64(1000+j)), Value: []byte("{}")})
