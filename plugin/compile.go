@@ -19,6 +19,7 @@ type builder struct {
 	seen    map[*node]map[rrKey]bool // the records of a large node, to add each once (see addOnce)
 	buf     []byte                   // a shared name being made (sharedName)
 	skipped map[skipKey]string       // names left out -> why
+	alloc   *hostAlloc               // the host's nodes and records
 }
 
 // skipKey is one name left out of a host's records, for one reason.
@@ -26,13 +27,24 @@ type skipKey struct{ reason, name string }
 
 // node returns the node of name, made with room for size records if new.
 func (b *builder) node(name string, owned bool, size int) *node {
+	return b.nodeOr(name, owned, func() *node { return b.alloc.node(size) })
+}
+
+// listNode returns the node of a zone-wide DNS-SD list, made apart from the
+// host's arrays (hostAlloc): it grows with the host's instances.
+func (b *builder) listNode(name string) *node {
+	return b.nodeOr(name, false, func() *node { return &node{} })
+}
+
+// nodeOr returns the node of name, made by made if new.
+func (b *builder) nodeOr(name string, owned bool, made func() *node) *node {
 	m := b.c.shared
 	if owned {
 		m = b.c.owned
 	}
 	n := m[name]
 	if n == nil {
-		n = &node{rrs: make([]dns.RR, 0, size)}
+		n = made()
 		m[name] = n
 		if b.z.static[name] {
 			// install keeps the Corefile's records; say why these go.
@@ -53,7 +65,8 @@ func (z *Zone) compile(data *hostDocs) (c *compiled, skipped map[skipKey]string)
 	// service's three names (address, port, port name) and DNS-SD type.
 	n := len(data.Containers)
 	b := &builder{z: z, c: &compiled{owned: make(map[string]*node, 1+2*n), shared: make(map[string]*node, 3*n),
-		aliases: map[string]aliasPart{}}, seen: map[*node]map[rrKey]bool{}, skipped: map[skipKey]string{}}
+		aliases: map[string]aliasPart{}}, seen: map[*node]map[rrKey]bool{}, skipped: map[skipKey]string{},
+		alloc: newHostAlloc(data)}
 	hostName := data.Host.Name + "." + record.HostsLabel + "." + z.origin
 	if !b.fits("host", hostName) {
 		return b.c, b.skipped
@@ -63,7 +76,7 @@ func (z *Zone) compile(data *hostDocs) (c *compiled, skipped map[skipKey]string)
 	for _, a := range data.Host.Addrs {
 		if b.publishable(hostName, a) {
 			hostAddrs[a] = true
-			b.addOnce(hostNode, z.addrRR(hostName, a))
+			b.addOnce(hostNode, b.addr(hostName, a))
 		}
 	}
 	for _, ctr := range data.Containers {
@@ -86,7 +99,7 @@ func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.
 	for _, p := range ctr.Ports {
 		if b.publishable(ctrName, p.Addr) {
 			ports = append(ports, p)
-			b.addOnce(ctrNode, z.addrRR(ctrName, p.Addr))
+			b.addOnce(ctrNode, b.addr(ctrName, p.Addr))
 		}
 	}
 	// A service name too long for the zone, or that the ownership policy
@@ -100,16 +113,25 @@ func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.
 		svcOK = false
 		prio, weight = ctr.Priority, ctr.Weight
 	}
-	txt := []string{"id=" + ctr.ShortID(), "image=" + ctr.Image, healthTXT(ctr.Health)}
+	// The TXT strings are parts of one string, in a slice of the host's.
+	text := append(append(b.buf[:0], "service="...), ctr.Service...)
+	svcEnd := len(text)
+	text = append(append(text, "id="...), ctr.ShortID()...)
+	idEnd := len(text)
+	text = append(append(text, "image="...), ctr.Image...)
+	b.buf = text
+	all := string(text)
+	txt := b.alloc.txtStrings()
+	if svcEnd <= maxTXTString {
+		// Only a service name that could never be published is too long
+		// for one TXT character-string; leave it out rather than cut it.
+		txt = append(txt, all[:svcEnd])
+	}
+	txt = append(txt, all[svcEnd:idEnd], all[idEnd:], healthTXT(ctr.Health))
 	if len(ctr.Tags) > 0 {
 		txt = append(txt, record.TagsTXT(ctr.Tags))
 	}
-	if svc := "service=" + ctr.Service; len(svc) <= maxTXTString {
-		// Only a service name that could never be published is too long
-		// for one TXT character-string; leave it out rather than cut it.
-		txt = append([]string{svc}, txt...)
-	}
-	ctrNode.add(&dns.TXT{Hdr: z.hdr(ctrName, dns.TypeTXT), Txt: txt})
+	ctrNode.add(b.alloc.txtRR(z.hdr(ctrName, dns.TypeTXT), txt))
 
 	// A port bound on one of the host's addresses is reached through the
 	// host's name; one bound on another specific address through the
@@ -120,8 +142,8 @@ func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.
 		if !hostAddrs[p.Addr] {
 			target, tnode = ctrName, ctrNode
 		}
-		b.addOnce(n, &dns.SRV{Hdr: z.hdr(owner, dns.TypeSRV), Priority: uint16(prio),
-			Weight: uint16(weight), Port: uint16(p.HostPort), Target: target})
+		b.addOnce(n, b.alloc.srvRR(dns.SRV{Hdr: z.hdr(owner, dns.TypeSRV), Priority: uint16(prio),
+			Weight: uint16(weight), Port: uint16(p.HostPort), Target: target}))
 		for _, rr := range tnode.records(kindA) {
 			b.glueOnce(n, rr)
 		}
@@ -143,7 +165,7 @@ func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.
 		b.alias(host, ctr, alias, ports, srv)
 	}
 	for _, p := range ports {
-		b.addOnce(b.node(svcName, false, 3), z.addrRR(svcName, p.Addr)) // address, SRV, glue
+		b.addOnce(b.node(svcName, false, 3), b.addr(svcName, p.Addr)) // address, SRV, glue
 		addSRV(svcName, false, p)
 
 		buf := strconv.AppendInt(append(b.buf[:0], '_'), int64(p.Port), 10)
@@ -170,10 +192,10 @@ func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.
 			continue
 		}
 		browse := b.sharedName(append(b.buf[:0], dnssdServices...), z.origin)
-		b.addOnce(b.node(browse, false, 1), &dns.PTR{Hdr: z.hdr(browse, dns.TypePTR), Ptr: svcType})
-		b.addOnce(b.node(svcType, false, 4), &dns.PTR{Hdr: z.hdr(svcType, dns.TypePTR), Ptr: instance})
+		b.addOnce(b.listNode(browse), b.alloc.ptrRR(z.hdr(browse, dns.TypePTR), svcType))
+		b.addOnce(b.listNode(svcType), b.alloc.ptrRR(z.hdr(svcType, dns.TypePTR), instance))
 		inst := b.node(instance, true, 3) // TXT, SRV, glue
-		b.addOnce(inst, &dns.TXT{Hdr: z.hdr(instance, dns.TypeTXT), Txt: txt})
+		b.addOnce(inst, b.alloc.txtRR(z.hdr(instance, dns.TypeTXT), txt))
 		addSRV(instance, true, p)
 	}
 }
@@ -270,7 +292,7 @@ func (b *builder) alias(host string, ctr *record.Container, alias string, ports 
 		if n == nil {
 			return
 		}
-		b.addOnce(n, z.addrRR(name, p.Addr))
+		b.addOnce(n, b.addr(name, p.Addr))
 		srv(n, name, prio, weight, p)
 		proto := "._" + p.Proto + "."
 		owners := []string{"_" + strconv.Itoa(p.Port) + proto + name}
@@ -308,6 +330,8 @@ func (b *builder) publishable(name string, a netip.Addr) bool {
 func (b *builder) addOnce(n *node, rr dns.RR) {
 	if b.first(n, keyOf(rr, false)) {
 		n.add(rr)
+	} else {
+		b.alloc.give(rr)
 	}
 }
 
@@ -361,3 +385,8 @@ func (b *builder) skip(reason, name, why string) {
 
 // maxTXTString is the most one TXT character-string holds.
 const maxTXTString = 255
+
+// addr makes the A or AAAA record of name for a.
+func (b *builder) addr(name string, a netip.Addr) dns.RR {
+	return b.alloc.addr(b.z.hdr(name, 0), a)
+}

@@ -10,6 +10,7 @@
 //   - zone.go: a zone (Zone): its names, SOA and Lookup's typed Result.
 //   - node.go: the records of one owner name (node), shared by queries.
 //   - compile.go: one host's documents to the records it contributes.
+//   - alloc.go: one host's nodes and records, made in a few arrays.
 //   - update.go: installing hosts' changes: merging shared names, empty
 //     non-terminals, the serial (Consul's index of the data).
 //   - journal.go: the differences behind recent serials, for IXFR.

@@ -59,13 +59,13 @@ func (d *zoneDelta) addName(was, is *node) {
 			count[k]--
 			continue
 		}
-		d.add = append(d.add, rr)
+		d.add = append(d.add, dns.Copy(rr))
 	}
 	for _, rr := range oldRRs {
 		k := rr.String()
 		if count[k] > 0 {
 			count[k]--
-			d.del = append(d.del, rr)
+			d.del = append(d.del, dns.Copy(rr))
 		}
 	}
 }

@@ -257,15 +257,30 @@ func (z *Zone) install(final map[string]*node, index uint64) bool {
 			}
 		}
 	}
-	// Recompiling a host builds new nodes; keep the installed ones where the
-	// records are the same, so that the serial rises only on real changes.
+	// Recompiling a host builds new nodes. A name whose records are the
+	// same is no change (the serial rises only on real changes), but gets
+	// its new node all the same: the installed one's records are in the
+	// host's old arrays, which it would keep alive (hostAlloc). A lazily
+	// joined node so replaced joins again at its next query.
+	var same map[string]*node
 	for name, n := range final {
 		if cur, ok := z.names[name]; ok == (n != nil) && (cur == n || sameRecords(cur, n)) {
+			if cur != n {
+				if same == nil {
+					same = map[string]*node{}
+				}
+				same[name] = n
+			}
 			delete(final, name)
 		}
 	}
 	serial := z.nextSerial(index, len(final) > 0)
 	if serial == z.serial && z.hasSerial && len(final) == 0 {
+		if same != nil {
+			z.mu.Lock()
+			setNames(z.names, same)
+			z.mu.Unlock()
+		}
 		return false
 	}
 	var (
@@ -295,6 +310,7 @@ func (z *Zone) install(final map[string]*node, index uint64) bool {
 	} else {
 		setNames(z.names, final)
 	}
+	setNames(z.names, same)
 	z.soa = []dns.RR{soa}
 	if journals {
 		z.journal.add(diff, int(z.records.Load()+delta))
