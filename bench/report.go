@@ -246,7 +246,7 @@ func (r *Report) summaryPropagation(p printf) {
 func (r *Report) summaryScale(p printf) {
 	if s := r.Scale; s != nil && len(s.FirstLoad) > 0 {
 		n := num(float64(s.D.Instances()))
-		p("| 3 | first full load, %s instances (process start → ready; empty berth: %s) | %s | the driver's own List of the whole prefix: %s | %s |\n", n, ms(s.EmptyLoad), ms(s.FirstLoad[0]), s.rawFetchText(), dratio(s.FirstLoad[0], s.RawFetch))
+		p("| 3 | first full load, %s instances (process start → ready; empty berth: %s) | %s | the driver's own List of the whole prefix: %s | %s |\n", n, ms(s.EmptyLoad), s.firstLoadText(), s.rawFetchText(), dratio(s.FirstLoadMedian(), s.RawFetch))
 		per := float64(s.Loaded.RSS-s.Empty.RSS) / float64(s.D.Instances()) * 10000
 		if q := r.query(30000); q != nil && q.FileMemory.RSS > 0 {
 			fper := float64(q.FileMemory.RSS-s.Empty.RSS) / float64(q.D.Instances()) * 10000
@@ -397,11 +397,28 @@ func (s *ScaleResult) rawFetchText() string {
 	if len(s.RawFetches) < 2 {
 		return ms(s.RawFetch) // a report saved before rawListRuns
 	}
-	each := make([]string, len(s.RawFetches))
-	for i, d := range s.RawFetches {
+	return medianText(s.RawFetch, s.RawFetches)
+}
+
+// FirstLoadMedian is the first load a fresh server usually takes: the
+// median of the samples (ScaleConfig.LoadRuns; reports saved before it
+// have one).
+func (s *ScaleResult) FirstLoadMedian() time.Duration { return Distribution(s.FirstLoad).P50 }
+
+func (s *ScaleResult) firstLoadText() string {
+	if len(s.FirstLoad) < 2 {
+		return ms(s.FirstLoadMedian())
+	}
+	return medianText(s.FirstLoadMedian(), s.FirstLoad)
+}
+
+// medianText is median, with the samples it is the median of.
+func medianText(median time.Duration, samples []time.Duration) string {
+	each := make([]string, len(samples))
+	for i, d := range samples {
 		each[i] = ms(d)
 	}
-	return fmt.Sprintf("%s (median of %s)", ms(s.RawFetch), strings.Join(each, ", "))
+	return fmt.Sprintf("%s (median of %s)", ms(median), strings.Join(each, ", "))
 }
 
 // scaleMarkdown is part 3 in detail.

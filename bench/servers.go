@@ -124,6 +124,9 @@ func (s *Server) WaitReady(timeout time.Duration) (time.Time, error) {
 	}
 }
 
+// Stop kills the server.
+func (s *Server) Stop() { s.core.Stop() }
+
 // Output is what the server printed so far.
 func (s *Server) Output() string {
 	if s.core == nil {

@@ -118,6 +118,9 @@ func (c *CoreDNS) start(t T) error {
 	}
 }
 
+// Stop kills the server before the test ends.
+func (c *CoreDNS) Stop() { c.kill() }
+
 // Output is what CoreDNS printed so far.
 func (c *CoreDNS) Output() string { return c.out.String() }
 

@@ -59,6 +59,7 @@ func main() {
 		recPodman  = flag.Int("reconcile-podman", 200, "containers for the exporter reconcile on Podman (slower to create)")
 		scaleHosts = flag.Int("scale-hosts", 1000, "hosts of the scale test")
 		scalePer   = flag.Int("scale-per-host", 100, "containers per host of the scale test")
+		loadRuns   = flag.Int("scale-load-runs", 3, "fresh servers whose first load the scale test measures (median reported, as for the List)")
 		churn      = flag.Duration("churn-interval", time.Second, "each churning host changes a container this often")
 		probes     = flag.Int("probes", 50, "changes measured, quiet and under churn each")
 		budget     = flag.Duration("probe-budget", 90*time.Second, "time limit of the quiet and of the churn probes each (at least 5 probes)")
@@ -200,7 +201,7 @@ func main() {
 		d := bench.Dataset{Name: "scale", Prefix: "scale", Hosts: *scaleHosts, PerHost: *scalePer, Replicas: 3}
 		err := bench.Section("scale", func(t *bench.TB) {
 			r.Scale = bench.RunScale(t, bench.ScaleConfig{D: d, Mode: record.WriteV2, ChurnHosts: max(1, d.Hosts/100),
-				ChurnInterval: *churn, Probes: *probes, ProbeBudget: *budget, Query: qcfg})
+				ChurnInterval: *churn, Probes: *probes, ProbeBudget: *budget, LoadRuns: *loadRuns, Query: qcfg})
 		})
 		if err != nil {
 			r.ScaleErr = err.Error()
