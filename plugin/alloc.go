@@ -31,6 +31,18 @@ type hostAlloc struct {
 // id, image, health and tags.
 const txtStrings = 5
 
+// The room compile makes in a node for its records, by kind of name; a
+// node that needs more grows an array of its own.
+const (
+	serviceRoom  = 3 // a service's own name: address, SRV, glue
+	srvRoom      = 2 // a name by port or by port name: SRV, glue
+	instanceRoom = 3 // a DNS-SD instance: TXT, SRV, glue
+)
+
+// containerRoom is the room of a container's name with ports ports:
+// addresses, TXT, SRV records, glue.
+func containerRoom(ports int) int { return 2 + 2*ports }
+
 // newHostAlloc sizes each type's array for what compiling data takes at
 // most (before duplicates are dropped): exact for a container that
 // publishes its service, more for one that does not, so a host's records
@@ -58,11 +70,11 @@ func newHostAlloc(data *hostDocs) *hostAlloc {
 	for _, c := range data.Containers {
 		// The container's name: addresses, TXT, SRV records and glue.
 		h.nodes.need++
-		h.rrs.need += 2 + 2*len(c.Ports)
+		h.rrs.need += containerRoom(len(c.Ports))
 		h.txt.need++
 		h.strs.need += txtStrings
-		// A node of one of the service's names: its own (address, SRV,
-		// glue), by port and by name (SRV, glue).
+		// A node of one of the service's names: its own, by port and by
+		// name.
 		first := !services[c.Service]
 		services[c.Service] = true
 		sharedNode := func(rrs int) {
@@ -71,14 +83,14 @@ func newHostAlloc(data *hostDocs) *hostAlloc {
 				h.rrs.need += rrs
 			}
 		}
-		sharedNode(3)
+		sharedNode(serviceRoom)
 		for _, p := range c.Ports {
 			// The container's, the service's and each alias's address;
 			// the container's, the service's and by port SRV records,
 			// and each alias's and its by port one.
 			addrs(p.Addr, 2+len(c.Aliases))
 			h.srv.need += 3 + 2*len(c.Aliases)
-			sharedNode(2)
+			sharedNode(srvRoom)
 			if p.Name == "" {
 				continue
 			}
@@ -89,8 +101,8 @@ func newHostAlloc(data *hostDocs) *hostAlloc {
 			h.txt.need++
 			h.ptr.need += 2
 			h.nodes.need++
-			h.rrs.need += 3
-			sharedNode(2)
+			h.rrs.need += instanceRoom
+			sharedNode(srvRoom)
 		}
 	}
 	return h

@@ -94,7 +94,7 @@ func (z *Zone) compile(data *hostDocs) (c *compiled, skipped map[skipKey]string)
 
 func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.Addr]bool, ctr *record.Container) {
 	z := b.z
-	ctrNode := b.node(ctrName, true, 2+2*len(ctr.Ports)) // addresses, TXT, SRV records, glue
+	ctrNode := b.node(ctrName, true, containerRoom(len(ctr.Ports)))
 	ports := make([]record.Port, 0, len(ctr.Ports))
 	for _, p := range ctr.Ports {
 		if b.publishable(ctrName, p.Addr) {
@@ -152,7 +152,7 @@ func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.
 		}
 	}
 	addSRV := func(owner string, owned bool, p record.Port) {
-		srv(b.node(owner, owned, 2), owner, prio, weight, p) // SRV, glue
+		srv(b.node(owner, owned, srvRoom), owner, prio, weight, p)
 	}
 	for _, p := range ports {
 		addSRV(ctrName, true, p)
@@ -165,7 +165,7 @@ func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.
 		b.alias(host, ctr, alias, ports, srv)
 	}
 	for _, p := range ports {
-		b.addOnce(b.node(svcName, false, 3), b.addr(svcName, p.Addr)) // address, SRV, glue
+		b.addOnce(b.node(svcName, false, serviceRoom), b.addr(svcName, p.Addr))
 		addSRV(svcName, false, p)
 
 		buf := strconv.AppendInt(append(b.buf[:0], '_'), int64(p.Port), 10)
@@ -194,7 +194,7 @@ func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.
 		browse := b.sharedName(append(b.buf[:0], dnssdServices...), z.origin)
 		b.addOnce(b.listNode(browse), b.alloc.ptrRR(z.hdr(browse, dns.TypePTR), svcType))
 		b.addOnce(b.listNode(svcType), b.alloc.ptrRR(z.hdr(svcType, dns.TypePTR), instance))
-		inst := b.node(instance, true, 3) // TXT, SRV, glue
+		inst := b.node(instance, true, instanceRoom)
 		b.addOnce(inst, b.alloc.txtRR(z.hdr(instance, dns.TypeTXT), txt))
 		addSRV(instance, true, p)
 	}
