@@ -12,23 +12,36 @@ cpus="${BERTH_LOAD_CPUS:-$(nproc)}"
 # One busy loop per core, each its own process so that the kernel spreads
 # them; they run at normal priority, as a colleague's build would.
 burners=()
+cmd_pid=""
 stop() {
   ((${#burners[@]})) || return 0
   kill "${burners[@]}" 2>/dev/null
   wait "${burners[@]}" 2>/dev/null
   burners=()
 }
+# A signal to this script ends the command too (as TERM: a background job of
+# a script ignores INT), and the script waits for it: nothing it started
+# outlives it.
+forward() {
+  [[ -n "$cmd_pid" ]] && kill "-$1" "$cmd_pid" 2>/dev/null && wait "$cmd_pid" 2>/dev/null
+  stop
+}
 trap stop EXIT
-trap 'stop; exit 130' INT
-trap 'stop; exit 143' TERM
+trap 'forward TERM; exit 130' INT
+trap 'forward TERM; exit 143' TERM
 for ((i = 0; i < cpus; i++)); do
   bash -c 'while :; do :; done' &
   burners+=($!)
 done
 echo "load: $cpus busy loops (pids ${burners[*]}) beside: $*" >&2
 
-"$@"
+# In the background, so that a signal is handled at once rather than when
+# the command ends.
+"$@" &
+cmd_pid=$!
+wait "$cmd_pid"
 status=$?
+cmd_pid=""
 stop
 echo "load: stopped; the command exited $status" >&2
 exit $status
