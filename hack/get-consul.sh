@@ -14,6 +14,16 @@ if [[ -x "$BIN" ]] && "$BIN" version >/dev/null 2>&1; then
   exit 0
 fi
 
+# One build at a time: a second caller (a parallel make, a colleague's test)
+# waits for the first and then finds the binary.
+mkdir -p "$(dirname "$BIN")"
+exec 9>"$(dirname "$BIN")/.lock"
+flock 9
+if [[ -x "$BIN" ]] && "$BIN" version >/dev/null 2>&1; then
+  echo "$BIN"
+  exit 0
+fi
+
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 echo "building consul $CONSUL_VERSION into $BIN (once; a few minutes)" >&2
@@ -25,8 +35,7 @@ echo "building consul $CONSUL_VERSION into $BIN (once; a few minutes)" >&2
   export GONOSUMDB="github.com/hashicorp/hcp-sdk-go,github.com/hashicorp/consul/envoyextensions${GONOSUMDB:+,$GONOSUMDB}"
   export GOFLAGS="-mod=mod"
   go get "github.com/hashicorp/consul@$CONSUL_VERSION" >&2
-  mkdir -p "$(dirname "$BIN")"
-  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN.tmp" github.com/hashicorp/consul >&2
-  mv "$BIN.tmp" "$BIN"
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/consul" github.com/hashicorp/consul >&2
+  mv "$work/consul" "$BIN"
 )
 echo "$BIN"
