@@ -35,7 +35,8 @@ echo "building consul $CONSUL_VERSION into $BIN (once; a few minutes)" >&2
   export GONOSUMDB="github.com/hashicorp/hcp-sdk-go,github.com/hashicorp/consul/envoyextensions${GONOSUMDB:+,$GONOSUMDB}"
   export GOFLAGS="-mod=mod"
   go get "github.com/hashicorp/consul@$CONSUL_VERSION" >&2
-  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$work/consul" github.com/hashicorp/consul >&2
-  mv "$work/consul" "$BIN"
+  # Built beside its final name and renamed: no reader sees half a binary.
+  CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$BIN.$$" github.com/hashicorp/consul >&2
+  mv "$BIN.$$" "$BIN"
 )
 echo "$BIN"
