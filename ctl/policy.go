@@ -103,7 +103,11 @@ func policyDocument(ctx context.Context, o *options, stdout, stderr io.Writer) i
 	if err != nil {
 		rep.Error = err.Error()
 		writePolicyCheck(o, stdout, rep)
-		fmt.Fprintf(stderr, "berth policy %s: %v: the plugin would serve no service name, alias or address under it; nothing written\n", verb, err)
+		written := ""
+		if verb == "apply" {
+			written = "; nothing written"
+		}
+		fmt.Fprintf(stderr, "berth policy %s: %v: the plugin would serve no service name, alias or address under it%s\n", verb, err, written)
 		return 1
 	}
 	rep.Valid, rep.Rules, rep.Default, rep.Addresses = true, len(pol.Rules), pol.Default, len(pol.Addresses)
