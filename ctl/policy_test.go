@@ -219,8 +219,8 @@ func TestPolicyDocument(t *testing.T) {
 	}
 }
 
-// TestCheckPolicyAddresses proves berth check reports what the plugin
-// does: an address outside its host's ranges (foreign_address), and under
+// TestCheckPolicyAddresses proves berth check and ls report what the
+// plugin does: an address outside its host's ranges (foreign_address), and under
 // a policy document that does not validate, every claim and address left
 // out, with the summary saying why.
 func TestCheckPolicyAddresses(t *testing.T) {
@@ -246,6 +246,10 @@ func TestCheckPolicyAddresses(t *testing.T) {
 		"host2 pay-1.host2.hosts.c.example.org.", "host2 web-2.host2.hosts.c.example.org."}
 	if !slices.Equal(foreign, want) {
 		t.Errorf("foreign_address findings %v, want %v", foreign, want)
+	}
+	if _, out, _ := run("ls", "web.shop"); !strings.Contains(out, "192.0.2.20:32770  healthy  no: foreign_address") ||
+		!strings.Contains(out, "192.0.2.10:32768  healthy  yes") {
+		t.Errorf("berth ls web.shop: web-2's endpoint must say foreign_address, web-1's be served:\n%s", out)
 	}
 
 	if _, err := f.kv.Put(&api.KVPair{Key: record.PolicyKey(fxPrefix), Value: []byte(`{"v": 1, "default": "maybe", "rules": []}`)}, nil); err != nil {
