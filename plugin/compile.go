@@ -20,7 +20,7 @@ type builder struct {
 	buf     []byte                   // a shared name being made (sharedName)
 	skipped map[skipKey]string       // names left out -> why
 	alloc   *hostAlloc               // the host's nodes and records
-	host    string                   // the host's name, as the ownership policy knows it
+	ranges  record.HostRanges        // the addresses the ownership policy lets the host publish
 }
 
 // skipKey is one name left out of a host's records, for one reason.
@@ -67,7 +67,7 @@ func (z *Zone) compile(data *hostDocs) (c *compiled, skipped map[skipKey]string)
 	n := len(data.Containers)
 	b := &builder{z: z, c: &compiled{owned: make(map[string]*node, 1+2*n), shared: make(map[string]*node, 3*n),
 		aliases: map[string]aliasPart{}}, seen: map[*node]map[rrKey]bool{}, skipped: map[skipKey]string{},
-		alloc: newHostAlloc(data), host: data.Host.Name}
+		alloc: newHostAlloc(data), ranges: z.policy.HostRanges(data.Host.Name)}
 	hostName := data.Host.Name + "." + record.HostsLabel + "." + z.origin
 	if !b.fits("host", hostName) {
 		return b.c, b.skipped
@@ -321,7 +321,7 @@ func (b *builder) publishable(name string, a netip.Addr) bool {
 		b.skip(class, name, record.Publishable(a, b.z.allowLoopback).Error())
 		return false
 	}
-	if err := b.z.policy.Address(b.host, a); err != nil {
+	if err := b.ranges.Check(a); err != nil {
 		b.skip(record.ReasonForeignAddress, name, err.Error())
 		return false
 	}

@@ -245,19 +245,35 @@ var ErrForeignAddress = errors.New("address outside the ranges the ownership pol
 // Address decides whether host may publish a (an advertise address or a
 // port's): yes when no address rule covers the host, else when a lies in
 // a range of the most specific rule for it.
-func (p *Policy) Address(host string, a netip.Addr) error {
-	if p.closed {
-		return fmt.Errorf("%w: the policy document does not validate, and until a valid one is written %s may publish no address (%s)", ErrForeignAddress, host, a)
-	}
-	r := p.addressRule(host)
-	if r == nil {
+func (p *Policy) Address(host string, a netip.Addr) error { return p.HostRanges(host).Check(a) }
+
+// HostRanges is what the ownership policy lets one host publish: the most
+// specific address rule for it, found once for all of its addresses
+// (compiling a host checks every one of them).
+type HostRanges struct {
+	host   string
+	rule   *AddressRule // nil: unbound
+	closed bool
+}
+
+// HostRanges finds the address rule for host.
+func (p *Policy) HostRanges(host string) HostRanges {
+	return HostRanges{host: host, rule: p.addressRule(host), closed: p.closed}
+}
+
+// Check is Address for the host of r.
+func (r HostRanges) Check(a netip.Addr) error {
+	switch {
+	case r.closed:
+		return fmt.Errorf("%w: the policy document does not validate, and until a valid one is written %s may publish no address (%s)", ErrForeignAddress, r.host, a)
+	case r.rule == nil:
 		return nil
 	}
 	a = a.Unmap()
-	if slices.ContainsFunc(r.CIDRs, func(c netip.Prefix) bool { return c.Contains(a) }) {
+	if slices.ContainsFunc(r.rule.CIDRs, func(c netip.Prefix) bool { return c.Contains(a) }) {
 		return nil
 	}
-	return fmt.Errorf("%w: %s is not in %v, the ranges of %s (address rule %v)", ErrForeignAddress, a, r.CIDRs, host, r.Hosts)
+	return fmt.Errorf("%w: %s is not in %v, the ranges of %s (address rule %v)", ErrForeignAddress, a, r.rule.CIDRs, r.host, r.rule.Hosts)
 }
 
 // addressRule is the most specific address rule for host: the one that
