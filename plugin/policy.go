@@ -87,13 +87,17 @@ func (w *watcher) watchPolicy(ctx context.Context, index uint64, last *policyUpd
 // compiling again (applyPolicy) for it to take effect.
 func (w *watcher) setPolicy(u *policyUpdate) {
 	switch {
-	case u.err != nil && !w.policy.policy.Closed():
-		log.Errorf("ownership policy %s (index %d) does not validate: no service name, alias or address is served "+
-			"until a valid one is written (berth policy check FILE; README: Security): %v", record.PolicyKey(w.prefix), u.index, u.err)
+	case u.err != nil:
+		// Once per spell: another bad version is the reporter's to log.
+		if !w.policy.policy.Closed() {
+			log.Errorf("ownership policy %s (index %d) does not validate: no service name, alias or address is served "+
+				"until a valid one is written (berth policy check FILE; README: Security): %v", record.PolicyKey(w.prefix), u.index, u.err)
+		}
 	case u.policy == record.OpenPolicy && w.policy.policy != record.OpenPolicy:
 		log.Warningf("ownership policy %s is gone: any host may publish any service name (README: Security)", record.PolicyKey(w.prefix))
 	case u.policy != record.OpenPolicy:
-		log.Infof("ownership policy %s (index %d): %d rules, default %s", record.PolicyKey(w.prefix), u.index, len(u.policy.Rules), u.policy.Default)
+		log.Infof("ownership policy %s (index %d): %d rules, default %s, %d address rules", record.PolicyKey(w.prefix), u.index,
+			len(u.policy.Rules), u.policy.Default, len(u.policy.Addresses))
 	}
 	w.policy = *u
 	for _, z := range w.zones {
