@@ -50,18 +50,21 @@ func zoneFindings(ns *Namespace, origin string, allowLoopback bool) []berth.Find
 
 // checkReport is `berth check -o json`.
 type checkReport struct {
-	OK         bool      `json:"ok"`
-	Hosts      int       `json:"hosts"`
-	Containers int       `json:"containers"`
-	Policy     bool      `json:"policy"` // an ownership policy applies
-	Findings   []Finding `json:"findings"`
+	OK         bool `json:"ok"`
+	Hosts      int  `json:"hosts"`
+	Containers int  `json:"containers"`
+	Policy     bool `json:"policy"` // an ownership policy applies
+	// PolicyInvalid: the policy document does not validate, and the plugin
+	// serves no claim and no address (record.ClosedPolicy).
+	PolicyInvalid bool      `json:"policy_invalid,omitempty"`
+	Findings      []Finding `json:"findings"`
 }
 
 // runCheck prints what the zone would leave out; 1 when anything.
 func runCheck(ns *Namespace, o *options, stdout io.Writer) int {
 	findings := Findings(ns, o.origin(), o.allowLoopback)
 	rep := checkReport{OK: len(findings) == 0, Hosts: len(ns.Hosts), Containers: ns.Containers(),
-		Policy: ns.Policy != nil, Findings: findings}
+		Policy: ns.Policy != nil, PolicyInvalid: ns.Policy.Closed(), Findings: findings}
 	if rep.Findings == nil {
 		rep.Findings = []Finding{}
 	}
@@ -86,9 +89,12 @@ func runCheck(ns *Namespace, o *options, stdout io.Writer) int {
 // summary is the last line of `berth check`.
 func summary(r checkReport) string {
 	s := fmt.Sprintf("%s, %s", plural(r.Hosts, "host"), plural(r.Containers, "container"))
-	if r.Policy {
+	switch {
+	case r.PolicyInvalid:
+		s += ", an ownership policy that does not validate (no claim or address is served)"
+	case r.Policy:
 		s += ", an ownership policy"
-	} else {
+	default:
 		s += ", no ownership policy (every host may publish every name)"
 	}
 	if r.OK {

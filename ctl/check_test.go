@@ -124,7 +124,13 @@ func TestCheckCleanAndHostile(t *testing.T) {
 		"ops/berth/containers/h1/" + idWeb2:                 ProblemInvalid,
 		"ops/berth/containers/h1/" + idPay1:                 ProblemInvalid,
 		"ops/berth/policy":                                  ProblemPolicy,
-		long + ".example.net.":                              "too_long",
+		long + ".example.net.":                              "too_long", // and refused, listed first
+		// A policy that does not validate allows no claim and no address,
+		// as the plugin applies it (record.ClosedPolicy).
+		"web.example.net.":             "refused",
+		"h1.hosts.example.net.":        record.ReasonForeignAddress,
+		"web-1.h1.hosts.example.net.":  record.ReasonForeignAddress,
+		"long-1.h1.hosts.example.net.": record.ReasonForeignAddress,
 	}
 	for k, r := range want {
 		if reasons[k] != r {
@@ -139,7 +145,7 @@ func TestCheckCleanAndHostile(t *testing.T) {
 			t.Errorf("check output lacks %q:\n%s", w, out)
 		}
 	}
-	if last := lines[len(lines)-1]; last != "1 host, 2 containers, no ownership policy (every host may publish every name): 5 left out of the zone (3 invalid_document, 1 invalid_policy, 1 too_long)" {
+	if last := lines[len(lines)-1]; last != "1 host, 2 containers, an ownership policy that does not validate (no claim or address is served): 10 left out of the zone (3 foreign_address, 3 invalid_document, 1 invalid_policy, 2 refused, 1 too_long)" {
 		t.Errorf("summary %q", last)
 	}
 }

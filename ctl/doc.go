@@ -12,7 +12,9 @@
 //   - check.go: berth check: those problems plus the plugin's own Check.
 //   - ls.go: berth ls: services, instances, endpoints, whether served.
 //   - hosts.go: berth hosts: host documents and their sessions.
-//   - policy.go: berth policy: record's ACL policies, as HCL or Consul's JSON.
+//   - policy.go: berth policy: record's ACL policies, as HCL or Consul's
+//     JSON; berth policy check|apply FILE: an ownership policy document,
+//     validated as the plugin does, written with check-and-set.
 //   - resolve.go: berth resolve: the resolver's plan, without dialling.
 //   - ui.go, ui.html: berth ui: the live page (blocking queries on the
 //     server, a periodic fetch in the page, everything inline).

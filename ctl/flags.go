@@ -37,6 +37,7 @@ type options struct {
 	dns           string // resolve: the server to ask; "" is /etc/resolv.conf
 	network       string // resolve: tcp or udp
 	plugin        bool   // policy: the plugin's instead of an exporter's
+	index         int64  // policy apply: the ModifyIndex to write over (-1: the one it reads)
 	listen        string // ui
 	args          []string
 }
@@ -52,8 +53,9 @@ var subcommands = []struct {
 	{"ls", "[SERVICE]", "services, their instances and the endpoints clients dial", loopbackFlag},
 	{"hosts", "", "hosts: addresses, containers, exporter version, session, last change", nil},
 	{"check", "", "validate every document as the plugin would; exit 1 if something would not be served", loopbackFlag},
-	{"policy", "HOST | --plugin", "the Consul ACL policy of HOST's exporter, or of the plugin", func(fs *flag.FlagSet, o *options) {
+	{"policy", "HOST | --plugin | check|apply FILE", "the Consul ACL policy of HOST's exporter, or of the plugin; or validate an ownership policy document, and write it with check-and-set", func(fs *flag.FlagSet, o *options) {
 		fs.BoolVar(&o.plugin, "plugin", false, "the plugin's read-only policy instead of an exporter's")
+		fs.Int64Var(&o.index, "index", -1, "apply: write only over this ModifyIndex of the document (0: only where there is none; default: the one apply reads)")
 	}},
 	{"resolve", "NAME[:PORT]", "what a client would dial for NAME, in the order it would try", func(fs *flag.FlagSet, o *options) {
 		fs.StringVar(&o.dns, "dns", "", "DNS server to ask, host[:port] (default: /etc/resolv.conf's)")
@@ -89,7 +91,7 @@ func globalFlags(fs *flag.FlagSet, o *options, lookupEnv func(string) (string, b
 // flags and arguments in any order. It returns flag.ErrHelp after printing
 // --help, and errUsage after printing what is wrong.
 func parse(args []string, lookupEnv func(string) (string, bool), stdout, stderr io.Writer) (string, *options, error) {
-	o := &options{}
+	o := &options{index: -1}
 	top := flag.NewFlagSet("berth", flag.ContinueOnError)
 	top.SetOutput(io.Discard)
 	version := top.Bool("version", false, "")

@@ -52,7 +52,7 @@ type Endpoint struct {
 // An endpoint is served when the plugin would put it in the service's
 // answers: the container healthy and not paused, the service's name
 // neither refused by the ownership policy nor too long, its address
-// publishable.
+// publishable and within its host's ranges.
 func Services(ns *Namespace, origin string, allowLoopback bool) []Service {
 	// The plugin's findings, by host and name, to tell which service names
 	// it leaves out.
@@ -89,6 +89,8 @@ func Services(ns *Namespace, origin string, allowLoopback bool) []Service {
 				e.NotServed = slices.Clone(why)
 				if class := record.AddrClass(p.Addr, allowLoopback); class != "" {
 					e.NotServed = append(e.NotServed, class)
+				} else if ns.Policy != nil && ns.Policy.Address(h.Doc.Name, p.Addr) != nil {
+					e.NotServed = append(e.NotServed, record.ReasonForeignAddress)
 				}
 				e.Served = len(e.NotServed) == 0
 				inst.Endpoints = append(inst.Endpoints, e)

@@ -19,8 +19,10 @@ import (
 type Namespace struct {
 	Prefix string
 	Index  uint64 // Consul's index of the read
-	// Policy is the ownership policy; nil when there is none or it does not
-	// validate (the plugin then allows every claim, README.md's "Security").
+	// Policy is the ownership policy; nil when there is none (the plugin
+	// then allows every claim, README.md's "Security"), record.ClosedPolicy
+	// when it does not validate (the plugin then allows no claim and no
+	// address).
 	Policy      *record.Policy
 	PolicyIndex uint64
 	Hosts       []*Host   // valid host documents, by name
@@ -122,7 +124,7 @@ func Decode(prefix string, pairs api.KVPairs) *Namespace {
 			pol, err := record.DecodePolicy(p.Key, p.Value)
 			if err != nil {
 				ns.Problems = append(ns.Problems, Problem{Reason: ProblemPolicy, Key: p.Key, Why: err.Error()})
-				continue
+				pol = record.ClosedPolicy
 			}
 			ns.Policy, ns.PolicyIndex = pol, p.ModifyIndex
 		case strings.HasPrefix(p.Key, record.HostsPrefix(prefix)):

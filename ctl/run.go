@@ -38,7 +38,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "berth %s %s\n", Version, runtime.Version())
 		return 0
 	case "policy":
-		return runPolicy(o, stdout, stderr)
+		return runPolicy(ctx, o, stdout, stderr)
 	case "resolve":
 		return runResolve(ctx, o, stdout, stderr)
 	}

@@ -20,6 +20,7 @@ type builder struct {
 	buf     []byte                   // a shared name being made (sharedName)
 	skipped map[skipKey]string       // names left out -> why
 	alloc   *hostAlloc               // the host's nodes and records
+	ranges  record.HostRanges        // the addresses the ownership policy lets the host publish
 }
 
 // skipKey is one name left out of a host's records, for one reason.
@@ -66,7 +67,7 @@ func (z *Zone) compile(data *hostDocs) (c *compiled, skipped map[skipKey]string)
 	n := len(data.Containers)
 	b := &builder{z: z, c: &compiled{owned: make(map[string]*node, 1+2*n), shared: make(map[string]*node, 3*n),
 		aliases: map[string]aliasPart{}}, seen: map[*node]map[rrKey]bool{}, skipped: map[skipKey]string{},
-		alloc: newHostAlloc(data)}
+		alloc: newHostAlloc(data), ranges: z.policy.HostRanges(data.Host.Name)}
 	hostName := data.Host.Name + "." + record.HostsLabel + "." + z.origin
 	if !b.fits("host", hostName) {
 		return b.c, b.skipped
@@ -312,11 +313,16 @@ func (b *builder) alias(host string, ctr *record.Container, alias string, ports 
 
 // publishable reports whether a, an address of name, may be published
 // (record.Publishable: never loopback without the Corefile's
-// allow_loopback, link-local, multicast or unspecified), and notes it as
-// skipped if not.
+// allow_loopback, link-local, multicast or unspecified; and within the
+// ranges the ownership policy gives the host), and notes it as skipped if
+// not.
 func (b *builder) publishable(name string, a netip.Addr) bool {
 	if class := record.AddrClass(a, b.z.allowLoopback); class != "" {
 		b.skip(class, name, record.Publishable(a, b.z.allowLoopback).Error())
+		return false
+	}
+	if err := b.ranges.Check(a); err != nil {
+		b.skip(record.ReasonForeignAddress, name, err.Error())
 		return false
 	}
 	return true

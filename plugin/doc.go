@@ -20,7 +20,8 @@
 //     their bounds, and the safety-net resync.
 //   - index.go: the host index in both KV layouts, one follower (blocking
 //     query) per source, and the index-reset rule (nextWaitIndex).
-//   - policy.go: following the service ownership policy document.
+//   - policy.go: following the ownership policy document; one that does
+//     not validate gives record.ClosedPolicy, on every server alike.
 //   - check.go: Check, the zone's rules for tools (berth check) without a server.
 //   - report.go: reporting bad data once, with rate-limited logs.
 //   - consul.go: the Consul client and its counting, bounded transport.

@@ -29,7 +29,7 @@ var (
 	})
 	invalidRecords = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "invalid_records_total",
-		Help: "KV documents or names skipped, by reason: invalid, version, too_long, duplicate, conflict, refused (the ownership policy), oversize (a host's documents over the read bound).",
+		Help: "KV documents or names skipped, by reason: invalid, version, too_long, duplicate, conflict, refused (the ownership policy), foreign_address (an address outside the ranges the ownership policy gives its host), oversize (a host's documents over the read bound).",
 	}, []string{"reason"})
 	stale = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "stale",
@@ -59,6 +59,10 @@ var (
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "consul_received_bytes_total",
 		Help: "Response bytes read from Consul, by request: watch (layout 1's host list), shard (layout 2's shard key lists; with the host documents in a full load), host (one host's documents), policy (the ownership policy).",
 	}, []string{"request"})
+	policyValid = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: plugin.Namespace, Subsystem: "berth", Name: "policy_valid",
+		Help: "0 while the ownership policy document does not validate, and the zone serves no service name, alias or address until a valid one is written; 1 with a valid policy or none.",
+	}, []string{"zone"})
 	consulRequests = promauto.NewCounterVec(prometheus.CounterOpts{
 		Namespace: plugin.Namespace, Subsystem: "berth", Name: "consul_requests_total",
 		Help: "Requests made to Consul, by request (the kinds of consul_received_bytes_total).",
@@ -82,5 +86,16 @@ func setStale(zones []*Zone, isStale bool) {
 			stale.WithLabelValues(z.Origin()).Set(0)
 			lastSync.WithLabelValues(z.Origin()).SetToCurrentTime()
 		}
+	}
+}
+
+// setPolicyValid sets the zones' policy_valid gauge.
+func setPolicyValid(zones []*Zone, valid bool) {
+	v := 0.0
+	if valid {
+		v = 1
+	}
+	for _, z := range zones {
+		policyValid.WithLabelValues(z.Origin()).Set(v)
 	}
 }

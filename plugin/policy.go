@@ -15,15 +15,18 @@ import (
 type policyUpdate struct {
 	policy *record.Policy
 	index  uint64
+	err    error // why the document does not validate (policy is then record.ClosedPolicy)
 }
 
 // readPolicy reads the policy document at or after waitIndex (0: now),
 // reporting a bad one through reports (each goroutine has its own). It
 // returns Consul's index for the next blocking read and, when the document
-// changed since last (nil: never read), the update to apply. A document
-// that does not validate is reported once and changes nothing: the last
-// valid policy stays, or the open policy when there never was one, so bad
-// input loses no answer.
+// changed since last (nil: never read), the update to apply. The policy
+// applied is a function of the document alone, so that every server of a
+// zone applies the same whenever it started: none, the open policy (v1);
+// a valid one, itself; one that does not validate (reported once),
+// record.ClosedPolicy, which allows no claim and no address, so that a
+// broken document never allows more than the one it replaced.
 func (w *watcher) readPolicy(ctx context.Context, waitIndex uint64, last *policyUpdate, reports *reporter) (uint64, *policyUpdate, error) {
 	ctx = withRequest(ctx, &consulRequest{kind: requestPolicy})
 	q := (&api.QueryOptions{WaitIndex: waitIndex, WaitTime: watchWait, AllowStale: true}).WithContext(ctx)
@@ -41,9 +44,9 @@ func (w *watcher) readPolicy(ctx context.Context, waitIndex uint64, last *policy
 		p, err := record.DecodePolicy(pair.Key, pair.Value)
 		if err != nil {
 			reports.invalid(policyReports, pair, err)
-			return meta.LastIndex, nil, nil
+			p = record.ClosedPolicy
 		}
-		u = &policyUpdate{policy: p, index: pair.ModifyIndex}
+		u = &policyUpdate{policy: p, index: pair.ModifyIndex, err: err}
 	}
 	if last != nil && last.index == u.index && last.policy == u.policy {
 		return meta.LastIndex, nil, nil
@@ -84,15 +87,23 @@ func (w *watcher) watchPolicy(ctx context.Context, index uint64, last *policyUpd
 // compiling again (applyPolicy) for it to take effect.
 func (w *watcher) setPolicy(u *policyUpdate) {
 	switch {
+	case u.err != nil:
+		// Once per spell: another bad version is the reporter's to log.
+		if !w.policy.policy.Closed() {
+			log.Errorf("ownership policy %s (index %d) does not validate: no service name, alias or address is served "+
+				"until a valid one is written (berth policy check FILE; README: Security): %v", record.PolicyKey(w.prefix), u.index, u.err)
+		}
 	case u.policy == record.OpenPolicy && w.policy.policy != record.OpenPolicy:
 		log.Warningf("ownership policy %s is gone: any host may publish any service name (README: Security)", record.PolicyKey(w.prefix))
 	case u.policy != record.OpenPolicy:
-		log.Infof("ownership policy %s (index %d): %d rules, default %s", record.PolicyKey(w.prefix), u.index, len(u.policy.Rules), u.policy.Default)
+		log.Infof("ownership policy %s (index %d): %d rules, default %s, %d address rules", record.PolicyKey(w.prefix), u.index,
+			len(u.policy.Rules), u.policy.Default, len(u.policy.Addresses))
 	}
 	w.policy = *u
 	for _, z := range w.zones {
 		z.policy = u.policy
 	}
+	setPolicyValid(w.zones, u.err == nil)
 }
 
 // applyPolicy installs a new ownership policy and compiles every host again

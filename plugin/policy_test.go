@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -63,8 +64,9 @@ func TestZoneOwnership(t *testing.T) {
 // TestWatchOwnershipPolicy proves the watcher follows the policy document
 // in Consul: with none every claim is served; a policy written later takes
 // the impostor out within a blocking read, with the serial at the policy's
-// index; a policy that does not validate changes nothing; the policy gone,
-// every claim is served again.
+// index; a policy that does not validate allows no claim (policy_valid 0)
+// until a valid one is written; the policy gone, every claim is served
+// again.
 func TestWatchOwnershipPolicy(t *testing.T) {
 	c := testenv.StartConsul(t, testenv.ConsulOptions{})
 	kv := c.Client().KV()
@@ -99,6 +101,9 @@ func TestWatchOwnershipPolicy(t *testing.T) {
 		return nil
 	})
 
+	// A document that does not validate allows no claim: the owner's goes
+	// too, as on a server started under it (TestE2EInvalidPolicy), until a
+	// valid one is written.
 	before := testenv.MetricValue(invalidRecords.WithLabelValues("invalid"))
 	putPolicy(`{"v": 1, "default": "sometimes"}`)
 	testenv.Eventually(t, 10*time.Second, "the bad policy reported", func() error {
@@ -107,7 +112,15 @@ func TestWatchOwnershipPolicy(t *testing.T) {
 		}
 		return nil
 	})
-	w.check(t, "web.shop.c.example.org.", dns.TypeSRV, "web.shop.c.example.org. 30 IN SRV 10 10 8080 h1.hosts.c.example.org.")
+	testenv.Eventually(t, 10*time.Second, "the bad policy allows no claim", w.has("web.shop.c.example.org.", dns.TypeSRV))
+	if v := testenv.MetricValue(policyValid.WithLabelValues(testOrigin)); v != 0 {
+		t.Errorf("policy_valid %v under a policy that does not validate, want 0", v)
+	}
+	putPolicy(`{"v": 1, "default": "allow", "rules": [{"service": "web.shop", "hosts": ["h1"]}]}`)
+	testenv.Eventually(t, 10*time.Second, "a valid policy again: the owner's claim", owner)
+	if v := testenv.MetricValue(policyValid.WithLabelValues(testOrigin)); v != 1 {
+		t.Errorf("policy_valid %v under a valid policy, want 1", v)
+	}
 
 	if _, err := kv.Delete(record.PolicyKey(kvPrefix), nil); err != nil {
 		t.Fatal(err)
@@ -310,6 +323,89 @@ func TestZoneTags(t *testing.T) {
 		ans, _, _, _ := z.Lookup(name, dns.TypeTXT)
 		if len(ans) != 1 || !slices.Equal(ans[0].(*dns.TXT).Txt, []string{"service=web", "id=a1a1a1a1a1a1", "image=img:web-1", "health=healthy", "tags=prod,eu"}) {
 			t.Errorf("%s TXT %v, want the tags last", name, ans)
+		}
+	}
+}
+
+// TestZoneHostAddresses proves the policy's address rules: a host bound to
+// ranges publishes no address outside them, as advertise address or port
+// address (each left out, reported once as foreign_address), while its
+// addresses inside them and an unbound host's are served as before.
+func TestZoneHostAddresses(t *testing.T) {
+	t.Parallel()
+	var log skipLog
+	z := newTestZone(log.fn)
+	z.policy = &record.Policy{V: 1, Default: record.PolicyAllow, Addresses: []record.AddressRule{
+		{Hosts: []string{"h1"}, CIDRs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/28")}},
+		{Hosts: []string{"h2"}, CIDRs: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}},
+	}}
+	z.put("h1", shopHost("h1", "192.0.2.10", "a1", "web-1", "web", 8080))
+	// h2 advertises one of h1's addresses beside its own, and binds a port on
+	// another of h1's: the proxy must not be turned toward h1.
+	h2 := mkData(mkHost("h2", "198.51.100.20", "192.0.2.11"),
+		mkCtr("b2", "web-2", "web", record.HealthHealthy, mkPort(80, "tcp", "http", "192.0.2.12", 9090)),
+		mkCtr("c2", "api-2", "api", record.HealthHealthy, mkPort(80, "tcp", "http", "198.51.100.20", 9191)))
+	z.put("h2", h2)
+	z.put("h3", shopHost("h3", "203.0.113.30", "d3", "web-3", "web", 7070)) // no rule: unbound
+	z.MarkLoaded()
+
+	if got, want := answerStrings(z, "web."+testOrigin, dns.TypeSRV), rrStrings(
+		"web.c.example.org. 30 IN SRV 10 10 8080 h1.hosts.c.example.org.",
+		"web.c.example.org. 30 IN SRV 10 10 7070 h3.hosts.c.example.org."); !slices.Equal(got, want) {
+		t.Errorf("web SRV %v, want h1's and h3's only: h2's port is on h1's address", got)
+	}
+	if got, want := answerStrings(z, "web."+testOrigin, dns.TypeA), rrStrings(
+		"web.c.example.org. 30 IN A 192.0.2.10", "web.c.example.org. 30 IN A 203.0.113.30"); !slices.Equal(got, want) {
+		t.Errorf("web A %v, want %v", got, want)
+	}
+	if got, want := answerStrings(z, "h2.hosts."+testOrigin, dns.TypeA), rrStrings("h2.hosts.c.example.org. 30 IN A 198.51.100.20"); !slices.Equal(got, want) {
+		t.Errorf("h2's own name: A %v, want its own address only", got)
+	}
+	if got := answerStrings(z, "api."+testOrigin, dns.TypeSRV); len(got) != 1 {
+		t.Errorf("api SRV %v: h2's port on its own address must stay", got)
+	}
+	for _, name := range []string{"h2.hosts." + testOrigin, "web-2.h2.hosts." + testOrigin} {
+		if !log.has(record.ReasonForeignAddress, name) {
+			t.Errorf("%s's foreign address not reported: %v", name, log.all())
+		}
+	}
+	n := len(log.all())
+	z.put("h2", h2) // the same documents again: no second report
+	if extra := log.all()[n:]; slices.Contains(extra, record.ReasonForeignAddress+" h2.hosts."+testOrigin) {
+		t.Errorf("reported again while it holds: %v", extra)
+	}
+}
+
+// TestZoneClosedPolicy proves what a zone serves under a policy document
+// that does not validate: no service name, alias or DNS-SD entry, and no
+// address; what is left (the SOA, NS and each container's TXT) lets no
+// client dial anything a valid policy would have refused.
+func TestZoneClosedPolicy(t *testing.T) {
+	t.Parallel()
+	var log skipLog
+	z := newTestZone(log.fn)
+	z.policy = record.ClosedPolicy
+	d := shopHost("h1", "192.0.2.10", "a1", "web-1", "web.shop", 8080)
+	d.Containers[0].Aliases = []string{"www"}
+	z.put("h1", d)
+	z.MarkLoaded()
+	for _, q := range []struct {
+		name  string
+		qtype uint16
+	}{
+		{"web.shop.", dns.TypeSRV}, {"www.", dns.TypeSRV}, {"_http._tcp.", dns.TypePTR},
+		{"h1.hosts.", dns.TypeA}, {"web-1.h1.hosts.", dns.TypeA}, {"web-1.h1.hosts.", dns.TypeSRV},
+	} {
+		if got := answerStrings(z, q.name+testOrigin, q.qtype); len(got) != 0 {
+			t.Errorf("%s %s under the closed policy: %v, want nothing", q.name, dns.TypeToString[q.qtype], got)
+		}
+	}
+	if got := answerStrings(z, "web-1.h1.hosts."+testOrigin, dns.TypeTXT); len(got) != 1 {
+		t.Errorf("the container's TXT %v, want it (it names no address)", got)
+	}
+	for _, want := range []string{"refused web.shop." + testOrigin, record.ReasonForeignAddress + " h1.hosts." + testOrigin} {
+		if !slices.Contains(log.all(), want) {
+			t.Errorf("not reported: %q (reports %v)", want, log.all())
 		}
 	}
 }

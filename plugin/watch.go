@@ -159,6 +159,7 @@ func (w *watcher) run(ctx context.Context) {
 	if w.policy.policy == record.OpenPolicy {
 		log.Warningf("no ownership policy at %s: any host may publish any service name (README: Security)", record.PolicyKey(w.prefix))
 	}
+	setPolicyValid(w.zones, w.policy.err == nil)
 	last := w.policy
 	go w.watchPolicy(ctx, policyIndex, &last)
 

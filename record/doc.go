@@ -10,6 +10,11 @@
 // layout.go holds the KV layouts of the host index (layout 1's host list,
 // layout 2's shards with the rev in the key) and the writers' modes.
 //
+// policy.go holds the ownership policy (<prefix>/policy): which hosts may
+// claim which names (Claim) and publish which addresses (Address), and the
+// policies of no document (OpenPolicy) and of one that does not validate
+// (ClosedPolicy: no claim, no address).
+//
 // addrclass.go holds the one rule of which addresses may be published
 // (Publishable): never loopback without the operator's opt-in, link-local,
 // multicast or unspecified ones.
