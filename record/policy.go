@@ -34,6 +34,11 @@ type PolicyRule struct {
 	// weight. Absent: no bound.
 	MinPriority *int `json:"min_priority,omitempty"`
 	MaxWeight   *int `json:"max_weight,omitempty"`
+	// AliasOf gives the names this rule covers to one service as its
+	// aliases: an alias of them for another service is refused, and so is
+	// a service of that name (AliasHolder). Absent: any service's, the
+	// oldest claim holding a name several claim (README.md#names-and-answers).
+	AliasOf string `json:"alias_of,omitempty"`
 }
 
 // The values of Policy.Default.
@@ -95,6 +100,14 @@ func (p *Policy) Validate() error {
 			}
 			if err := ValidLabel(name); err != nil {
 				return fmt.Errorf("rule %d (%s): host %q: %w", i, r.Service, h, err)
+			}
+		}
+		if r.AliasOf != "" {
+			if err := ValidService(r.AliasOf); err != nil {
+				return fmt.Errorf("rule %d (%s): alias_of: %w", i, r.Service, err)
+			}
+			if r.AliasOf == r.Service {
+				return fmt.Errorf("rule %d (%s): alias_of names the rule's own service", i, r.Service)
 			}
 		}
 		for _, b := range []*int{r.MinPriority, r.MaxWeight} {
@@ -161,4 +174,13 @@ func hostMatches(pattern, host string) bool {
 		return strings.HasPrefix(host, prefix)
 	}
 	return pattern == host
+}
+
+// AliasHolder is the service the policy gives name to as an alias (the
+// most specific rule's alias_of), or "" when it gives it to none.
+func (p *Policy) AliasHolder(name string) string {
+	if r := p.rule(name); r != nil {
+		return r.AliasOf
+	}
+	return ""
 }
