@@ -21,7 +21,7 @@ type builder struct {
 	buf     []byte                   // a shared name being made (sharedName)
 	skipped map[skipKey]string       // names left out -> why
 	alloc   *hostAlloc               // the host's nodes and records
-	claims  map[aliasName]*claim     // the host's claims: (name, service), name "" for the service's own
+	claims  map[aliasName]*claim     // the host's claims: (the name claimed, service)
 	// claiming is the claim being decided, that skip attributes its
 	// findings to (Finding.Service); nil outside one.
 	claiming *claim
@@ -34,14 +34,14 @@ type skipKey struct {
 	alias                 bool
 }
 
-// claimOf is the host's claim of name for service (name "" for the
-// service's own name), made older by a container document created at
+// claimOf is the host's claim of name (fully qualified) for service, as
+// its own name or an alias, made older by a container document created at
 // since: a claim is as old as its oldest container (merge).
 func (b *builder) claimOf(name, service string, alias bool, since uint64) *claim {
 	k := aliasName{name, service}
 	cl := b.claims[k]
 	if cl == nil {
-		cl = &claim{service: service, alias: alias, since: since}
+		cl = &claim{root: name, service: service, alias: alias, since: since}
 		b.claims[k] = cl
 	}
 	cl.since = min(cl.since, since)
@@ -129,7 +129,7 @@ func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.
 	// does not give this host, is not published (and noted), but the
 	// container still is, under its host: that name is the host's own.
 	svcName := b.sharedName(append(append(b.buf[:0], ctr.Service...), '.'), z.origin)
-	cl := b.claimOf("", ctr.Service, false, created)
+	cl := b.claimOf(svcName, ctr.Service, false, created)
 	b.claiming = cl
 	svcOK := b.fits("service", svcName) && b.claimable(svcName)
 	prio, weight, err := z.policy.Claim(ctr.Service, host, ctr.Priority, ctr.Weight)
@@ -142,12 +142,14 @@ func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.
 		prio, weight = ctr.Priority, ctr.Weight
 	}
 	b.claiming = nil
-	// The TXT strings are parts of one string, in a slice of the host's.
+	// The TXT strings are parts of one string, in a slice of the host's;
+	// free text is escaped (record.EscapeTXT) so that the wire carries the
+	// document's bytes.
 	text := append(append(b.buf[:0], "service="...), ctr.Service...)
 	svcEnd := len(text)
 	text = append(append(text, "id="...), ctr.ShortID()...)
 	idEnd := len(text)
-	text = append(append(text, "image="...), ctr.Image...)
+	text = append(append(text, "image="...), record.EscapeTXT(ctr.Image)...)
 	b.buf = text
 	all := string(text)
 	txt := b.alloc.txtStrings()
@@ -158,7 +160,7 @@ func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.
 	}
 	txt = append(txt, all[svcEnd:idEnd], all[idEnd:], healthTXT(ctr.Health))
 	if len(ctr.Tags) > 0 {
-		txt = append(txt, record.TagsTXT(ctr.Tags))
+		txt = append(txt, record.EscapeTXT(record.TagsTXT(ctr.Tags)))
 	}
 	ctrNode.add(b.alloc.txtRR(z.hdr(ctrName, dns.TypeTXT), txt))
 

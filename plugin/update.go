@@ -47,10 +47,13 @@ type aliasPart struct {
 	claim *claim
 }
 
-// claim is one host's claim of a name for a service: as the service's own
-// name, or as an alias of it; since is the CreateIndex of the oldest
-// container document making it (merge).
+// claim is one host's claim of a name, root, for a service: as the
+// service's own name, or as an alias of it; since is the CreateIndex of
+// the oldest container document making it (merge). The claim covers the
+// names below root that the service's ports make (_<P>._<proto>.root,
+// _<name>._<proto>.root): each goes to root's holder.
 type claim struct {
+	root    string
 	service string
 	alias   bool
 	since   uint64
@@ -182,16 +185,109 @@ func (z *Zone) update(updates map[string]*hostDocs, index uint64) bool {
 	for name, e := range edits {
 		if parts := editParts(z.shared[name], e); len(parts) > 0 {
 			z.shared[name] = parts
-			n, dropped, holder := merge(name, parts)
+		} else {
+			delete(z.shared, name)
+		}
+	}
+	// A claimed name whose holder changed hands its names below it over
+	// too, those the batch did not touch included.
+	for _, root := range z.holderChanges(edits) {
+		for _, name := range z.claimedBelow(root) {
+			if _, ok := edits[name]; !ok {
+				edits[name] = nil
+			}
+		}
+	}
+	for name := range edits {
+		if parts := z.shared[name]; len(parts) > 0 {
+			n, dropped, holder := merge(name, parts, z.holderFor(name, parts))
 			changed[name] = n
 			z.reportConflicts(name, dropped, holder)
 		} else {
-			delete(z.shared, name)
 			z.reportConflicts(name, nil, "")
 			changed[name] = nil
 		}
 	}
 	return z.install(changed, index)
+}
+
+// holderFor is the service that holds name, whose parts are parts: its
+// claims' root's holder (holderOf), so that the names below a claimed name
+// go with it; a root's own.
+func (z *Zone) holderFor(name string, parts []part) string {
+	for _, p := range parts {
+		if p.claim != nil && p.claim.root != name {
+			if rp := z.shared[p.claim.root]; len(rp) > 0 {
+				return holderOf(rp)
+			}
+			break
+		}
+	}
+	return holderOf(parts)
+}
+
+// holderChanges updates the holders of the claimed names in edits that
+// several services claim (z.holders) and returns those whose holder
+// changed: the names below them follow (holderFor).
+func (z *Zone) holderChanges(edits map[string][]part) []string {
+	var out []string
+	for name := range edits {
+		parts := z.shared[name]
+		holder, contested := "", false
+		for _, p := range parts {
+			if p.claim == nil || p.claim.root != name {
+				continue
+			}
+			if holder == "" {
+				holder = p.claim.service
+			} else if p.claim.service != holder {
+				contested = true
+			}
+		}
+		if contested {
+			holder = holderOf(parts)
+		} else {
+			holder = ""
+		}
+		if z.holders[name] == holder {
+			continue
+		}
+		if holder == "" {
+			delete(z.holders, name)
+		} else {
+			z.holders[name] = holder
+		}
+		out = append(out, name)
+	}
+	return out
+}
+
+// claimedBelow are the claimed names under root (_<P>._<proto>.root and the
+// like) that root's claimants have: found through their hosts'
+// contributions, as only a change of root's holder asks for them.
+func (z *Zone) claimedBelow(root string) []string {
+	suffix := "." + root
+	var out []string
+	seen := map[string]bool{}
+	add := func(name string) {
+		if !seen[name] && strings.HasSuffix(name, suffix) {
+			seen[name] = true
+			out = append(out, name)
+		}
+	}
+	for _, p := range z.shared[root] {
+		c := z.hosts[p.host()]
+		if c == nil {
+			continue
+		}
+		for _, name := range c.shared {
+			add(name)
+		}
+		for _, a := range c.aliases {
+			add(a.name)
+		}
+	}
+	return out
 }
 
 // editParts returns a new slice of parts, sorted by key, with edits made
@@ -448,13 +544,12 @@ const lazyJoinMin = 256
 // use; a name of one part is that part.
 //
 // A name several services claim (as their own name or as an alias) is the
-// holder's (holderOf); the other services' parts are dropped. merge
+// holder's (holderFor); the other services' parts are dropped. merge
 // returns the parts it dropped and the holder ("" for a name no service
 // claims).
-func merge(name string, parts []part) (*node, []part, string) {
+func merge(name string, parts []part, holder string) (*node, []part, string) {
 	browse := strings.HasPrefix(name, dnssdServices)
 	var dropped []part
-	holder := holderOf(parts)
 	kept := parts
 	for i, p := range parts {
 		if p.claim != nil && p.claim.service != holder {

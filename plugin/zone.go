@@ -52,6 +52,7 @@ type Zone struct {
 	// is reported once, not on every update of its host.
 	skipped   map[string]map[skipKey]string // host -> names left out of its records
 	conflicts map[string]string             // shared name -> the alias parts merge left out of it, reported
+	holders   map[string]string             // a name several services claim -> its holder (holderChanges)
 }
 
 // NSRecord is one `ns NAME [ADDRESS...]` line of the Corefile.
@@ -78,6 +79,7 @@ func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason
 		skip:      skip,
 		skipped:   map[string]map[skipKey]string{},
 		conflicts: map[string]string{},
+		holders:   map[string]string{},
 		policy:    record.OpenPolicy,
 	}
 	if len(nameservers) == 0 {
