@@ -10,6 +10,9 @@
 // layout.go holds the KV layouts of the host index (layout 1's host list,
 // layout 2's shards with the rev in the key) and the writers' modes.
 //
+// record.go also holds the TXT encoding of free text (EscapeTXT): a TXT
+// string carries exactly its document field's bytes.
+//
 // addrclass.go holds the one rule of which addresses may be published
 // (Publishable): never loopback without the operator's opt-in, link-local,
 // multicast or unspecified ones.
