@@ -2,9 +2,15 @@ package ctl
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/berthdns/berth/internal/testenv"
 )
 
 // lsServed is each endpoint of `berth ls SERVICE -o json` as
@@ -81,5 +87,45 @@ func TestCheckZoneOwnedNames(t *testing.T) {
 	}
 	if got := lsServed(t, "ns1"); len(got) != 1 || got[0] != "ns1-1: yes" {
 		t.Errorf("berth ls ns1: %q, want ns1-1 served: without --ns, ns1 is no nameserver's", got)
+	}
+}
+
+// TestLsShowsTheWiresBytes proves `berth ls` shows a free-text field as
+// the bytes the plugin puts on the wire: an image with the escapes
+// miekg/dns decodes ("\027", "\044") reaches DNS clients as written, the
+// same text berth ls prints (on c3f5282 the wire carried ESC and ",").
+func TestLsShowsTheWiresBytes(t *testing.T) {
+	f := startFixture(t)
+	c := ctr(idWeb1, "web-1", "web.shop", "healthy", 10, 80, "tcp", "http", "192.0.2.10", 32768)
+	c.Image = `app\027x\044y:1`
+	f.publish(t, f.host1, c)
+	dnsd := testenv.StartCoreDNS(t, fxZone+" {\n    berth\n}\n", "CONSUL_HTTP_ADDR="+f.consul.HTTP)
+	name := "web-1.host1.hosts." + fxZone + "."
+	var wire []string
+	// lsWireWait: the plugin's first load follows Consul's first answer,
+	// or a retry after at most its backoff's cap (8 s, plugin/watch.go);
+	// twice that for a 2-core machine shared by five builds.
+	const lsWireWait = 16 * time.Second
+	testenv.Eventually(t, lsWireWait, "the container's TXT is served", func() error {
+		r, err := testenv.Exchange("udp", dnsd.Addr, name, dns.TypeTXT, 0)
+		if err != nil || len(r.Answer) != 1 {
+			return fmt.Errorf("TXT %s: %v %v", name, r, err)
+		}
+		wire, err = testenv.TXTWire(r.Answer[0].(*dns.TXT))
+		return err
+	})
+	code, out, _ := run("ls", "web.shop", "-o", "json")
+	var services []Service
+	if err := json.Unmarshal([]byte(out), &services); err != nil || code != 0 || len(services) != 1 {
+		t.Fatalf("berth ls web.shop: exit %d, %v\n%s", code, err, out)
+	}
+	shown := ""
+	for _, i := range services[0].Instances {
+		if i.Name == "web-1" {
+			shown = i.Image
+		}
+	}
+	if !slices.Contains(wire, "image="+shown) || shown != c.Image {
+		t.Errorf("berth ls shows image %q, the wire carries %q: want the document's %q in both", shown, wire, c.Image)
 	}
 }
