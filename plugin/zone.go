@@ -98,7 +98,7 @@ func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason
 			apex.addGlue(rr)
 			glue.add(rr)
 		}
-		if dns.IsSubDomain(origin, name) && name != origin && !glue.empty() {
+		if z.zoneOwns(name) && name != origin && !glue.empty() { // in the zone (record.InZone, above)
 			z.names[name] = glue
 			z.static[name] = true
 		}
