@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	berth "github.com/berthdns/berth/plugin"
-	"github.com/berthdns/berth/record"
 )
 
 // Finding is one thing the zone would leave out: a whole document (a
@@ -24,28 +23,39 @@ type Finding struct {
 // Findings is everything the zone for origin would leave out of ns: the
 // documents that do not decode, orphans and a bad policy, then what
 // berth.Check says of the valid documents under ns's policy.
-func Findings(ns *Namespace, origin string, allowLoopback bool) []Finding {
+func Findings(ns *Namespace, z zoneOptions) []Finding {
 	var out []Finding
 	for _, p := range ns.Problems {
 		out = append(out, Finding{Reason: p.Reason, Host: p.Host, Key: p.Key, Why: p.Why})
 	}
-	for _, f := range zoneFindings(ns, origin, allowLoopback) {
+	for _, f := range zoneFindings(ns, z) {
 		out = append(out, Finding{Reason: f.Reason, Host: f.Host, Name: f.Name, Why: f.Why})
 	}
 	return out
 }
 
-// zoneFindings is berth.Check over ns's valid documents.
-func zoneFindings(ns *Namespace, origin string, allowLoopback bool) []berth.Finding {
-	hosts := make([]*record.Host, 0, len(ns.Hosts))
-	containers := map[string][]*record.Container{}
+// zoneFindings is berth.Check over ns's valid documents: the plugin's own
+// code decides what it leaves out, conflicts between claims included.
+func zoneFindings(ns *Namespace, z zoneOptions) []berth.Finding {
+	hosts := make([]berth.CheckHost, 0, len(ns.Hosts))
 	for _, h := range ns.Hosts {
-		hosts = append(hosts, h.Doc)
+		ch := berth.CheckHost{Host: h.Doc, Created: make(map[string]uint64, len(h.Containers))}
 		for _, c := range h.Containers {
-			containers[h.Doc.Name] = append(containers[h.Doc.Name], c.Doc)
+			ch.Containers = append(ch.Containers, c.Doc)
+			ch.Created[c.Doc.ID] = c.Created
 		}
+		hosts = append(hosts, ch)
 	}
-	return berth.Check(origin, ns.Policy, allowLoopback, hosts, containers)
+	return berth.Check(berth.CheckZone{Origin: z.origin, Nameservers: z.nameservers, Policy: ns.Policy,
+		AllowLoopback: z.allowLoopback}, hosts)
+}
+
+// zoneOptions are the Corefile's settings that decide what the zone
+// serves, as the command line gives them.
+type zoneOptions struct {
+	origin        string
+	nameservers   []string
+	allowLoopback bool
 }
 
 // checkReport is `berth check -o json`.
@@ -62,7 +72,7 @@ type checkReport struct {
 
 // runCheck prints what the zone would leave out; 1 when anything.
 func runCheck(ns *Namespace, o *options, stdout io.Writer) int {
-	findings := Findings(ns, o.origin(), o.allowLoopback)
+	findings := Findings(ns, o.zoneOptions())
 	rep := checkReport{OK: len(findings) == 0, Hosts: len(ns.Hosts), Containers: ns.Containers(),
 		Policy: ns.Policy != nil, PolicyInvalid: ns.Policy.Closed(), Findings: findings}
 	if rep.Findings == nil {

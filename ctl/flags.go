@@ -34,25 +34,31 @@ type options struct {
 	zone          string // lower case, no trailing dot
 	output        string // table or json
 	allowLoopback bool
-	dns           string // resolve: the server to ask; "" is /etc/resolv.conf
-	network       string // resolve: tcp or udp
-	plugin        bool   // policy: the plugin's instead of an exporter's
-	index         int64  // policy apply: the ModifyIndex to write over (-1: the one it reads)
-	listen        string // ui
+	nameservers   []string // ls, check: the Corefile's ns names
+	dns           string   // resolve: the server to ask; "" is /etc/resolv.conf
+	network       string   // resolve: tcp or udp
+	plugin        bool     // policy: the plugin's instead of an exporter's
+	index         int64    // policy apply: the ModifyIndex to write over (-1: the one it reads)
+	listen        string   // ui
 	args          []string
 }
 
 // origin is the zone as the plugin's zones name it: fully qualified.
 func (o *options) origin() string { return o.zone + "." }
 
+// zoneOptions are the Corefile's settings the command line gives.
+func (o *options) zoneOptions() zoneOptions {
+	return zoneOptions{origin: o.origin(), nameservers: o.nameservers, allowLoopback: o.allowLoopback}
+}
+
 // subcommands and what each takes, for parse and --help.
 var subcommands = []struct {
 	name, args, what string
 	flags            func(fs *flag.FlagSet, o *options)
 }{
-	{"ls", "[SERVICE]", "services, their instances and the endpoints clients dial", loopbackFlag},
+	{"ls", "[SERVICE]", "services, their instances and the endpoints clients dial", zoneFlags},
 	{"hosts", "", "hosts: addresses, containers, exporter version, session, last change", nil},
-	{"check", "", "validate every document as the plugin would; exit 1 if something would not be served", loopbackFlag},
+	{"check", "", "validate every document as the plugin would; exit 1 if something would not be served", zoneFlags},
 	{"policy", "HOST | --plugin | check|apply FILE", "the Consul ACL policy of HOST's exporter, or of the plugin; or validate an ownership policy document, and write it with check-and-set", func(fs *flag.FlagSet, o *options) {
 		fs.BoolVar(&o.plugin, "plugin", false, "the plugin's read-only policy instead of an exporter's")
 		fs.Int64Var(&o.index, "index", -1, "apply: write only over this ModifyIndex of the document (0: only where there is none; default: the one apply reads)")
@@ -65,6 +71,19 @@ var subcommands = []struct {
 		loopbackFlag(fs, o)
 		fs.StringVar(&o.listen, "listen", DefaultListen, "address of the page (loopback by default: it shows the whole namespace)")
 	}},
+}
+
+// zoneFlags are loopbackFlag and --ns, the Corefile's settings that
+// decide what ls and check report as served.
+func zoneFlags(fs *flag.FlagSet, o *options) {
+	loopbackFlag(fs, o)
+	fs.Func("ns", "a name of the Corefile's ns lines, repeatable (none: the plugin's default ns.dns.ZONE); no service or alias may claim it", func(v string) error {
+		if _, ok := dns.IsDomainName(v); !ok {
+			return fmt.Errorf("%q is not a domain name", v)
+		}
+		o.nameservers = append(o.nameservers, v)
+		return nil
+	})
 }
 
 func loopbackFlag(fs *flag.FlagSet, o *options) {

@@ -53,12 +53,18 @@ type Endpoint struct {
 // answers: the container healthy and not paused, the service's name
 // neither refused by the ownership policy nor too long, its address
 // publishable and within its host's ranges.
-func Services(ns *Namespace, origin string, allowLoopback bool) []Service {
-	// The plugin's findings, by host and name, to tell which service names
-	// it leaves out.
-	left := map[[2]string][]string{}
-	for _, f := range zoneFindings(ns, origin, allowLoopback) {
-		k := [2]string{f.Host, f.Name}
+func Services(ns *Namespace, z zoneOptions) []Service {
+	origin, allowLoopback := z.origin, z.allowLoopback
+	// The plugin's findings on services' own names, by host, service and
+	// name, to tell which service names it leaves out for whom: a finding
+	// on an alias, or on another service's claim of the same name, is not
+	// this service's (the plugin serves the name to the claim it keeps).
+	left := map[[3]string][]string{}
+	for _, f := range zoneFindings(ns, z) {
+		if f.Alias {
+			continue
+		}
+		k := [3]string{f.Host, f.Service, f.Name}
 		left[k] = append(left[k], f.Reason)
 	}
 	byName := map[string]*Service{}
@@ -82,7 +88,7 @@ func Services(ns *Namespace, origin string, allowLoopback bool) []Service {
 			case !d.Healthy():
 				why = append(why, d.Health)
 			}
-			why = append(why, nameFindings(left, h.Doc.Name, d.Service+"."+origin)...)
+			why = append(why, nameFindings(left, h.Doc.Name, d.Service, d.Service+"."+origin)...)
 			for _, p := range d.Ports {
 				e := Endpoint{Port: p.Port, Proto: p.Proto, PortName: p.Name,
 					Endpoint: netip.AddrPortFrom(p.Addr, uint16(p.HostPort)).String()}
@@ -109,11 +115,11 @@ func Services(ns *Namespace, origin string, allowLoopback bool) []Service {
 	return out
 }
 
-// nameFindings are the reasons the plugin left out the service name svc
-// (fully qualified) for host's containers; a name-wide reason, such as the
-// policy refusing the claim, leaves out every one of its endpoints.
-func nameFindings(left map[[2]string][]string, host, svc string) []string {
-	return slices.Clone(left[[2]string{host, svc}])
+// nameFindings are the reasons the plugin left out service's own name
+// name (fully qualified) for host's containers; a name-wide reason, such
+// as the policy refusing the claim, leaves out every one of its endpoints.
+func nameFindings(left map[[3]string][]string, host, service, name string) []string {
+	return slices.Clone(left[[3]string{host, service, name}])
 }
 
 // findService is the service named name (or having it as an alias), name
@@ -145,7 +151,7 @@ func runLs(ns *Namespace, o *options, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "berth ls: at most one SERVICE")
 		return 2
 	}
-	services := Services(ns, o.origin(), o.allowLoopback)
+	services := Services(ns, o.zoneOptions())
 	if len(o.args) == 1 {
 		services = findService(services, o.args[0], o.zone)
 		if len(services) == 0 {

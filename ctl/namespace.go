@@ -50,10 +50,11 @@ type Host struct {
 
 // Container is a valid container document.
 type Container struct {
-	Key   string
-	Host  string
-	Doc   *record.Container
-	Index uint64
+	Key     string
+	Host    string
+	Doc     *record.Container
+	Index   uint64
+	Created uint64 // the key's CreateIndex: the age of its claims, as the plugin weighs them
 }
 
 // Problem is a document the plugin would not serve at all.
@@ -142,7 +143,7 @@ func Decode(prefix string, pairs api.KVPairs) *Namespace {
 				ns.Problems = append(ns.Problems, Problem{Reason: ProblemInvalid, Host: host, Key: p.Key, Why: err.Error()})
 				continue
 			}
-			containers = append(containers, &Container{Key: p.Key, Host: host, Doc: c, Index: p.ModifyIndex})
+			containers = append(containers, &Container{Key: p.Key, Host: host, Doc: c, Index: p.ModifyIndex, Created: p.CreateIndex})
 		}
 	}
 	for name, p := range revPairs {

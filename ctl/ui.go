@@ -190,7 +190,7 @@ func (u *UI) update(ns *Namespace, pairs api.KVPairs) {
 	}
 	origin := u.zone + "."
 	v := &View{Zone: u.zone, Prefix: u.prefix, Index: ns.Index, Updated: now, Started: u.started,
-		Hosts: []HostView{}, Services: []ServiceView{}, Findings: Findings(ns, origin, u.allowLoopback)}
+		Hosts: []HostView{}, Services: []ServiceView{}, Findings: Findings(ns, zoneOptions{origin: origin, allowLoopback: u.allowLoopback})}
 	if v.Findings == nil {
 		v.Findings = []Finding{}
 	}
@@ -204,7 +204,7 @@ func (u *UI) update(ns *Namespace, pairs api.KVPairs) {
 	for _, h := range HostInfos(ns) {
 		v.Hosts = append(v.Hosts, HostView{HostInfo: h, Changed: changed(keys[h.Name])})
 	}
-	for _, s := range Services(ns, origin, u.allowLoopback) {
+	for _, s := range Services(ns, zoneOptions{origin: origin, allowLoopback: u.allowLoopback}) {
 		sv := ServiceView{Service: s.Service, URL: "http://" + s.Service + "." + u.zone + "/"}
 		for _, i := range s.Instances {
 			sv.Instances = append(sv.Instances, InstanceView{Instance: i, Changed: changed(keys[i.Host+"/"+i.ID])})

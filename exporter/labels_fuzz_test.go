@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/berthdns/berth/internal/testenv"
 	"github.com/berthdns/berth/record"
 )
 
@@ -30,6 +31,7 @@ func FuzzLabels(f *testing.F) {
 		{"Foo..Bar", "com.docker.compose.service=web\ncom.docker.compose.project=Shop\nberth.port.80.name=Admin UI", "SERVICE_53_NAME=dns\nSERVICE_80_IGNORE=x\nSERVICE_443_IGNORE=x\nSERVICE_53_IGNORE=x"},
 		{"web", "berth.priority=5\nberth.weight=65536", ""},
 		{"web", "", "SERVICE_TAGS=" + strings.Repeat("t,", 200)},
+		{"web", "", `SERVICE_TAGS=prod\044admin,\027,\\`},
 	}
 	for _, s := range seeds {
 		f.Add(s.name, s.labels, s.env, true, false)
@@ -90,6 +92,12 @@ func FuzzLabels(f *testing.F) {
 		}
 		if txt := record.TagsTXT(r.Tags); len(r.Tags) > 0 && len(txt) > record.MaxTagsTXT {
 			t.Fatalf("tags take %d octets, over one TXT string", len(txt))
+		}
+		if len(r.Tags) > 0 {
+			// SERVICE_TAGS reach the wire as their bytes (record.EscapeTXT).
+			if err := testenv.CheckTXTFields([]string{record.TagsTXT(r.Tags)}, record.EscapeTXT); err != nil {
+				t.Fatal(err)
+			}
 		}
 		again, err := m.MapResult(c)
 		if b2, _ := json.Marshal(again.Doc); err != nil || !bytes.Equal(b, b2) || !slices.Equal(r.Labels, again.Labels) {

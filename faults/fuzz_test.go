@@ -25,6 +25,9 @@ func FuzzKVDocument(f *testing.F) {
 		f.Add(c.value)
 	}
 	f.Add(mutate(1, nil))
+	// Escapes miekg/dns would decode when packing a TXT string (issue 21, row 6).
+	f.Add([]byte(`{"v":1,"id":"` + idOf(1) + `","name":"esc","service":"esc","image":"a\\027b\\000","health":"none",` +
+		`"tags":["prod\\044admin"],"ports":[{"port":80,"proto":"tcp","addr":"192.0.2.7","host_port":8080}]}`))
 	f.Fuzz(func(t *testing.T, value []byte) {
 		key := record.ContainerKey(prefix, "h", idOf(1))
 		if c, err := record.DecodeContainer(key, value); err == nil {
@@ -54,6 +57,14 @@ func FuzzKVDocument(f *testing.F) {
 
 func checkContainer(t *testing.T, c *record.Container) {
 	t.Helper()
+	// Free text reaches the wire as the document's bytes (record.EscapeTXT).
+	fields := []string{"image=" + c.Image}
+	if len(c.Tags) > 0 {
+		fields = append(fields, record.TagsTXT(c.Tags))
+	}
+	if err := testenv.CheckTXTFields(fields, record.EscapeTXT); err != nil {
+		t.Fatal(err)
+	}
 	if c.V != record.Version || record.ValidLabel(c.Name) != nil || record.ValidService(c.Service) != nil || len(c.Ports) == 0 ||
 		c.Priority < 0 || c.Priority > 65535 || c.Weight < 0 || c.Weight > 65535 || len(c.ID) < 12 {
 		t.Fatalf("accepted container document %+v", c)

@@ -1,6 +1,7 @@
 package berth
 
 import (
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -21,10 +22,32 @@ type builder struct {
 	skipped map[skipKey]string       // names left out -> why
 	alloc   *hostAlloc               // the host's nodes and records
 	ranges  record.HostRanges        // the addresses the ownership policy lets the host publish
+	claims  map[aliasName]*claim     // the host's claims: (the name claimed, service)
+	// claiming is the claim being decided, that skip attributes its
+	// findings to (Finding.Service); nil outside one.
+	claiming *claim
 }
 
-// skipKey is one name left out of a host's records, for one reason.
-type skipKey struct{ reason, name string }
+// skipKey is one name left out of a host's records, for one reason, and
+// the claim it was part of (service "" for none).
+type skipKey struct {
+	reason, name, service string
+	alias                 bool
+}
+
+// claimOf is the host's claim of name (fully qualified) for service, as
+// its own name or an alias, made older by a container document created at
+// since: a claim is as old as its oldest container (merge).
+func (b *builder) claimOf(name, service string, alias bool, since uint64) *claim {
+	k := aliasName{name, service}
+	cl := b.claims[k]
+	if cl == nil {
+		cl = &claim{root: name, service: service, alias: alias, since: since}
+		b.claims[k] = cl
+	}
+	cl.since = min(cl.since, since)
+	return cl
+}
 
 // node returns the node of name, made with room for size records if new.
 func (b *builder) node(name string, owned bool, size int) *node {
@@ -66,8 +89,9 @@ func (z *Zone) compile(data *hostDocs) (c *compiled, skipped map[skipKey]string)
 	// service's three names (address, port, port name) and DNS-SD type.
 	n := len(data.Containers)
 	b := &builder{z: z, c: &compiled{owned: make(map[string]*node, 1+2*n), shared: make(map[string]*node, 3*n),
-		aliases: map[string]aliasPart{}}, seen: map[*node]map[rrKey]bool{}, skipped: map[skipKey]string{},
-		alloc: newHostAlloc(data), ranges: z.policy.HostRanges(data.Host.Name)}
+		claims: make(map[string]*claim, 3*n), aliases: map[aliasName]aliasPart{}}, seen: map[*node]map[rrKey]bool{},
+		skipped: map[skipKey]string{}, alloc: newHostAlloc(data), claims: map[aliasName]*claim{},
+		ranges: z.policy.HostRanges(data.Host.Name)}
 	hostName := data.Host.Name + "." + record.HostsLabel + "." + z.origin
 	if !b.fits("host", hostName) {
 		return b.c, b.skipped
@@ -80,20 +104,20 @@ func (z *Zone) compile(data *hostDocs) (c *compiled, skipped map[skipKey]string)
 			b.addOnce(hostNode, b.addr(hostName, a))
 		}
 	}
-	for _, ctr := range data.Containers {
+	for i, ctr := range data.Containers {
 		ctrName := ctr.Name + "." + hostName
 		if b.c.owned[ctrName] != nil {
 			b.skip("duplicate", ctrName, "another container of this host has the same name")
 			continue
 		}
 		if b.fits("container", ctrName) {
-			b.container(data.Host.Name, hostName, ctrName, hostAddrs, ctr)
+			b.container(data.Host.Name, hostName, ctrName, hostAddrs, ctr, data.created(i))
 		}
 	}
 	return b.c, b.skipped
 }
 
-func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.Addr]bool, ctr *record.Container) {
+func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.Addr]bool, ctr *record.Container, created uint64) {
 	z := b.z
 	ctrNode := b.node(ctrName, true, containerRoom(len(ctr.Ports)))
 	ports := make([]record.Port, 0, len(ctr.Ports))
@@ -107,19 +131,27 @@ func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.
 	// does not give this host, is not published (and noted), but the
 	// container still is, under its host: that name is the host's own.
 	svcName := b.sharedName(append(append(b.buf[:0], ctr.Service...), '.'), z.origin)
-	svcOK := b.fits("service", svcName)
+	cl := b.claimOf(svcName, ctr.Service, false, created)
+	b.claiming = cl
+	svcOK := b.fits("service", svcName) && b.claimable(svcName)
 	prio, weight, err := z.policy.Claim(ctr.Service, host, ctr.Priority, ctr.Weight)
+	if err == nil {
+		err = aliasRule(z.policy, ctr.Service, ctr.Service, false)
+	}
 	if err != nil {
 		b.skip("refused", svcName, err.Error())
 		svcOK = false
 		prio, weight = ctr.Priority, ctr.Weight
 	}
-	// The TXT strings are parts of one string, in a slice of the host's.
+	b.claiming = nil
+	// The TXT strings are parts of one string, in a slice of the host's;
+	// free text is escaped (record.EscapeTXT) so that the wire carries the
+	// document's bytes.
 	text := append(append(b.buf[:0], "service="...), ctr.Service...)
 	svcEnd := len(text)
 	text = append(append(text, "id="...), ctr.ShortID()...)
 	idEnd := len(text)
-	text = append(append(text, "image="...), ctr.Image...)
+	text = append(append(text, "image="...), record.EscapeTXT(ctr.Image)...)
 	b.buf = text
 	all := string(text)
 	txt := b.alloc.txtStrings()
@@ -130,7 +162,7 @@ func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.
 	}
 	txt = append(txt, all[svcEnd:idEnd], all[idEnd:], healthTXT(ctr.Health))
 	if len(ctr.Tags) > 0 {
-		txt = append(txt, record.TagsTXT(ctr.Tags))
+		txt = append(txt, record.EscapeTXT(record.TagsTXT(ctr.Tags)))
 	}
 	ctrNode.add(b.alloc.txtRR(z.hdr(ctrName, dns.TypeTXT), txt))
 
@@ -163,15 +195,17 @@ func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.
 		return
 	}
 	for _, alias := range ctr.Aliases {
-		b.alias(host, ctr, alias, ports, srv)
+		b.alias(host, ctr, alias, ports, srv, created)
 	}
 	for _, p := range ports {
 		b.addOnce(b.node(svcName, false, serviceRoom), b.addr(svcName, p.Addr))
 		addSRV(svcName, false, p)
+		b.c.claims[svcName] = cl
 
 		buf := strconv.AppendInt(append(b.buf[:0], '_'), int64(p.Port), 10)
 		if byPort := b.sharedName(append(append(append(buf, "._"...), p.Proto...), '.'), svcName); b.fits("service", byPort) {
 			addSRV(byPort, false, p)
+			b.c.claims[byPort] = cl
 		}
 		if p.Name == "" {
 			continue
@@ -179,6 +213,7 @@ func (b *builder) container(host, hostName, ctrName string, hostAddrs map[netip.
 		protoName := append(append(append(append(b.buf[:0], '_'), p.Name...), "._"...), p.Proto...)
 		if byName := b.sharedName(append(protoName, '.'), svcName); b.fits("service", byName) {
 			addSRV(byName, false, p)
+			b.c.claims[byName] = cl
 		}
 		// DNS-SD (RFC 6763): the service type, and one instance per
 		// container, named "<container>.<host>" in one label.
@@ -258,16 +293,21 @@ type srvFunc func(n *node, owner string, prio, weight int, p record.Port)
 // own addresses and SRV records, by port number and name too (no DNS-SD:
 // one instance list per service). An alias is a claim as a service name
 // is: the ownership policy decides, and bounds its priority and weight. A
-// name both a service and an alias claim, or aliases of two services, is
-// settled by merge across hosts; two containers of this host claiming one
-// alias for different services keep the first.
-func (b *builder) alias(host string, ctr *record.Container, alias string, ports []record.Port, srv srvFunc) {
+// name claimed for several services, by this host or others, is settled by
+// merge: the oldest claim holds it.
+func (b *builder) alias(host string, ctr *record.Container, alias string, ports []record.Port, srv srvFunc, created uint64) {
 	z := b.z
 	name := alias + "." + z.origin
-	if !b.fits("alias", name) {
+	cl := b.claimOf(name, ctr.Service, true, created)
+	b.claiming = cl
+	defer func() { b.claiming = nil }()
+	if !b.fits("alias", name) || !b.claimable(name) {
 		return
 	}
 	prio, weight, err := z.policy.Claim(alias, host, ctr.Priority, ctr.Weight)
+	if err == nil {
+		err = aliasRule(z.policy, alias, ctr.Service, true)
+	}
 	if err != nil {
 		b.skip("refused", name, err.Error())
 		return
@@ -277,14 +317,11 @@ func (b *builder) alias(host string, ctr *record.Container, alias string, ports 
 			b.skip("conflict", owner, "the Corefile's ns line already defines this name")
 			return nil
 		}
-		part, ok := b.c.aliases[owner]
-		if ok && part.service != ctr.Service {
-			b.skip("conflict", owner, "alias of "+ctr.Service+": another container of this host has it for "+part.service)
-			return nil
-		}
+		k := aliasName{owner, ctr.Service}
+		part, ok := b.c.aliases[k]
 		if !ok {
-			part = aliasPart{service: ctr.Service, n: &node{}}
-			b.c.aliases[owner] = part
+			part = aliasPart{n: &node{}, claim: cl}
+			b.c.aliases[k] = part
 		}
 		return part.n
 	}
@@ -309,6 +346,32 @@ func (b *builder) alias(host string, ctr *record.Container, alias string, ports 
 			}
 		}
 	}
+}
+
+// claimable reports whether a service or alias may claim name, one the
+// zone does not own (zoneOwns), and notes it as skipped ("conflict", as
+// every claim on a name that is not the claimant's) if
+// not: the claim is refused whole, with the names below it.
+func (b *builder) claimable(name string) bool {
+	if b.z.zoneOwns(name) {
+		b.skip("conflict", name, "the zone owns this name (its apex, a nameserver's name or the hosts' subtree): no service or alias may claim it")
+		return false
+	}
+	return true
+}
+
+// aliasRule refuses a claim of name for service that the policy's alias_of
+// (record.PolicyRule.AliasOf) forbids: a name the policy gives to a
+// service as its alias is no service's own name, nor another's alias.
+func aliasRule(p *record.Policy, name, service string, alias bool) error {
+	holder := p.AliasHolder(name)
+	switch {
+	case holder == "", alias && holder == service:
+		return nil
+	case alias:
+		return fmt.Errorf("%w: the policy gives %s as an alias to %s, not to %s", record.ErrClaimRefused, name, holder, service)
+	}
+	return fmt.Errorf("%w: the policy gives %s as an alias to %s: it is no service's own name", record.ErrClaimRefused, name, holder)
 }
 
 // publishable reports whether a, an address of name, may be published
@@ -386,7 +449,11 @@ func (b *builder) first(n *node, k rrKey) bool {
 
 // skip notes a name left out of the host's records, and why.
 func (b *builder) skip(reason, name, why string) {
-	b.skipped[skipKey{reason, name}] = why
+	k := skipKey{reason: reason, name: name}
+	if b.claiming != nil {
+		k.service, k.alias = b.claiming.service, b.claiming.alias
+	}
+	b.skipped[k] = why
 }
 
 // maxTXTString is the most one TXT character-string holds.

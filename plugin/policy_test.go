@@ -217,7 +217,7 @@ func TestCheck(t *testing.T) {
 			mkCtr("a2", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))},
 		"h2": {mkCtr("b1", "web-2", "web", "none", mkPort(80, "tcp", "http", "127.0.0.1", 2001))},
 	}
-	got := Check(testOrigin, policy, false, []*record.Host{h1, h2}, containers)
+	got := Check(CheckZone{Origin: testOrigin, Policy: policy}, []CheckHost{{Host: h1, Containers: containers["h1"]}, {Host: h2, Containers: containers["h2"]}})
 	var short []string
 	for _, f := range got {
 		short = append(short, f.Host+" "+f.Reason+" "+f.Name)
@@ -235,8 +235,8 @@ func TestCheck(t *testing.T) {
 	h3, h4 := mkHost("h3", "192.0.2.30"), mkHost("h4", "192.0.2.40")
 	alias := mkCtr("c3", "shop-1", "shop", "none", mkPort(80, "tcp", "http", "192.0.2.30", 3001))
 	alias.Aliases = []string{"api"}
-	got = Check(testOrigin, nil, false, []*record.Host{h3, h4}, map[string][]*record.Container{
-		"h3": {alias}, "h4": {mkCtr("d4", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.40", 4001))}})
+	got = Check(CheckZone{Origin: testOrigin}, []CheckHost{{Host: h3, Containers: []*record.Container{alias}},
+		{Host: h4, Containers: []*record.Container{mkCtr("d4", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.40", 4001))}}})
 	if !slices.ContainsFunc(got, func(f Finding) bool {
 		return f.Host == "h3" && f.Reason == "conflict" && f.Name == "api."+testOrigin
 	}) {

@@ -16,6 +16,18 @@ import (
 type hostDocs struct {
 	Host       *record.Host
 	Containers []*record.Container // sorted by ID
+	// Created is each container document's CreateIndex in Consul, by
+	// position in Containers: when its claims were first made (merge).
+	// nil: all 0.
+	Created []uint64
+}
+
+// created is the CreateIndex of the i-th container's document, or 0.
+func (d *hostDocs) created(i int) uint64 {
+	if i < len(d.Created) {
+		return d.Created[i]
+	}
+	return 0
 }
 
 // compiled is what one host adds to the zone, as compile builds it: names
@@ -24,13 +36,27 @@ type hostDocs struct {
 type compiled struct {
 	owned   map[string]*node
 	shared  map[string]*node
-	aliases map[string]aliasPart
+	claims  map[string]*claim // the shared names that are a service's own: its claim
+	aliases map[aliasName]aliasPart
 }
 
-// aliasPart is a host's records under an alias name: those of service.
+// aliasPart is a host's records under an alias name, for its claim's
+// service.
 type aliasPart struct {
+	n     *node
+	claim *claim
+}
+
+// claim is one host's claim of a name, root, for a service: as the
+// service's own name, or as an alias of it; since is the CreateIndex of
+// the oldest container document making it (merge). The claim covers the
+// names below root that the service's ports make (_<P>._<proto>.root,
+// _<name>._<proto>.root): each goes to root's holder.
+type claim struct {
+	root    string
 	service string
-	n       *node
+	alias   bool
+	since   uint64
 }
 
 // contribution is what the zone keeps of a host's compiled records: only
@@ -57,18 +83,26 @@ func (c *compiled) names() *contribution {
 	for name := range c.shared {
 		k.shared = append(k.shared, name)
 	}
-	for name, a := range c.aliases {
-		k.aliases = append(k.aliases, aliasName{name, a.service})
+	for a := range c.aliases {
+		k.aliases = append(k.aliases, a)
 	}
 	return k
 }
 
-// part is one host's part of a shared name, under its partKey. A shared
-// name's parts are kept sorted by key, in a slice that is never modified
-// once made: a lazily joined node holds it.
+// part is one host's part of a shared name, under its partKey, and the
+// claim it makes (nil for a DNS-SD list, which no service claims). A
+// shared name's parts are kept sorted by key, in a slice that is never
+// modified once made: a lazily joined node holds it.
 type part struct {
-	key string
-	n   *node
+	key   string
+	n     *node
+	claim *claim
+}
+
+// host is the host whose part p is.
+func (p part) host() string {
+	host, _, _ := strings.Cut(p.key, "\x00")
+	return host
 }
 
 // partKey is the key of a host's part of a shared name: the host, or for
@@ -127,17 +161,19 @@ func (z *Zone) update(updates map[string]*hostDocs, index uint64) bool {
 		}
 		for _, name := range old.shared {
 			if cur.shared[name] == nil {
-				edits[name] = append(edits[name], part{host, nil})
+				edits[name] = append(edits[name], part{host, nil, nil})
 			}
 		}
 		for name, n := range cur.shared {
-			edits[name] = append(edits[name], part{host, n})
+			edits[name] = append(edits[name], part{host, n, cur.claims[name]})
 		}
 		for _, a := range old.aliases {
-			edits[a.name] = append(edits[a.name], part{partKey(host, a.service), nil})
+			if _, ok := cur.aliases[a]; !ok {
+				edits[a.name] = append(edits[a.name], part{partKey(host, a.service), nil, nil})
+			}
 		}
-		for name, a := range cur.aliases {
-			edits[name] = append(edits[name], part{partKey(host, a.service), a.n})
+		for a, p := range cur.aliases {
+			edits[a.name] = append(edits[a.name], part{partKey(host, a.service), p.n, p.claim})
 		}
 	}
 	if len(edits) > len(z.shared) {
@@ -149,16 +185,109 @@ func (z *Zone) update(updates map[string]*hostDocs, index uint64) bool {
 	for name, e := range edits {
 		if parts := editParts(z.shared[name], e); len(parts) > 0 {
 			z.shared[name] = parts
-			n, dropped := merge(name, parts)
-			changed[name] = n
-			z.reportConflicts(name, dropped)
 		} else {
 			delete(z.shared, name)
-			z.reportConflicts(name, nil)
+		}
+	}
+	// A claimed name whose holder changed hands its names below it over
+	// too, those the batch did not touch included.
+	for _, root := range z.holderChanges(edits) {
+		for _, name := range z.claimedBelow(root) {
+			if _, ok := edits[name]; !ok {
+				edits[name] = nil
+			}
+		}
+	}
+	for name := range edits {
+		if parts := z.shared[name]; len(parts) > 0 {
+			n, dropped, holder := merge(name, parts, z.holderFor(name, parts))
+			changed[name] = n
+			z.reportConflicts(name, dropped, holder)
+		} else {
+			z.reportConflicts(name, nil, "")
 			changed[name] = nil
 		}
 	}
 	return z.install(changed, index)
+}
+
+// holderFor is the service that holds name, whose parts are parts: its
+// claims' root's holder (holderOf), so that the names below a claimed name
+// go with it; a root's own.
+func (z *Zone) holderFor(name string, parts []part) string {
+	for _, p := range parts {
+		if p.claim != nil && p.claim.root != name {
+			if rp := z.shared[p.claim.root]; len(rp) > 0 {
+				return holderOf(rp)
+			}
+			break
+		}
+	}
+	return holderOf(parts)
+}
+
+// holderChanges updates the holders of the claimed names in edits that
+// several services claim (z.holders) and returns those whose holder
+// changed: the names below them follow (holderFor).
+func (z *Zone) holderChanges(edits map[string][]part) []string {
+	var out []string
+	for name := range edits {
+		parts := z.shared[name]
+		holder, contested := "", false
+		for _, p := range parts {
+			if p.claim == nil || p.claim.root != name {
+				continue
+			}
+			if holder == "" {
+				holder = p.claim.service
+			} else if p.claim.service != holder {
+				contested = true
+			}
+		}
+		if contested {
+			holder = holderOf(parts)
+		} else {
+			holder = ""
+		}
+		if z.holders[name] == holder {
+			continue
+		}
+		if holder == "" {
+			delete(z.holders, name)
+		} else {
+			z.holders[name] = holder
+		}
+		out = append(out, name)
+	}
+	return out
+}
+
+// claimedBelow are the claimed names under root (_<P>._<proto>.root and the
+// like) that root's claimants have: found through their hosts'
+// contributions, as only a change of root's holder asks for them.
+func (z *Zone) claimedBelow(root string) []string {
+	suffix := "." + root
+	var out []string
+	seen := map[string]bool{}
+	add := func(name string) {
+		if !seen[name] && strings.HasSuffix(name, suffix) {
+			seen[name] = true
+			out = append(out, name)
+		}
+	}
+	for _, p := range z.shared[root] {
+		c := z.hosts[p.host()]
+		if c == nil {
+			continue
+		}
+		for _, name := range c.shared {
+			add(name)
+		}
+		for _, a := range c.aliases {
+			add(a.name)
+		}
+	}
+	return out
 }
 
 // editParts returns a new slice of parts, sorted by key, with edits made
@@ -187,22 +316,37 @@ func editParts(parts, edits []part) []part {
 	return append(out, parts[i:]...)
 }
 
-// reportConflicts reports the alias parts merge left out of name, once
-// while the same ones are left out.
-func (z *Zone) reportConflicts(name string, dropped []string) {
-	sig := strings.Join(dropped, " ")
-	if z.conflicts[name] == sig {
+// reportConflicts reports the claims merge left out of name, once while
+// the same ones are left out; holder is the service that holds it.
+func (z *Zone) reportConflicts(name string, dropped []part, holder string) {
+	var sig strings.Builder
+	for _, p := range dropped {
+		sig.WriteString(p.key + " ")
+	}
+	if z.conflicts[name] == sig.String() {
 		return
 	}
-	if sig == "" {
+	if sig.Len() == 0 {
 		delete(z.conflicts, name)
 		return
 	}
-	z.conflicts[name] = sig
-	for _, key := range dropped {
-		host, service, _ := strings.Cut(key, "\x00")
-		z.skip("conflict", name, fmt.Sprintf("host %s's alias of %s: the name is a service, or another service's alias, already", host, service))
+	z.conflicts[name] = sig.String()
+	for _, p := range dropped {
+		z.skip("conflict", name, droppedWhy(name, p, holder))
+		if z.dropped != nil {
+			z.dropped(name, p, holder)
+		}
 	}
+}
+
+// droppedWhy says why merge left p's claim out of name.
+func droppedWhy(name string, p part, holder string) string {
+	what := "service " + p.claim.service
+	if p.claim.alias {
+		what = "alias of " + p.claim.service
+	}
+	return fmt.Sprintf("host %s's %s: %s is held by %s, whose claim is older (or, as old, a service's own name, or first by name)",
+		p.host(), what, name, holder)
 }
 
 // reportSkipped reports the names left out of host's records that were not
@@ -399,38 +543,32 @@ const lazyJoinMin = 256
 // DNS-SD instance lists, a service's SRV names) is left to join on first
 // use; a name of one part is that part.
 //
-// A name some service claims is that service's: aliases of other services
-// on it are dropped; a name only aliases claim goes to the first service
-// (by name) they stand for. merge returns the keys of the parts it dropped.
-func merge(name string, parts []part) (*node, []string) {
+// A name several services claim (as their own name or as an alias) is the
+// holder's (holderFor); the other services' parts are dropped. merge
+// returns the parts it dropped and the holder ("" for a name no service
+// claims).
+func merge(name string, parts []part, holder string) (*node, []part, string) {
 	browse := strings.HasPrefix(name, dnssdServices)
-	var dropped []string
-	service, aliasOnly := "", true // the service the name's alias parts may stand for
-	for _, p := range parts {
-		_, aliasOf, alias := strings.Cut(p.key, "\x00")
-		switch {
-		case !alias:
-			aliasOnly = false
-		case service == "" || aliasOf < service:
-			service = aliasOf
-		}
-	}
+	var dropped []part
 	kept := parts
 	for i, p := range parts {
-		if _, aliasOf, alias := strings.Cut(p.key, "\x00"); alias && (!aliasOnly || aliasOf != service) {
+		if p.claim != nil && p.claim.service != holder {
 			if dropped == nil {
 				kept = parts[:i:i]
 			}
-			dropped = append(dropped, p.key)
+			dropped = append(dropped, p)
 			continue
 		}
 		if dropped != nil {
 			kept = append(kept, p)
 		}
 	}
+	if len(kept) == 0 {
+		return nil, dropped, holder
+	}
 	if len(kept) == 1 {
 		// Within one host's part, compile left out duplicates already.
-		return kept[0].n, dropped
+		return kept[0].n, dropped, holder
 	}
 	var addrs, count int
 	for _, p := range kept {
@@ -438,7 +576,7 @@ func merge(name string, parts []part) (*node, []string) {
 		count += p.n.size()
 	}
 	if !browse && addrs == 0 && count >= lazyJoinMin {
-		return &node{lazy: &lazyJoin{parts: kept, count: count}}, dropped
+		return &node{lazy: &lazyJoin{parts: kept, count: count}}, dropped, holder
 	}
 	var seenAddr map[netip.Addr]bool
 	var seenPTR map[string]bool
@@ -472,5 +610,31 @@ func merge(name string, parts []part) (*node, []string) {
 		seenAddr[a] = true
 		return true
 	})
-	return m, dropped
+	return m, dropped, holder
+}
+
+// holderOf is the service that holds a name its parts claim: the one of
+// the oldest claim, the smallest since (the CreateIndex of the container
+// document that first made it). Consul's indexes only grow, so a newcomer's
+// claim is younger than every standing one whatever its name, and as the
+// index is the data's, every server of the zone decides alike, before and
+// after a restart. As old (documents of one transaction, or without an
+// index): a service's own name before an alias, then the first service by
+// name.
+func holderOf(parts []part) string {
+	var best *claim
+	for _, p := range parts {
+		c := p.claim
+		if c == nil {
+			continue
+		}
+		if best == nil || c.since < best.since || c.since == best.since &&
+			(!c.alias && best.alias || c.alias == best.alias && c.service < best.service) {
+			best = c
+		}
+	}
+	if best == nil {
+		return ""
+	}
+	return best.service
 }

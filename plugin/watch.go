@@ -101,6 +101,7 @@ type appliedHost struct {
 	version    string              // the index's entry (listedHost.version) when fetched
 	containers [sha256.Size]byte   // signature of the container keys and their ModifyIndex
 	docs       []*record.Container // the last valid version of each, sorted by ID (the key's last segment)
+	created    []uint64            // each one's key's CreateIndex (hostDocs.Created)
 }
 
 func newWatcher(kv *api.KV, prefix string, zones []*Zone, resync time.Duration, loaded, changed func()) *watcher {
@@ -719,6 +720,7 @@ func (w *watcher) add(b batch, name string, f *fetchedHost, force bool) {
 	w.hosts[name] = st
 	data := &hostDocs{Host: doc, Containers: make([]*record.Container, 0, len(f.decoded))}
 	bad := map[string]bool{}
+	created := make(map[*record.Container]uint64, len(f.decoded))
 	for _, d := range f.decoded {
 		c := d.doc
 		if d.err != nil {
@@ -728,13 +730,20 @@ func (w *watcher) add(b batch, name string, f *fetchedHost, force bool) {
 				continue
 			}
 		}
+		// The key's CreateIndex, the same for its last valid document:
+		// a document rewritten in place keeps its claims' age (merge).
+		created[c] = d.pair.CreateIndex
 		data.Containers = append(data.Containers, c)
 	}
 	if badDoc != "" {
 		bad[badDoc] = true
 	}
 	slices.SortFunc(data.Containers, func(a, b *record.Container) int { return strings.Compare(a.ID, b.ID) })
-	st.docs = data.Containers // read-only from here on, shared with the batch
+	data.Created = make([]uint64, len(data.Containers))
+	for i, c := range data.Containers {
+		data.Created[i] = created[c]
+	}
+	st.docs, st.created = data.Containers, data.Created // read-only from here on, shared with the batch
 	w.reports.keep(name, bad)
 	b[name] = data
 }
@@ -806,7 +815,7 @@ func (st *appliedHost) lastValid(prefix, key string) *record.Container {
 // data is the host's documents as last applied, to compile them again
 // (under a new ownership policy) without reading Consul.
 func (st *appliedHost) data() *hostDocs {
-	return &hostDocs{Host: st.doc, Containers: st.docs}
+	return &hostDocs{Host: st.doc, Containers: st.docs, Created: st.created}
 }
 
 // signature stands for a host's container keys and their ModifyIndex: a

@@ -34,10 +34,11 @@ type Zone struct {
 	records atomic.Int64 // resource records indexed, kept by install
 
 	// Only the updating goroutine uses the fields below.
-	hosts  map[string]*contribution // what each host contributes
-	shared map[string][]part        // shared name -> its hosts' parts, by key
-	below  map[string]int           // name -> number of names with records strictly below it
-	static map[string]bool          // names set by the Corefile, never overridden
+	hosts    map[string]*contribution // what each host contributes
+	shared   map[string][]part        // shared name -> its hosts' parts, by key
+	below    map[string]int           // name -> number of names with records strictly below it
+	static   map[string]bool          // names set by the Corefile, never overridden
+	reserved map[string]bool          // the names the zone owns (zoneOwns), never claimable
 	// interned is the shared names the batch being compiled has made that
 	// the zone does not have yet (builder.intern); nil between batches.
 	interned map[string]string
@@ -45,11 +46,13 @@ type Zone struct {
 	// allowLoopback publishes loopback addresses (the Corefile's
 	// allow_loopback, for a single machine); set before the first update.
 	allowLoopback bool
-	skip          func(reason, name, why string) // reports a name that cannot be published
+	skip          func(reason, name, why string)           // reports a name that cannot be published
+	dropped       func(name string, p part, holder string) // also told of each claim merge drops (Check); nil: none
 	// What has been reported through skip and still holds, so that a name
 	// is reported once, not on every update of its host.
 	skipped   map[string]map[skipKey]string // host -> names left out of its records
 	conflicts map[string]string             // shared name -> the alias parts merge left out of it, reported
+	holders   map[string]string             // a name several services claim -> its holder (holderChanges)
 }
 
 // NSRecord is one `ns NAME [ADDRESS...]` line of the Corefile.
@@ -72,9 +75,11 @@ func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason
 		shared:    map[string][]part{},
 		below:     map[string]int{},
 		static:    map[string]bool{},
+		reserved:  map[string]bool{origin: true, record.HostsLabel + "." + origin: true},
 		skip:      skip,
 		skipped:   map[string]map[skipKey]string{},
 		conflicts: map[string]string{},
+		holders:   map[string]string{},
 		policy:    record.OpenPolicy,
 	}
 	if len(nameservers) == 0 {
@@ -83,6 +88,9 @@ func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason
 	apex := &node{}
 	for _, ns := range nameservers {
 		name := strings.ToLower(dns.Fqdn(ns.Name))
+		if record.InZone(name, origin) {
+			z.reserved[name] = true
+		}
 		apex.add(&dns.NS{Hdr: z.hdr(origin, dns.TypeNS), Ns: name})
 		glue := &node{}
 		for _, a := range ns.Addrs {
@@ -90,7 +98,7 @@ func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason
 			apex.addGlue(rr)
 			glue.add(rr)
 		}
-		if dns.IsSubDomain(origin, name) && name != origin && !glue.empty() {
+		if z.zoneOwns(name) && name != origin && !glue.empty() { // in the zone (record.InZone, above)
 			z.names[name] = glue
 			z.static[name] = true
 		}
@@ -111,6 +119,15 @@ func NewZone(origin string, ttl uint32, nameservers []NSRecord, skip func(reason
 	z.soa = []dns.RR{z.newSOA(0)}
 	return z
 }
+
+// zoneOwns reports whether name (lower case, fully qualified) is one the
+// zone itself owns, which no service or alias may claim: the apex, the
+// hosts' subtree's root (README.md#labels: "hosts" is reserved), and every
+// nameserver name inside the zone, with or without addresses in the
+// Corefile (the default ns.dns.<zone> when there is no ns line). The SOA's
+// primary name is the first of these (newSOA). A resolver that trusts
+// child NS data would follow a claimed nameserver name to the claimant.
+func (z *Zone) zoneOwns(name string) bool { return z.reserved[name] }
 
 // soaTimers are the SOA's refresh, retry and expire, in seconds.
 type soaTimers struct{ refresh, retry, expire uint32 }

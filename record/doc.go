@@ -14,6 +14,8 @@
 // claim which names (Claim) and publish which addresses (Address), and the
 // policies of no document (OpenPolicy) and of one that does not validate
 // (ClosedPolicy: no claim, no address).
+// record.go also holds the TXT encoding of free text (EscapeTXT): a TXT
+// string carries exactly its document field's bytes.
 //
 // addrclass.go holds the one rule of which addresses may be published
 // (Publishable): never loopback without the operator's opt-in, link-local,

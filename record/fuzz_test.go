@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/berthdns/berth/internal/testenv"
 )
 
 // The seed corpora are real documents as the exporter writes them, in
@@ -20,6 +22,7 @@ func FuzzDecodeContainer(f *testing.F) {
 	f.Add([]byte(`{"v":2}`))
 	f.Add([]byte(`{"v":1,"ports":[{"port":70000}]}`))
 	f.Add([]byte(`null`))
+	f.Add([]byte(`{"v":1,"id":"0123456789ab","name":"db","service":"db","image":"a\\027b\\013\\010\\000","health":"none","tags":["prod\\044admin"],"ports":[{"port":5432,"proto":"tcp","addr":"192.0.2.7","host_port":5432}]}`))
 	const key = "berth/containers/host1/8ab479f3933f"
 	f.Fuzz(func(t *testing.T, value []byte) {
 		c, err := DecodeContainer(key, value)
@@ -66,6 +69,7 @@ func checkContainer(t *testing.T, c *Container) {
 	if len("image="+c.Image) > 255 {
 		t.Fatalf("accepted image of %d octets, too long for one TXT string", len(c.Image))
 	}
+	checkTXTWire(t, c)
 	if c.Priority < 0 || c.Priority > 65535 || c.Weight < 0 || c.Weight > 65535 {
 		t.Fatalf("accepted priority/weight %d/%d", c.Priority, c.Weight)
 	}
@@ -122,4 +126,19 @@ func FuzzDecodeHost(f *testing.F) {
 			t.Fatalf("round trip changed the document:\n%+v\n%+v", h, h2)
 		}
 	})
+}
+
+// checkTXTWire proves an accepted document's free-text TXT fields, escaped
+// as the plugin serves them (EscapeTXT), carry exactly their bytes on the
+// wire: no escape that miekg/dns decodes ("\\044", "\\027") turns into
+// another byte.
+func checkTXTWire(t *testing.T, c *Container) {
+	t.Helper()
+	fields := []string{"image=" + c.Image}
+	if len(c.Tags) > 0 {
+		fields = append(fields, TagsTXT(c.Tags))
+	}
+	if err := testenv.CheckTXTFields(fields, EscapeTXT); err != nil {
+		t.Fatal(err)
+	}
 }

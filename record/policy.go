@@ -55,6 +55,11 @@ type PolicyRule struct {
 	// weight. Absent: no bound.
 	MinPriority *int `json:"min_priority,omitempty"`
 	MaxWeight   *int `json:"max_weight,omitempty"`
+	// AliasOf gives the names this rule covers to one service as its
+	// aliases: an alias of them for another service is refused, and so is
+	// a service of that name (AliasHolder). Absent: any service's, the
+	// oldest claim holding a name several claim (README.md#names-and-answers).
+	AliasOf string `json:"alias_of,omitempty"`
 }
 
 // The values of Policy.Default.
@@ -117,6 +122,14 @@ func (p *Policy) Validate() error {
 		}
 		if len(r.Hosts) == 0 {
 			return fmt.Errorf("rule %d (%s): no hosts; leave the service out of the policy or use the default", i, r.Service)
+		}
+		if r.AliasOf != "" {
+			if err := ValidService(r.AliasOf); err != nil {
+				return fmt.Errorf("rule %d (%s): alias_of: %w", i, r.Service, err)
+			}
+			if r.AliasOf == r.Service {
+				return fmt.Errorf("rule %d (%s): alias_of names the rule's own service", i, r.Service)
+			}
 		}
 		for _, b := range []*int{r.MinPriority, r.MaxWeight} {
 			if b != nil && (*b < 0 || *b > 65535) {
@@ -301,4 +314,13 @@ func hostMatches(pattern, host string) bool {
 		return strings.HasPrefix(host, prefix)
 	}
 	return pattern == host
+}
+
+// AliasHolder is the service the policy gives name to as an alias (the
+// most specific rule's alias_of), or "" when it gives it to none.
+func (p *Policy) AliasHolder(name string) string {
+	if r := p.rule(name); r != nil {
+		return r.AliasOf
+	}
+	return ""
 }

@@ -240,6 +240,15 @@ func (c *Container) Validate() error {
 // TagsTXT is the TXT character-string that carries a container's tags.
 func TagsTXT(tags []string) string { return "tags=" + strings.Join(tags, ",") }
 
+// EscapeTXT is s in the presentation form miekg/dns packs into a TXT
+// character-string of exactly s's bytes: it decodes the escapes \DDD and
+// \X as it packs, so a document's "prod\044admin" would go out as
+// "prod,admin" and "\027" as ESC. Only the backslash is special to it,
+// so only the backslash is escaped. The bytes a client, a secondary and
+// `berth ls` see are then the document's text alike; control bytes never
+// reach a TXT string, as validation refuses them (printable).
+func EscapeTXT(s string) string { return strings.ReplaceAll(s, `\`, `\\`) }
+
 // ValidTag reports why t cannot be a tag: empty, with a comma (the
 // separator of tags=a,b), or not printable; nil when it can.
 func ValidTag(t string) error {

@@ -28,6 +28,7 @@
 //   - t.go: T, what the parts need of their caller (a test or bench.TB).
 //   - wait.go: Eventually, Exchange and MetricValue, the helpers every
 //     package's tests share.
+//   - txt.go: TXTWire, the bytes a TXT record's strings have on the wire.
 package testenv
 
 import (
