@@ -3,6 +3,8 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +37,30 @@ var uiBackoff = backoff.Policy{Min: 250 * time.Millisecond, Max: 8 * time.Second
 var uiHTML string
 
 var uiTemplate = template.Must(template.New("page").Parse(uiHTML))
+
+// uiCSP is the page's Content-Security-Policy: its one inline script and
+// its one inline style are allowed by their SHA-256 hashes (CSP level 2),
+// never as 'unsafe-inline', so markup that got into the page some other
+// way runs no script; no other origin is reached, and no page may frame
+// this one (clickjacking). Both elements are static text in ui.html, so
+// their hashes are fixed when the program starts.
+var uiCSP = "default-src 'none'; script-src " + inlineHash(uiHTML, "script") +
+	"; style-src " + inlineHash(uiHTML, "style") +
+	"; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+// inlineHash is the CSP source of the one <tag> element's text in page:
+// 'sha256-' and the base64 of its digest. It panics when page has no such
+// element, or more than one: the page would not work under uiCSP.
+func inlineHash(page, tag string) string {
+	open, end := "<"+tag+">", "</"+tag+">"
+	_, rest, ok := strings.Cut(page, open)
+	text, after, ok2 := strings.Cut(rest, end)
+	if !ok || !ok2 || strings.Contains(after, open) {
+		panic("ui.html must have exactly one " + open + " element")
+	}
+	sum := sha256.Sum256([]byte(text))
+	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+}
 
 // UI is the live web page of the namespace (berth ui): Watch keeps its view
 // equal to Consul with blocking queries on the prefix, and the page fetches
@@ -238,7 +265,7 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	// Everything the page needs is inline; it talks to this server only.
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'")
+	h.Set("Content-Security-Policy", uiCSP)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 	v := u.current()
