@@ -29,6 +29,13 @@ import (
 // namespace costs Consul one request per uiWait.
 const uiWait = 60 * time.Second
 
+// uiMinReread is the least time between two reads of the namespace: a
+// host that changes its documents many times a second (hostile, or a
+// flapping container) costs the page's server and Consul at most one read
+// of every host's documents per interval, its changes coalesced into the
+// next read. The page itself asks for changes every two seconds (ui.html).
+const uiMinReread = 2 * time.Second
+
 // uiBackoff spaces the retries after a Consul error; the page says the
 // data is stale meanwhile.
 var uiBackoff = backoff.Policy{Min: 250 * time.Millisecond, Max: 8 * time.Second}
@@ -130,18 +137,25 @@ func NewUI(client *api.Client, prefix, zone string, allowLoopback bool, log *slo
 			Hosts: []HostView{}, Services: []ServiceView{}, Findings: []Finding{}}}
 }
 
-// Watch follows the prefix with blocking queries until ctx ends.
+// Watch follows the prefix with blocking queries on its keys (without
+// values) until ctx ends; on a change it reads the namespace within the
+// plugin's per-host bounds (ReadBounded), at most once per uiMinReread.
 func (u *UI) Watch(ctx context.Context) {
 	var index uint64
 	failures := 0
+	var lastRead time.Time
 	for ctx.Err() == nil {
 		q := (&api.QueryOptions{WaitIndex: index, WaitTime: uiWait}).WithContext(ctx)
-		pairs, meta, err := u.client.KV().List(u.prefix+"/", q)
+		_, meta, err := u.client.KV().Keys(u.prefix+"/", "", q)
 		var ns *Namespace
-		if err == nil && meta.LastIndex != index {
-			ns = Decode(u.prefix, pairs)
-			ns.Index = meta.LastIndex
-			err = ns.Sessions(ctx, u.client.Session())
+		var pairs api.KVPairs
+		if err == nil && meta.LastIndex != index && meta.LastIndex >= index {
+			sleepCtx(ctx, time.Until(lastRead.Add(uiMinReread)))
+			lastRead = time.Now()
+			ns, pairs, err = ReadBounded(ctx, u.client, u.prefix)
+			if err == nil {
+				err = ns.Sessions(ctx, u.client.Session())
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {

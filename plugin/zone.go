@@ -45,7 +45,10 @@ type Zone struct {
 	// allowLoopback publishes loopback addresses (the Corefile's
 	// allow_loopback, for a single machine); set before the first update.
 	allowLoopback bool
-	skip          func(reason, name, why string) // reports a name that cannot be published
+	// denied is the Corefile's deny_addresses: ranges never published;
+	// set before the first update.
+	denied record.DenyList
+	skip   func(reason, name, why string) // reports a name that cannot be published
 	// What has been reported through skip and still holds, so that a name
 	// is reported once, not on every update of its host.
 	skipped   map[string]map[skipKey]string // host -> names left out of its records
