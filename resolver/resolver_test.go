@@ -412,10 +412,10 @@ func TestSRVOnlyDialsOnlyPublishedPorts(t *testing.T) {
 	before := len(dials)
 	mu.Unlock()
 	for addr, want := range map[string]error{
-		"h.hosts.z:" + p(live): ErrNotPublished, // its A record, at a port no SRV names
-		"c1.h.hosts.z:80":      ErrNotPublished, // a container's name, at a port it does not publish
+		"h.hosts.z:" + p(live):    ErrNotPublished, // its A record, at a port no SRV names
+		"c1.h.hosts.z:80":         ErrNotPublished, // a container's name, at a port it does not publish
 		"c1.h.hosts.z:" + p(live): ErrNotPublished, // nor at one it does, of a protocol its SRV set does not say
-		"nx.z:80":              ErrNoSuchHost,
+		"nx.z:80":                 ErrNoSuchHost,
 	} {
 		_, err := r.Dial(t.Context(), "tcp", addr)
 		if !errors.Is(err, want) {
