@@ -2,7 +2,6 @@ package ctl
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/berthdns/berth/internal/readbound"
 	"github.com/berthdns/berth/record"
 )
 
@@ -53,9 +53,6 @@ func withReadBound(ctx context.Context, b *readBound) context.Context {
 	return context.WithValue(ctx, readBoundKey{}, b)
 }
 
-// errOversize ends a response read past its bound.
-var errOversize = errors.New("response over its read bound")
-
 type boundedTransport struct{ next http.RoundTripper }
 
 func (t boundedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -72,18 +69,7 @@ type boundedBody struct {
 }
 
 func (r *boundedBody) Read(p []byte) (int, error) {
-	if r.b.exceeded {
-		return 0, errOversize
-	}
-	n, err := r.ReadCloser.Read(p)
-	r.b.read += int64(n)
-	if r.b.read > r.b.max {
-		// Hand over nothing past the bound, so that a decoder cannot
-		// complete a value the bound cut.
-		r.b.exceeded = true
-		return max(0, n-int(r.b.read-r.b.max)), errOversize
-	}
-	return n, err
+	return readbound.Read(r.ReadCloser, p, r.b.max, &r.b.read, &r.b.exceeded)
 }
 
 // ReadBounded reads the namespace as the plugin does, each host on its own

@@ -21,7 +21,13 @@ import (
 // namedListener is a live target: it greets each connection with its name.
 func namedListener(t *testing.T, name string) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return namedListenerOn(t, "127.0.0.1", name)
+}
+
+// namedListenerOn is namedListener on another loopback address.
+func namedListenerOn(t *testing.T, ip, name string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -451,21 +457,7 @@ func TestSRVOnlyDialsOnlyPublishedPorts(t *testing.T) {
 // not say which the port is bound on. A host's name as target is dialled
 // at its addresses.
 func TestSRVOnlyDialsTheBindingsAddress(t *testing.T) {
-	ownLn, err := net.Listen("tcp", "127.0.0.2:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ownLn.Close() })
-	go func() {
-		for {
-			c, err := ownLn.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	own := strconv.Itoa(ownLn.Addr().(*net.TCPAddr).Port)
+	own := strconv.Itoa(namedListenerOn(t, "127.0.0.2", "the container's own address"))
 	onHost := namedListener(t, "on the host's address")
 	var dials []string
 	var mu sync.Mutex
