@@ -36,6 +36,12 @@ const uiWait = 60 * time.Second
 // next read. The page itself asks for changes every two seconds (ui.html).
 const uiMinReread = 2 * time.Second
 
+// uiReadShare bounds the share of time spent reading: after a read that
+// took d, the next starts no sooner than uiReadShare*d later. A read costs
+// two requests per host (ReadBounded), so a large fleet is read less often
+// rather than keep Consul busy.
+const uiReadShare = 5
+
 // uiBackoff spaces the retries after a Consul error; the page says the
 // data is stale meanwhile.
 var uiBackoff = backoff.Policy{Min: 250 * time.Millisecond, Max: 8 * time.Second}
@@ -139,20 +145,22 @@ func NewUI(client *api.Client, prefix, zone string, allowLoopback bool, log *slo
 
 // Watch follows the prefix with blocking queries on its keys (without
 // values) until ctx ends; on a change it reads the namespace within the
-// plugin's per-host bounds (ReadBounded), at most once per uiMinReread.
+// plugin's per-host bounds (ReadBounded), at most once per uiMinReread
+// (or uiReadShare times the last read's duration, if longer).
 func (u *UI) Watch(ctx context.Context) {
 	var index uint64
 	failures := 0
-	var lastRead time.Time
+	var nextRead time.Time
 	for ctx.Err() == nil {
 		q := (&api.QueryOptions{WaitIndex: index, WaitTime: uiWait}).WithContext(ctx)
 		_, meta, err := u.client.KV().Keys(u.prefix+"/", "", q)
 		var ns *Namespace
 		var pairs api.KVPairs
 		if err == nil && meta.LastIndex != index && meta.LastIndex >= index {
-			sleepCtx(ctx, time.Until(lastRead.Add(uiMinReread)))
-			lastRead = time.Now()
+			sleepCtx(ctx, time.Until(nextRead))
+			start := time.Now()
 			ns, pairs, err = ReadBounded(ctx, u.client, u.prefix)
+			nextRead = start.Add(max(uiMinReread, uiReadShare*time.Since(start)))
 			if err == nil {
 				err = ns.Sessions(ctx, u.client.Session())
 			}
