@@ -21,15 +21,19 @@ import (
 
 // putContainer writes one container document of service svc on host
 // "testhost", one tcp port 80 published at addr:hostPort, and bumps the
-// host document's rev so that the plugin reads the host again.
+// host document's rev so that the plugin reads the host again. The host's
+// addresses are hostAddrs, 127.0.0.1 without any.
 func putContainer(t *testing.T, kv *api.KV, rev uint64, name, svc string, addr netip.Addr, hostPort int, hostAddrs ...netip.Addr) {
 	t.Helper()
+	if len(hostAddrs) == 0 {
+		hostAddrs = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
+	}
 	doc := &record.Container{V: record.Version, ID: strings.Repeat(fmt.Sprintf("%x", rev%16), 64), Name: name, Service: svc,
 		Image: "test", Health: record.HealthNone, Priority: record.DefaultPriority, Weight: record.DefaultWeight,
 		Ports: []record.Port{{Port: 80, Proto: "tcp", Name: "http", Addr: addr, HostPort: hostPort}}}
 	testenv.PutJSON(t, kv, record.ContainerKey("berth", "testhost", doc.ID), doc)
 	testenv.PutJSON(t, kv, record.HostKey("berth", "testhost"), &record.Host{V: record.Version, Name: "testhost",
-		Addrs: append([]netip.Addr{netip.MustParseAddr("127.0.0.1")}, hostAddrs...), Rev: rev, Exporter: "proxy addrs test"})
+		Addrs: hostAddrs, Rev: rev, Exporter: "proxy addrs test"})
 }
 
 // srvCount is how many SRV records CoreDNS serves for name now.
