@@ -83,7 +83,7 @@ func ReadBounded(ctx context.Context, client *api.Client, prefix string) (*Names
 	kv := client.KV()
 	keys, meta, err := kv.Keys(prefix+"/", "", (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return nil, nil, fmt.Errorf("consul: keys %s/: %w", prefix, err)
+		return nil, nil, fmt.Errorf("consul: list %s/: %w", prefix, err)
 	}
 	var pairs api.KVPairs
 	hosts := map[string][]string{} // host -> the prefixes and keys of its documents
