@@ -399,12 +399,7 @@ func TestSRVOnlyDialsOnlyPublishedPorts(t *testing.T) {
 		"c1.h.hosts.z. 60 IN SRV 10 10 "+p(live)+" h.hosts.z.",
 		"_80._tcp.web.z. 60 IN SRV 10 10 "+p(live)+" h.hosts.z.")
 	r := newTestResolver(t, dnsServer.Addr, Options{Zones: []string{"z"}, SRVOnly: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			mu.Lock()
-			dials = append(dials, addr)
-			mu.Unlock()
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		}})
+		DialContext: recordDials(&mu, &dials)})
 	for _, addr := range []string{"web.z:80"} {
 		conn, err := r.Dial(t.Context(), "tcp", addr)
 		if err != nil {
@@ -472,12 +467,7 @@ func TestSRVOnlyDialsTheBindingsAddress(t *testing.T) {
 		"_8443._tcp.two.z. 60 IN SRV 10 10 "+own+" c2.h.hosts.z.",
 		"_80._tcp.host.z. 60 IN SRV 10 10 "+p(onHost)+" h.hosts.z.")
 	r := newTestResolver(t, dnsServer.Addr, Options{Zones: []string{"z"}, SRVOnly: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			mu.Lock()
-			dials = append(dials, addr)
-			mu.Unlock()
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		}})
+		DialContext: recordDials(&mu, &dials)})
 	for _, addr := range []string{"one.z:8443", "host.z:80"} {
 		conn, err := r.Dial(t.Context(), "tcp", addr)
 		if err != nil {
@@ -492,5 +482,16 @@ func TestSRVOnlyDialsTheBindingsAddress(t *testing.T) {
 	defer mu.Unlock()
 	if want := []string{"127.0.0.2:" + own, "127.0.0.1:" + p(onHost)}; strings.Join(dials, " ") != strings.Join(want, " ") {
 		t.Errorf("dialled %v, want %v", dials, want)
+	}
+}
+
+// recordDials is a DialContext that notes each address in dials (under mu)
+// before it dials it.
+func recordDials(mu *sync.Mutex, dials *[]string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		*dials = append(*dials, addr)
+		mu.Unlock()
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
 	}
 }
