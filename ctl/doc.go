@@ -7,8 +7,11 @@
 //
 //   - run.go: Run, the command: dispatch and exit status.
 //   - flags.go: the command line, the environment and --help.
-//   - namespace.go: one consistent read of the prefix, decoded by the
-//     plugin's rules (invalid documents, orphans, the ownership policy).
+//   - namespace.go: the prefix's documents decoded by the plugin's rules
+//     (invalid documents, orphans, the ownership policy).
+//   - bounded.go: reading them as the plugin does, each host within its
+//     per-host bounds (record.MaxHostBytes), on a Consul client that cuts
+//     a response off at its bound.
 //   - check.go: berth check: those problems plus the plugin's own Check.
 //   - ls.go: berth ls: services, instances, endpoints, whether served.
 //   - hosts.go: berth hosts: host documents and their sessions.
@@ -18,5 +21,6 @@
 //   - resolve.go: berth resolve: the resolver's plan, without dialling.
 //   - ui.go, ui.html: berth ui: the live page (blocking queries on the
 //     server, a periodic fetch in the page, everything inline).
-//   - output.go: tables made safe for a terminal, and JSON.
+//   - output.go: tables made safe for a terminal, and JSON with every
+//     control and format character escaped.
 package ctl

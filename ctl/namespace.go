@@ -13,7 +13,7 @@ import (
 	"github.com/berthdns/berth/record"
 )
 
-// Namespace is the prefix's documents as one consistent read gave them,
+// Namespace is the prefix's documents as a read (ReadBounded) gave them,
 // decoded by the rules the plugin applies (plugin/watch.go): what it would
 // serve in Hosts, what it would not in Problems.
 type Namespace struct {
@@ -71,18 +71,6 @@ const (
 	ProblemOrphan  = "orphan"           // a container document without its host's
 	ProblemPolicy  = "invalid_policy"   // the ownership policy does not validate
 )
-
-// Read reads every document under prefix at once (one consistent list, so
-// host and container documents agree, in both KV layouts) and decodes them.
-func Read(ctx context.Context, kv *api.KV, prefix string) (*Namespace, error) {
-	pairs, meta, err := kv.List(prefix+"/", (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("consul: list %s/: %w", prefix, err)
-	}
-	ns := Decode(prefix, pairs)
-	ns.Index = meta.LastIndex
-	return ns, nil
-}
 
 // Decode sorts the pairs under prefix into a Namespace. Keys that are no
 // document of the contract (deeper than <prefix>/containers/<host>/<id>,

@@ -1,12 +1,14 @@
 package ctl
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -61,10 +63,39 @@ func clean(s string) string {
 	return b.String()
 }
 
-// writeJSON writes v indented, for scripts (jq) and people alike. JSON
-// escapes control characters itself.
+// writeJSON writes v indented, for scripts (jq) and people alike, with
+// every control and format character escaped (jsonSafe): encoding/json
+// escapes C0 controls itself, but passes C1 controls (U+009B is a
+// terminal's CSI) and bidi overrides (U+202E) through as they are.
 func writeJSON(w io.Writer, v any) {
-	enc := json.NewEncoder(w)
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+	_, _ = w.Write(jsonSafe(buf.Bytes()))
+}
+
+// jsonSafe rewrites, in encoding/json's output, each character of Unicode's
+// Cc (controls) and Cf (format: bidi overrides and isolates, zero-width
+// characters) as \uXXXX escapes (a surrogate pair beyond the BMP). Those
+// characters can only be inside strings there (JSON's own syntax is
+// ASCII), where the escape means the same character: a decoder reads the
+// same value, a terminal shows the escape.
+func jsonSafe(b []byte) []byte {
+	out := b[:0:0]
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r < utf8.RuneSelf || !(unicode.Is(unicode.Cc, r) || unicode.Is(unicode.Cf, r)) {
+			out = append(out, b[i:i+n]...)
+			i += n
+			continue
+		}
+		if r1, r2 := utf16.EncodeRune(r); r1 != utf8.RuneError {
+			out = fmt.Appendf(out, `\u%04x\u%04x`, r1, r2)
+		} else {
+			out = fmt.Appendf(out, `\u%04x`, r)
+		}
+		i += n
+	}
+	return out
 }

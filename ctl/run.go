@@ -11,8 +11,6 @@ import (
 	"runtime"
 	"syscall"
 	"time"
-
-	"github.com/hashicorp/consul/api"
 )
 
 // consulTimeout bounds one command's reads from Consul, so that a
@@ -42,7 +40,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	case "resolve":
 		return runResolve(ctx, o, stdout, stderr)
 	}
-	client, err := api.NewClient(api.DefaultConfig())
+	client, err := newConsulClient()
 	if err != nil {
 		fmt.Fprintf(stderr, "berth: consul: %v\n", err)
 		return 2
@@ -52,7 +50,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	}
 	rctx, cancel := context.WithTimeout(ctx, consulTimeout)
 	defer cancel()
-	ns, err := Read(rctx, client.KV(), o.prefix)
+	ns, _, err := ReadBounded(rctx, client, o.prefix)
 	if err == nil && name == "hosts" {
 		err = ns.Sessions(rctx, client.Session())
 	}

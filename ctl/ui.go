@@ -3,7 +3,9 @@ package ctl
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"html/template"
@@ -13,6 +15,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +29,19 @@ import (
 // namespace costs Consul one request per uiWait.
 const uiWait = 60 * time.Second
 
+// uiMinReread is the least time between two reads of the namespace: a
+// host that changes its documents many times a second (hostile, or a
+// flapping container) costs the page's server and Consul at most one read
+// of every host's documents per interval, its changes coalesced into the
+// next read. The page itself asks for changes every two seconds (ui.html).
+const uiMinReread = 2 * time.Second
+
+// uiReadShare bounds the share of time spent reading: after a read that
+// took d, the next starts no sooner than uiReadShare*d later. A read costs
+// two requests per host (ReadBounded), so a large fleet is read less often
+// rather than keep Consul busy.
+const uiReadShare = 5
+
 // uiBackoff spaces the retries after a Consul error; the page says the
 // data is stale meanwhile.
 var uiBackoff = backoff.Policy{Min: 250 * time.Millisecond, Max: 8 * time.Second}
@@ -34,6 +50,30 @@ var uiBackoff = backoff.Policy{Min: 250 * time.Millisecond, Max: 8 * time.Second
 var uiHTML string
 
 var uiTemplate = template.Must(template.New("page").Parse(uiHTML))
+
+// uiCSP is the page's Content-Security-Policy: its one inline script and
+// its one inline style are allowed by their SHA-256 hashes (CSP level 2),
+// never as 'unsafe-inline', so markup that got into the page some other
+// way runs no script; no other origin is reached, and no page may frame
+// this one (clickjacking). Both elements are static text in ui.html, so
+// their hashes are fixed when the program starts.
+var uiCSP = "default-src 'none'; script-src " + inlineHash(uiHTML, "script") +
+	"; style-src " + inlineHash(uiHTML, "style") +
+	"; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+
+// inlineHash is the CSP source of the one <tag> element's text in page:
+// 'sha256-' and the base64 of its digest. It panics when page has no such
+// element, or more than one: the page would not work under uiCSP.
+func inlineHash(page, tag string) string {
+	open, end := "<"+tag+">", "</"+tag+">"
+	_, rest, ok := strings.Cut(page, open)
+	text, after, ok2 := strings.Cut(rest, end)
+	if !ok || !ok2 || strings.Contains(after, open) {
+		panic("ui.html must have exactly one " + open + " element")
+	}
+	sum := sha256.Sum256([]byte(text))
+	return "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+}
 
 // UI is the live web page of the namespace (berth ui): Watch keeps its view
 // equal to Consul with blocking queries on the prefix, and the page fetches
@@ -103,18 +143,27 @@ func NewUI(client *api.Client, prefix, zone string, allowLoopback bool, log *slo
 			Hosts: []HostView{}, Services: []ServiceView{}, Findings: []Finding{}}}
 }
 
-// Watch follows the prefix with blocking queries until ctx ends.
+// Watch follows the prefix with blocking queries on its keys (without
+// values) until ctx ends; on a change it reads the namespace within the
+// plugin's per-host bounds (ReadBounded), at most once per uiMinReread
+// (or uiReadShare times the last read's duration, if longer).
 func (u *UI) Watch(ctx context.Context) {
 	var index uint64
 	failures := 0
+	var nextRead time.Time
 	for ctx.Err() == nil {
 		q := (&api.QueryOptions{WaitIndex: index, WaitTime: uiWait}).WithContext(ctx)
-		pairs, meta, err := u.client.KV().List(u.prefix+"/", q)
+		_, meta, err := u.client.KV().Keys(u.prefix+"/", "", q)
 		var ns *Namespace
-		if err == nil && meta.LastIndex != index {
-			ns = Decode(u.prefix, pairs)
-			ns.Index = meta.LastIndex
-			err = ns.Sessions(ctx, u.client.Session())
+		var pairs api.KVPairs
+		if err == nil && meta.LastIndex != index && meta.LastIndex >= index {
+			sleepCtx(ctx, time.Until(nextRead))
+			start := time.Now()
+			ns, pairs, err = ReadBounded(ctx, u.client, u.prefix)
+			nextRead = start.Add(max(uiMinReread, uiReadShare*time.Since(start)))
+			if err == nil {
+				err = ns.Sessions(ctx, u.client.Session())
+			}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -238,7 +287,7 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h := w.Header()
 	// Everything the page needs is inline; it talks to this server only.
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'")
+	h.Set("Content-Security-Policy", uiCSP)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 	v := u.current()

@@ -376,12 +376,12 @@ func aliasRule(p *record.Policy, name, service string, alias bool) error {
 
 // publishable reports whether a, an address of name, may be published
 // (record.Publishable: never loopback without the Corefile's
-// allow_loopback, link-local, multicast or unspecified; and within the
-// ranges the ownership policy gives the host), and notes it as skipped if
-// not.
+// allow_loopback, link-local, multicast, unspecified or a cloud metadata
+// service; nothing in the Corefile's deny_addresses; and within the ranges
+// the ownership policy gives the host), and notes it as skipped if not.
 func (b *builder) publishable(name string, a netip.Addr) bool {
-	if class := record.AddrClass(a, b.z.allowLoopback); class != "" {
-		b.skip(class, name, record.Publishable(a, b.z.allowLoopback).Error())
+	if err := b.z.denied.Publishable(a, b.z.allowLoopback); err != nil {
+		b.skip(err.(*record.AddrClassError).Class, name, err.Error())
 		return false
 	}
 	if err := b.ranges.Check(a); err != nil {

@@ -2,7 +2,6 @@ package berth
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/berthdns/berth/internal/readbound"
 	"github.com/berthdns/berth/record"
 	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,9 +90,6 @@ func withRequest(ctx context.Context, r *consulRequest) context.Context {
 	return context.WithValue(ctx, requestKey{}, r)
 }
 
-// errTooLarge ends a response read past its request's maxBytes.
-var errTooLarge = errors.New("response larger than its bound")
-
 // countingTransport counts every Consul request and the bytes of its
 // response, so that the cost of a change or a load can be read off
 // coredns_berth_consul_requests_total and _received_bytes_total, and
@@ -120,18 +117,8 @@ type countingBody struct {
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
-	if b.req.exceeded {
-		return 0, errTooLarge
-	}
-	n, err := b.ReadCloser.Read(p)
-	b.counter.Add(float64(n))
-	b.req.read += int64(n)
-	if b.req.maxBytes > 0 && b.req.read > b.req.maxBytes {
-		// Hand over nothing past the bound: a reader that buffers the
-		// whole value (json.Decoder) and gets the rest of the response in
-		// this one read would otherwise complete the value the bound cut.
-		b.req.exceeded = true
-		return max(0, n-int(b.req.read-b.req.maxBytes)), errTooLarge
-	}
+	before := b.req.read
+	n, err := readbound.Read(b.ReadCloser, p, b.req.maxBytes, &b.req.read, &b.req.exceeded)
+	b.counter.Add(float64(b.req.read - before))
 	return n, err
 }

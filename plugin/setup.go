@@ -32,7 +32,8 @@ type config struct {
 	ttl      uint32
 	ns       []NSRecord
 	timers   soaTimers
-	loopback bool // allow_loopback
+	loopback bool            // allow_loopback
+	denied   record.DenyList // deny_addresses
 	resync   time.Duration
 	fall     []string
 	fallSet  bool
@@ -61,12 +62,16 @@ func setup(c *caddy.Controller) error {
 		z := NewZone(origin, cfg.ttl, cfg.ns, skip)
 		z.setTimers(cfg.timers)
 		z.allowLoopback = cfg.loopback
+		z.denied = cfg.denied
 		b.zones[z.Origin()] = z
 		b.names = append(b.names, z.Origin()) // match compares lower-case FQDNs
 		zones = append(zones, z)
 	}
 	if cfg.loopback {
 		log.Warningf("allow_loopback: loopback addresses are published; only clients on this machine can reach them (a single-machine demo or test, never a fleet)")
+	}
+	if len(cfg.denied) > 0 {
+		log.Infof("deny_addresses: never publishing an address in %v", cfg.denied)
 	}
 	if len(cfg.ns) == 0 {
 		log.Warningf("no ns line: the zone's NS record names %s, which has no address; set ns for delegation", zones[0].SOA().Ns)
@@ -215,6 +220,17 @@ func parse(c *caddy.Controller) (*config, error) {
 					return nil, c.ArgErr()
 				}
 				cfg.loopback = true
+			case "deny_addresses":
+				// CIDRs or addresses no record may lead to (record.DenyList);
+				// the line may repeat.
+				if len(args) == 0 {
+					return nil, c.ArgErr()
+				}
+				denied, err := record.ParseDenyList(args)
+				if err != nil {
+					return nil, c.Err(err.Error())
+				}
+				cfg.denied = append(cfg.denied, denied...)
 			case "fallthrough":
 				cfg.fall, cfg.fallSet = args, true
 			default:

@@ -30,14 +30,12 @@ const watchWait = 15 * time.Second
 const fetchParallel = 16
 
 // maxHostBytes bounds one host's container documents as read from Consul
-// (some 15,000 containers): a host whose subtree is larger is hostile or
-// broken; its read is cut off there, and the host keeps what was served
-// for it.
-const maxHostBytes = 16 << 20
+// (record.MaxHostBytes): over it, the host keeps what was served for it.
+const maxHostBytes = record.MaxHostBytes
 
-// maxHostDocBytes bounds the read of a host's layout 2 entry: its rev keys
-// and host document (one of at most record.MaxDocumentSize).
-const maxHostDocBytes = 1 << 20
+// maxHostDocBytes bounds the read of a host's layout 2 entry
+// (record.MaxHostEntryBytes).
+const maxHostDocBytes = record.MaxHostEntryBytes
 
 // maxShardBytes bounds the key list of one shard of layout 2: some 100,000
 // hosts' entries. A shard over it holds a host that writes far more than

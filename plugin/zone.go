@@ -46,8 +46,11 @@ type Zone struct {
 	// allowLoopback publishes loopback addresses (the Corefile's
 	// allow_loopback, for a single machine); set before the first update.
 	allowLoopback bool
-	skip          func(reason, name, why string)           // reports a name that cannot be published
-	dropped       func(name string, p part, holder string) // also told of each claim merge drops (Check); nil: none
+	// denied is the Corefile's deny_addresses: ranges never published;
+	// set before the first update.
+	denied  record.DenyList
+	skip    func(reason, name, why string)           // reports a name that cannot be published
+	dropped func(name string, p part, holder string) // also told of each claim merge drops (Check); nil: none
 	// What has been reported through skip and still holds, so that a name
 	// is reported once, not on every update of its host.
 	skipped   map[string]map[skipKey]string // host -> names left out of its records

@@ -8,10 +8,12 @@
 // package resolver and connects to the host and port Docker published. What
 // may be reached is limited three ways, so the proxy is no open relay: the
 // Policy (the served zones, plus explicitly allowed domain suffixes and
-// CIDRs); names in the zones only where their SRV records point
-// (resolver.Options.SRVOnly: never a host's A record at a port the client
-// picks); and never an address of the proxy's own host (loopback, unless
-// Config.AllowLoopback), a link-local, unspecified or multicast address.
+// CIDRs); names in the zones only at the address, port and protocol their
+// SRV records publish together (resolver.Options.SRVOnly: never a host's A
+// record at a port the client picks); and never an address of the proxy's
+// own host (loopback, unless Config.AllowLoopback; its interfaces' other
+// addresses, unless Config.AllowOwnAddresses), a link-local, cloud
+// metadata, unspecified or multicast address, nor one in Config.Deny.
 //
 // Files, one role each:
 //   - server.go: Config and its defaults, the Server, its connection limit
@@ -26,7 +28,8 @@
 //   - dial.go: connect (policy, resolver, counting), and the ranking of
 //     dial failures into one reason, which socks.go and httpproxy.go map to
 //     a reply code and a status.
-//   - guard.go: the addresses never dialled, and the dialer wrapper that
+//   - guard.go: the addresses never dialled (record's address classes, the
+//     deny list, the host's own addresses), and the dialer wrapper that
 //     refuses them before any packet leaves.
 //   - policy.go: the Policy: zones, allowed suffixes and CIDRs, judged with
 //     record.InZone.

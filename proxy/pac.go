@@ -59,6 +59,9 @@ func (h *httpProxy) servePAC(w http.ResponseWriter, r *http.Request) {
 	resultJS, _ := json.Marshal(strings.Join(choices, "; "))
 	w.Header().Set("Content-Type", "application/x-ns-proxy-autoconfig")
 	w.Header().Set("Cache-Control", "no-cache")
+	// The file is JavaScript for the proxy resolver alone: no browser may
+	// take it for anything else from its bytes.
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	fmt.Fprintf(w, pacTemplate, Version, zonesJS, resultJS)
 }
 
@@ -77,11 +80,14 @@ func pacProxyAddr(r *http.Request) (host, port string) {
 	return "127.0.0.1", "3128"
 }
 
-// plainHost accepts an IP address or a name of letters, digits, - and .:
-// what a Host header needs to carry to be written into the PAC file.
+// plainHost accepts an IP address without a zone, or a name of letters,
+// digits, - and .: what a Host header needs to carry to be written into the
+// PAC file. An IPv6 zone ("fe80::1%eth0") is the client's own interface
+// name, free text from the request; it is refused, and the file then names
+// the address the connection arrived at.
 func plainHost(h string) bool {
-	if _, err := netip.ParseAddr(h); err == nil {
-		return true
+	if a, err := netip.ParseAddr(h); err == nil {
+		return a.Zone() == ""
 	}
 	if h == "" || len(h) > 253 {
 		return false

@@ -188,3 +188,42 @@ func TestE2EChromiumWithPACFile(t *testing.T) {
 		t.Error("the out-of-zone page went to the proxy, not DIRECT")
 	}
 }
+
+// The PAC file is served with nosniff, and a Host header carrying an IPv6
+// zone id (the client's interface name, free text) is not reflected: the
+// file names the address the connection arrived at instead (issue 21, 9).
+func TestPACHeadersAndZoneIDNotReflected(t *testing.T) {
+	f := startFixture(t, Config{Zones: []string{"c.test"}})
+	for _, host := range []string{"[fe80::1%25evil]:3128", "[fe80::1%evil]:3128"} {
+		c := dial(t, f.httpAddr)
+		fmt.Fprintf(c, "GET /proxy.pac HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", host)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		c.Close()
+		if resp.StatusCode != http.StatusOK {
+			// net/http refusing the header is as good: nothing reflected.
+			continue
+		}
+		if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("GET /proxy.pac: X-Content-Type-Options %q, want nosniff", got)
+		}
+		if strings.Contains(string(body), "evil") || strings.Contains(string(body), "fe80") {
+			t.Errorf("PAC for Host %s reflects it:\n%s", host, body)
+		}
+		if !strings.Contains(string(body), `"PROXY `+f.httpAddr+`; SOCKS5 `+f.socksAddr+`"`) {
+			t.Errorf("PAC for Host %s does not name the listener %s:\n%s", host, f.httpAddr, body)
+		}
+	}
+	resp, err := http.Get("http://" + f.httpAddr + "/proxy.pac")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+		t.Errorf("GET /proxy.pac: X-Content-Type-Options %q, want nosniff", got)
+	}
+}

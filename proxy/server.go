@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/berthdns/berth/record"
 	"github.com/berthdns/berth/resolver"
 )
 
@@ -39,6 +40,16 @@ type Config struct {
 	// unspecified and multicast addresses, which stay refused regardless.
 	// For a proxy that serves services on its own host (tests, a demo).
 	AllowLoopback bool
+	// AllowOwnAddresses lets the proxy dial the other addresses of its own
+	// host's interfaces (read at New and every ownAddrRefresh): off, a
+	// record naming one is refused, as it would reach the host's own
+	// services (ssh, an agent on 0.0.0.0). For a proxy that runs on a
+	// container host and must reach the containers published there.
+	// Loopback addresses stay under AllowLoopback alone.
+	AllowOwnAddresses bool
+	// Deny lists CIDRs and addresses never dialled, whatever DNS says
+	// (record.ParseDenyList), beside record's address classes.
+	Deny []string
 	// Users maps user names to passwords. When set, SOCKS clients must
 	// authenticate (RFC 1929) and HTTP clients send Proxy-Authorization.
 	Users map[string]string
@@ -105,6 +116,14 @@ func New(cfg Config) (*Server, error) {
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
+	deny, err := record.ParseDenyList(cfg.Deny)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
+	guard, err := newAddrGuard(cfg, deny)
+	if err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
 	res, err := resolver.New(resolver.Options{
 		Server: cfg.DNSServer,
 		Zones:  policy.Zones(),
@@ -113,7 +132,7 @@ func New(cfg Config) (*Server, error) {
 		// proxy a port scanner of every published host.
 		SRVOnly:     true,
 		DialTimeout: cfg.DialTimeout,
-		DialContext: guardDial(dial, cfg.AllowLoopback),
+		DialContext: guard.dial(dial),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: %w", err)

@@ -19,5 +19,6 @@
 //
 // addrclass.go holds the one rule of which addresses may be published
 // (Publishable): never loopback without the operator's opt-in, link-local,
-// multicast or unspecified ones.
+// multicast, unspecified or cloud metadata ones (MetadataPrefixes, with
+// their sources), nor any in an operator's DenyList.
 package record

@@ -17,6 +17,17 @@ const Version = 1
 // before it is parsed.
 const MaxDocumentSize = 64 << 10
 
+// MaxHostBytes bounds one host's container documents as a reader reads them
+// from Consul (some 15,000 containers): a host whose subtree is larger is
+// hostile or broken, and a reader (the plugin, berth hosts, berth ui) cuts
+// its read off there rather than hold what the host chose to write.
+const MaxHostBytes = 16 << 20
+
+// MaxHostEntryBytes bounds the read of a host's own document: its layout 2
+// entry (its rev keys and the document, one of at most MaxDocumentSize) or
+// its layout 1 key.
+const MaxHostEntryBytes = 1 << 20
+
 // MaxImageLen keeps "image=<image>" within one 255-octet TXT string.
 const MaxImageLen = 249
 

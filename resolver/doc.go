@@ -10,8 +10,10 @@
 // with a timeout per attempt until one connects. A name with no SRV records
 // is dialled as given (plain A/AAAA), so ordinary Internet names keep
 // working; with Options.SRVOnly, names in the zones never are: they are
-// reached only through their SRV records, a container's name at a port its
-// own SRV set publishes, and otherwise Dial fails with ErrNotPublished.
+// reached only through the SRV records of _<port>._<proto>.<name>, each
+// target at the one address the zone says its port is bound on (a
+// container's name as target stands for its own addresses, not its
+// host's), and otherwise Dial fails with ErrNotPublished.
 // Whether a name is in a zone is record.InZone's answer (at a label
 // boundary, escape-aware), the same as the plugin's.
 //

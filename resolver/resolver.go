@@ -36,12 +36,14 @@ type Options struct {
 	// Zones, when set, limits SRV lookups to names at or under these zones;
 	// other names are dialled as given without asking for SRV records.
 	Zones []string
-	// SRVOnly, with Zones, reaches names in the zones only where SRV
-	// records send it: the targets of _<port>._<proto>.<name>, or else, when
-	// the name's own SRV set lists the port (a container's name and one of
-	// its published host ports), those targets. It never falls back to the
-	// name's A/AAAA records at the port as given, which would reach any port
-	// of a host named in the zone; Dial then fails with ErrNotPublished.
+	// SRVOnly, with Zones, reaches names in the zones only at what the zone
+	// publishes together, an address, a port and a protocol: the targets of
+	// _<port>._<proto>.<name>, each at the one address its port is bound on
+	// (bindingAddrs). It never falls back to the name's A/AAAA records at
+	// the port as given, which would reach any port of a host named in the
+	// zone, nor to a port of the name's own SRV set, which says no protocol
+	// (a TCP dial would reach a UDP-only binding); Dial then fails with
+	// ErrNotPublished.
 	SRVOnly bool
 	// DialTimeout bounds each connection attempt (one address of one target).
 	DialTimeout time.Duration
@@ -216,34 +218,23 @@ func (r *Resolver) Resolve(ctx context.Context, network, address string) (*Plan,
 	return plan, nil
 }
 
-// resolvePublished is Resolve's last step under SRVOnly: the targets of the
-// name's own SRV records that carry the port asked for, or an error.
+// resolvePublished is Resolve's last step under SRVOnly: no SRV record
+// publishes the port for the protocol, so nothing is dialled; the name's
+// own records only tell a name that does not exist (ErrNoSuchHost) from one
+// that does not publish the port (ErrNotPublished).
 func (r *Resolver) resolvePublished(ctx context.Context, network, address, host string, port uint16, plan *Plan) (*Plan, error) {
 	name := dns.Fqdn(host)
 	fail := &DialError{Network: network, Address: address, Lookups: plan.Lookups}
 	msg, err := r.query(ctx, name, dns.TypeSRV)
-	if err != nil {
+	if err == nil {
+		_, err = records[*dns.SRV](msg)
+	}
+	if err != nil && !errors.Is(err, ErrNoRecords) {
 		fail.Lookups = append(fail.Lookups, Attempt{What: name + " SRV", Err: err})
 		return nil, fail
 	}
-	srvs, err := records[*dns.SRV](msg)
-	if errors.Is(err, ErrNoSuchHost) {
-		fail.Lookups = append(fail.Lookups, Attempt{What: name + " SRV", Err: err})
-		return nil, fail
-	}
-	srvs = slices.DeleteFunc(srvs, func(rr *dns.SRV) bool { return rr.Port != port || rr.Target == "." })
-	if len(srvs) == 0 {
-		fail.Err = fmt.Errorf("%w: port %d of %s", ErrNotPublished, port, name)
-		return nil, fail
-	}
-	plan.SRV = name
-	for _, srv := range orderSRV(srvs, r.intn) {
-		plan.Targets = append(plan.Targets, Target{
-			Host: srv.Target, Port: srv.Port, Priority: srv.Priority, Weight: srv.Weight,
-			Addrs: glue(msg, srv.Target),
-		})
-	}
-	return plan, nil
+	fail.Err = fmt.Errorf("%w: port %d of %s over %s", ErrNotPublished, port, name, strings.TrimRight(network, "46"))
+	return nil, fail
 }
 
 // Dial connects to address ("name:port") on network: to the first SRV target
@@ -274,6 +265,12 @@ func (r *Resolver) Dial(ctx context.Context, network, address string) (net.Conn,
 				continue
 			}
 		}
+		if r.srvOnly && plan.SRV != "" {
+			if addrs, err = r.bindingAddrs(ctx, t, addrs); err != nil {
+				failure.Dials = append(failure.Dials, Attempt{What: t.String(), Err: err})
+				continue
+			}
+		}
 		for _, addr := range addrs {
 			if !familyMatches(network, addr) {
 				continue
@@ -297,6 +294,57 @@ func (r *Resolver) Dial(ctx context.Context, network, address string) (net.Conn,
 		failure.Err = fmt.Errorf("no %s address", network)
 	}
 	return nil, failure
+}
+
+// bindingAddrs narrows an SRV target's addresses to the one address its
+// port is bound on, by the plugin's rule for targets (plugin/compile.go,
+// README.md's names): a port bound on one of its host's addresses has the
+// host's name <host>.hosts.<zone> as target; one bound on another address
+// has the container's name <container>.<host>.hosts.<zone>, whose addresses
+// are those of all its ports. So a container's name as target stands for
+// its addresses less its host's, and when more than one remains the zone
+// does not say which the port is bound on: dialling any would risk a port
+// of one binding at the address of another, and none is (ErrNotPublished).
+// Other targets are dialled at their addresses.
+func (r *Resolver) bindingAddrs(ctx context.Context, t Target, addrs []netip.Addr) ([]netip.Addr, error) {
+	host, ok := r.containerHost(t.Host)
+	if !ok {
+		return addrs, nil
+	}
+	// Both families, whatever the network dialled: a port bound on an IPv6
+	// address must not be dialled at the container's IPv4 one either.
+	all, err := r.lookupHostDNS(ctx, "tcp", t.Host)
+	if err != nil {
+		return nil, err
+	}
+	hostAddrs, err := r.lookupHostDNS(ctx, "tcp", host)
+	var queryErr *QueryError
+	if errors.As(err, &queryErr) {
+		return nil, err
+	}
+	own := slices.DeleteFunc(all, func(a netip.Addr) bool { return slices.Contains(hostAddrs, a) })
+	if len(own) != 1 {
+		return nil, fmt.Errorf("%w: %s at port %d: the zone names %d addresses of the container besides its host's %v, and does not say which the port is bound on",
+			ErrNotPublished, t.Host, t.Port, len(own), hostAddrs)
+	}
+	return own, nil
+}
+
+// containerHost is the host name <host>.hosts.<zone> of a container's name
+// <container>.<host>.hosts.<zone> in one of the zones; ok is false for any
+// other name.
+func (r *Resolver) containerHost(name string) (host string, ok bool) {
+	name = dns.CanonicalName(name)
+	for _, z := range r.zones {
+		if !record.InZone(name, z) || len(name) <= len(z) {
+			continue
+		}
+		labels := dns.SplitDomainName(strings.TrimSuffix(name, "."+z))
+		if len(labels) == 3 && labels[2] == record.HostsLabel {
+			return labels[1] + "." + labels[2] + "." + z, true
+		}
+	}
+	return "", false
 }
 
 func (r *Resolver) dialOne(ctx context.Context, network string, addr netip.AddrPort) (net.Conn, error) {

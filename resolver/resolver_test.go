@@ -21,7 +21,13 @@ import (
 // namedListener is a live target: it greets each connection with its name.
 func namedListener(t *testing.T, name string) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	return namedListenerOn(t, "127.0.0.1", name)
+}
+
+// namedListenerOn is namedListener on another loopback address.
+func namedListenerOn(t *testing.T, ip, name string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,7 +388,8 @@ func TestZonesAreMatchedAtLabelBoundaries(t *testing.T) {
 
 // Under SRVOnly a name in the zones is reached only where SRV records send
 // it: a host's name with an A record is not dialled at whatever port was
-// asked, a container's name only at a port its own SRV set publishes.
+// asked, nor a container's name at a port of its own SRV set, which says
+// no protocol.
 func TestSRVOnlyDialsOnlyPublishedPorts(t *testing.T) {
 	live := namedListener(t, "published")
 	var dials []string
@@ -392,13 +399,8 @@ func TestSRVOnlyDialsOnlyPublishedPorts(t *testing.T) {
 		"c1.h.hosts.z. 60 IN SRV 10 10 "+p(live)+" h.hosts.z.",
 		"_80._tcp.web.z. 60 IN SRV 10 10 "+p(live)+" h.hosts.z.")
 	r := newTestResolver(t, dnsServer.Addr, Options{Zones: []string{"z"}, SRVOnly: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			mu.Lock()
-			dials = append(dials, addr)
-			mu.Unlock()
-			return (&net.Dialer{}).DialContext(ctx, network, addr)
-		}})
-	for _, addr := range []string{"web.z:80", "c1.h.hosts.z:" + p(live)} {
+		DialContext: recordDials(&mu, &dials)})
+	for _, addr := range []string{"web.z:80"} {
 		conn, err := r.Dial(t.Context(), "tcp", addr)
 		if err != nil {
 			t.Fatalf("Dial(%s): %v", addr, err)
@@ -411,9 +413,10 @@ func TestSRVOnlyDialsOnlyPublishedPorts(t *testing.T) {
 	before := len(dials)
 	mu.Unlock()
 	for addr, want := range map[string]error{
-		"h.hosts.z:" + p(live): ErrNotPublished, // its A record, at a port no SRV names
-		"c1.h.hosts.z:80":      ErrNotPublished, // a container's name, at a port it does not publish
-		"nx.z:80":              ErrNoSuchHost,
+		"h.hosts.z:" + p(live):    ErrNotPublished, // its A record, at a port no SRV names
+		"c1.h.hosts.z:80":         ErrNotPublished, // a container's name, at a port it does not publish
+		"c1.h.hosts.z:" + p(live): ErrNotPublished, // nor at one it does, of a protocol its SRV set does not say
+		"nx.z:80":                 ErrNoSuchHost,
 	} {
 		_, err := r.Dial(t.Context(), "tcp", addr)
 		if !errors.Is(err, want) {
@@ -429,7 +432,7 @@ func TestSRVOnlyDialsOnlyPublishedPorts(t *testing.T) {
 		t.Errorf("unpublished destinations were dialled: %v", dials[before:])
 	}
 	if n := dnsServer.Queries("h.hosts.z.", dns.TypeA); n != 1 {
-		// Once, for the SRV targets of web.z and c1: never for the fallback.
+		// Once, for the SRV target of web.z: never for a fallback.
 		t.Errorf("h.hosts.z. A asked %d times, want 1 (the SRV target's address, then cached)", n)
 	}
 
@@ -440,4 +443,55 @@ func TestSRVOnlyDialsOnlyPublishedPorts(t *testing.T) {
 		t.Fatalf("without SRVOnly: %v", err)
 	}
 	conn.Close()
+}
+
+// Under SRVOnly a container's name as an SRV target (a port bound on an
+// address other than its host's) is dialled only at the one address that
+// is its own: not at its host's address, which belongs to its other
+// bindings, and not at all when it has two of its own, since the zone does
+// not say which the port is bound on. A host's name as target is dialled
+// at its addresses.
+func TestSRVOnlyDialsTheBindingsAddress(t *testing.T) {
+	own := strconv.Itoa(namedListenerOn(t, "127.0.0.2", "the container's own address"))
+	onHost := namedListener(t, "on the host's address")
+	var dials []string
+	var mu sync.Mutex
+	dnsServer := testenv.StartDNSServer(t, soa,
+		"h.hosts.z. 60 IN A 127.0.0.1",
+		"c1.h.hosts.z. 60 IN A 127.0.0.1",
+		"c1.h.hosts.z. 60 IN A 127.0.0.2",
+		"c2.h.hosts.z. 60 IN A 127.0.0.1",
+		"c2.h.hosts.z. 60 IN A 127.0.0.3",
+		"c2.h.hosts.z. 60 IN A 127.0.0.4",
+		"_8443._tcp.one.z. 60 IN SRV 10 10 "+own+" c1.h.hosts.z.",
+		"_8443._tcp.two.z. 60 IN SRV 10 10 "+own+" c2.h.hosts.z.",
+		"_80._tcp.host.z. 60 IN SRV 10 10 "+p(onHost)+" h.hosts.z.")
+	r := newTestResolver(t, dnsServer.Addr, Options{Zones: []string{"z"}, SRVOnly: true,
+		DialContext: recordDials(&mu, &dials)})
+	for _, addr := range []string{"one.z:8443", "host.z:80"} {
+		conn, err := r.Dial(t.Context(), "tcp", addr)
+		if err != nil {
+			t.Fatalf("Dial(%s): %v", addr, err)
+		}
+		conn.Close()
+	}
+	if _, err := r.Dial(t.Context(), "tcp", "two.z:8443"); !errors.Is(err, ErrNotPublished) {
+		t.Errorf("Dial(two.z:8443) = %v, want %v (two addresses of its own)", err, ErrNotPublished)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"127.0.0.2:" + own, "127.0.0.1:" + p(onHost)}; strings.Join(dials, " ") != strings.Join(want, " ") {
+		t.Errorf("dialled %v, want %v", dials, want)
+	}
+}
+
+// recordDials is a DialContext that notes each address in dials (under mu)
+// before it dials it.
+func recordDials(mu *sync.Mutex, dials *[]string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		mu.Lock()
+		*dials = append(*dials, addr)
+		mu.Unlock()
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
 }

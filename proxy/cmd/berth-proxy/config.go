@@ -18,13 +18,14 @@ import (
 
 	"github.com/berthdns/berth/internal/envflag"
 	"github.com/berthdns/berth/proxy"
+	"github.com/berthdns/berth/record"
 )
 
 // config is berth-proxy's command line, checked.
 type config struct {
 	socks, http, metrics string // listen addresses; "" is off
 	dns                  string
-	zones, allow         []string
+	zones, allow, deny   []string
 	authFile             string
 	users                map[string]string // read from authFile
 	dialTimeout          time.Duration
@@ -34,6 +35,7 @@ type config struct {
 	keepAliveTimeout     time.Duration
 	maxConns             int
 	allowLoopback        bool
+	allowOwnAddresses    bool
 	logLevel             slog.Level
 	logFormat            string
 	version              bool
@@ -47,7 +49,7 @@ type config struct {
 // flag.ErrHelp after writing the usage to output.
 func parseFlags(args []string, lookupEnv func(string) (string, bool), output io.Writer) (config, error) {
 	var c config
-	var zones, allow, logLevel string
+	var zones, allow, deny, logLevel string
 	fs := flag.NewFlagSet("berth-proxy", flag.ContinueOnError)
 	fs.SetOutput(output)
 	fs.StringVar(&c.socks, "socks", "127.0.0.1:1080", "SOCKS5 listen address (empty to disable)")
@@ -56,12 +58,14 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	fs.StringVar(&c.dns, "dns", "", "DNS server to ask, host[:port] (default: the system's, from /etc/resolv.conf)")
 	fs.StringVar(&zones, "zones", "", "comma-separated zones whose names are resolved through SRV records")
 	fs.StringVar(&allow, "allow", "", "comma-separated domain suffixes and CIDRs that may also be reached (default: only the zones)")
+	fs.StringVar(&deny, "deny", "", "comma-separated CIDRs and addresses never dialled, whatever DNS says (metadata services and link-local always are)")
 	fs.StringVar(&c.authFile, "auth-file", "", "file of user:password lines; when set, clients must authenticate")
 	fs.DurationVar(&c.dialTimeout, "dial-timeout", proxy.DefaultDialTimeout, "timeout of one connection attempt to one address")
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", proxy.DefaultConnectTimeout, "timeout of a whole dial: DNS and every attempt")
 	fs.DurationVar(&c.handshakeTimeout, "handshake-timeout", proxy.DefaultHandshakeTimeout, "time a client has for its SOCKS handshake or HTTP request header")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", proxy.DefaultIdleTimeout, "close a CONNECT or SOCKS tunnel after this long with no traffic either way")
 	fs.BoolVar(&c.allowLoopback, "allow-loopback", false, "also dial loopback addresses (this host) when DNS points there; link-local stays refused")
+	fs.BoolVar(&c.allowOwnAddresses, "allow-own-addresses", false, "also dial this host's own non-loopback addresses (a proxy on a container host that must reach its containers)")
 	fs.DurationVar(&c.keepAliveTimeout, "keepalive-timeout", proxy.DefaultKeepAliveTimeout, "close an HTTP proxy connection idle this long between requests (it holds a --max-conns slot)")
 	fs.IntVar(&c.maxConns, "max-conns", proxy.DefaultMaxConns, "client connections open at once, over both listeners")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -91,7 +95,7 @@ func parseFlags(args []string, lookupEnv func(string) (string, bool), output io.
 	if err := envflag.Apply(fs, lookupEnv); err != nil {
 		return c, err
 	}
-	c.zones, c.allow = splitList(zones), splitList(allow)
+	c.zones, c.allow, c.deny = splitList(zones), splitList(allow), splitList(deny)
 	if err := c.logLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return c, fmt.Errorf("--log-level %q: debug, info, warn or error", logLevel)
 	}
@@ -146,6 +150,9 @@ func (c *config) validate() error {
 	}
 	if _, err := proxy.NewPolicy(c.zones, c.allow); err != nil {
 		return err
+	}
+	if _, err := record.ParseDenyList(c.deny); err != nil {
+		return fmt.Errorf("--deny: %w", err)
 	}
 	return nil
 }

@@ -58,6 +58,14 @@ func TestParseFlags(t *testing.T) {
 		{desc: "neither zones nor allow", wantErr: "--zones"},
 		{desc: "bad zone", args: []string{"--zones", "a b"}, wantErr: "not a domain name"},
 		{desc: "bad CIDR", args: []string{"--zones", "c.test", "--allow", "10.0.0.0/40"}, wantErr: "allow"},
+		{desc: "deny list and own addresses", args: []string{"--zones", "c.test", "--deny", "10.9.0.0/16, 192.0.2.7", "--allow-own-addresses"},
+			check: func(c config) bool {
+				return slices.Equal(c.deny, []string{"10.9.0.0/16", "192.0.2.7"}) && c.allowOwnAddresses
+			}},
+		{desc: "deny list from the environment", env: map[string]string{"BERTH_ZONES": "c.test", "BERTH_DENY": "2001:db8::/32",
+			"BERTH_ALLOW_OWN_ADDRESSES": "true"},
+			check: func(c config) bool { return slices.Equal(c.deny, []string{"2001:db8::/32"}) && c.allowOwnAddresses }},
+		{desc: "bad deny entry", args: []string{"--zones", "c.test", "--deny", "10.0.0.0/33"}, wantErr: `--deny: deny list: "10.0.0.0/33"`},
 		{desc: "log level", args: []string{"--zones", "c.test", "--log-level", "loud"}, wantErr: "--log-level"},
 		{desc: "log format", args: []string{"--zones", "c.test", "--log-format", "xml"}, wantErr: "--log-format"},
 		{desc: "stray argument", args: []string{"--zones", "c.test", "extra"}, wantErr: "unexpected arguments"},

@@ -57,19 +57,21 @@ func run(cfg config, logger *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	srv, err := proxy.New(proxy.Config{
-		Zones:            cfg.zones,
-		Allow:            cfg.allow,
-		DNSServer:        cfg.dns,
-		Users:            cfg.users,
-		DialTimeout:      cfg.dialTimeout,
-		ConnectTimeout:   cfg.connectTimeout,
-		HandshakeTimeout: cfg.handshakeTimeout,
-		IdleTimeout:      cfg.idleTimeout,
-		KeepAliveTimeout: cfg.keepAliveTimeout,
-		MaxConns:         cfg.maxConns,
-		AllowLoopback:    cfg.allowLoopback,
-		Registerer:       reg,
-		Logger:           logger,
+		Zones:             cfg.zones,
+		Allow:             cfg.allow,
+		DNSServer:         cfg.dns,
+		Users:             cfg.users,
+		DialTimeout:       cfg.dialTimeout,
+		ConnectTimeout:    cfg.connectTimeout,
+		HandshakeTimeout:  cfg.handshakeTimeout,
+		IdleTimeout:       cfg.idleTimeout,
+		KeepAliveTimeout:  cfg.keepAliveTimeout,
+		MaxConns:          cfg.maxConns,
+		AllowLoopback:     cfg.allowLoopback,
+		AllowOwnAddresses: cfg.allowOwnAddresses,
+		Deny:              cfg.deny,
+		Registerer:        reg,
+		Logger:            logger,
 	})
 	if err != nil {
 		return err
@@ -107,9 +109,12 @@ func run(cfg config, logger *slog.Logger) error {
 	}
 	logger.Info("berth-proxy started", "version", proxy.Version, "zones", strings.Join(cfg.zones, ","),
 		"allow", strings.Join(cfg.allow, ","), "dns", orSystem(cfg.dns), "auth", len(cfg.users) > 0,
-		"allow_loopback", cfg.allowLoopback)
+		"allow_loopback", cfg.allowLoopback, "allow_own_addresses", cfg.allowOwnAddresses, "deny", strings.Join(cfg.deny, ","))
 	if cfg.allowLoopback {
 		logger.Warn("--allow-loopback: names in the zones may send clients to this host's own ports")
+	}
+	if cfg.allowOwnAddresses {
+		logger.Warn("--allow-own-addresses: names in the zones may send clients to this host's own addresses")
 	}
 
 	select {
