@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -70,7 +69,8 @@ acl {
 		}
 		var created *api.ACLPolicy
 		var err error
-		testenv.Eventually(t, 20*time.Second, "ACL system ready", func() error {
+		// The ACL system is up a moment after the leader: a start-up wait.
+		testenv.Eventually(t, testenv.PartStartWait, "ACL system ready", func() error {
 			created, _, err = root.ACL().PolicyCreate(&pol, nil)
 			return err
 		})
