@@ -170,3 +170,9 @@ const ExporterRecoverWait = exporterWorkBackoffMax + ExporterChangeWait
 // the event stream's backoff may just have begun its longest wait, and
 // then it starts over as at its start (ExporterStartWait).
 const ExporterReconnectWait = exporterStreamBackoffMax + ExporterStartWait
+
+// QueryTimeout is the timeout of one DNS query of a test (Exchange's) to a
+// server on loopback that answers from memory: the resolver's own
+// DefaultQueryTimeout (resolver/resolver.go, 2 s). A request's own
+// timeout, not a wait.
+const QueryTimeout = 2 * time.Second
