@@ -176,3 +176,20 @@ const ExporterReconnectWait = exporterStreamBackoffMax + ExporterStartWait
 // DefaultQueryTimeout (resolver/resolver.go, 2 s). A request's own
 // timeout, not a wait.
 const QueryTimeout = 2 * time.Second
+
+// BrowserStartWait is PartStartWait for headless Chromium, which a test
+// starts cold, with a new profile, for each page: a first start on a
+// machine whose cores were busy (make bench beside the suite) took over
+// 90 s (proxy/pac_test.go). Margin: over twice that. The wait ends as
+// soon as the page is printed or its target shows.
+const BrowserStartWait = 4 * time.Minute
+
+// PromptWait is how long a step that the code takes at once on an event,
+// with no timer of its own, may take to show: a goroutine that ends once
+// its connection closed, a gauge lowered as a tunnel is released, a
+// process's log line once it listens. Berth has no bound there to derive
+// one from (nothing waits), so this is the scheduling latency of a 2-core
+// machine whose cores are busy, with a wide margin: it was 5 s wherever
+// such a step was waited for, and a step that happens ends the wait at
+// once.
+const PromptWait = 5 * time.Second
