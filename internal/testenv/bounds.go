@@ -193,3 +193,16 @@ const BrowserStartWait = 4 * time.Minute
 // such a step was waited for, and a step that happens ends the wait at
 // once.
 const PromptWait = 5 * time.Second
+
+// ExporterRetryWait is the longest wait of the exporter's worker between
+// two attempts while Consul fails (exporterWorkBackoffMax).
+const ExporterRetryWait = exporterWorkBackoffMax
+
+// ClusterElectionWait is how long the tests' Consul cluster (three servers
+// in containers, raft_multiplier 1) may take to have a leader that accepts
+// a write, at its start or after its leader was killed. Raft bounds no
+// election: each round lasts a randomised election timeout (1 to 2 s at
+// raft_multiplier 1) and a split vote starts another. Not a bound of
+// Berth; a deadline as wide as the fault scenarios have used (60 s, some
+// 30 rounds), since a leader ends the wait as soon as it writes.
+const ClusterElectionWait = 60 * time.Second
