@@ -43,7 +43,7 @@ func TestFault8Load(t *testing.T) {
 	keep := w.runContainer("lchurn0", churnLabels)
 	exp := w.startExporter("", "--session-ttl", "10s")
 	if _, ok := waitFor(w.servedWait(), func() bool { ok, _ := w.dnsMatches(steadySvc, "lsteady"); return ok }); !ok {
-		t.Fatal("not published within 30s")
+		t.Fatalf("not published within %v", w.servedWait())
 	}
 	ch := newChurner(w, "lchurn", churnLabels, keep)
 	var ports []int

@@ -59,7 +59,7 @@ func TestFault9HostileHost(t *testing.T) {
 	}
 	w.startExporter("")
 	if _, ok := waitFor(w.servedWait(), func() bool { ok, _ := w.dnsMatches(owned, "owned"); return ok }); !ok {
-		t.Fatal("the owner's containers not published within 30s")
+		t.Fatalf("the owner's containers not published within %v", w.servedWait())
 	}
 	checks := []check{
 		{owned + "." + zone, dns.TypeSRV, wantSRV(ports...)},
