@@ -72,6 +72,7 @@ lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	bash hack/check-waits.sh
 
 clean:
 	rm -rf $(BIN)

@@ -14,7 +14,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/berthdns/berth/internal/testenv"
 )
@@ -72,16 +71,14 @@ func TestBinary(t *testing.T) {
 
 	// berth ui: its first line names the address it listens on.
 	cmd := exec.Command(bin, "ui", "--listen", "127.0.0.1:0")
-	stdout, err := cmd.StdoutPipe()
+	stdout, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	t.Cleanup(func() { stdout.Close() })
+	cmd.Stdout, cmd.Stderr = w, os.Stderr
+	ui := testenv.StartProcT(t, cmd)
+	w.Close()
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +87,7 @@ func TestBinary(t *testing.T) {
 	if url == "" {
 		t.Fatalf("berth ui said %q", line)
 	}
-	testenv.Eventually(t, 20*time.Second, "berth ui shows host1", func() error {
+	testenv.Eventually(t, consulTimeout, "berth ui shows host1", func() error {
 		var v View
 		if err := getJSON(url+"namespace.json", &v); err != nil {
 			return err
@@ -104,7 +101,7 @@ func TestBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, _ = io.Copy(io.Discard, stdout)
-	if err := cmd.Wait(); err != nil {
+	if err := ui.Wait(); err != nil {
 		t.Errorf("berth ui after SIGTERM: %v", err)
 	}
 }

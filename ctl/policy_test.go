@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -73,7 +72,8 @@ acl {
 		}
 		var created *api.ACLPolicy
 		var err error
-		testenv.Eventually(t, 20*time.Second, "ACL system ready", func() error {
+		// The ACL system is up a moment after the leader: a start-up wait.
+		testenv.Eventually(t, testenv.PartStartWait, "ACL system ready", func() error {
 			created, _, err = root.ACL().PolicyCreate(&pol, nil)
 			return err
 		})

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/miekg/dns"
 
@@ -16,7 +15,7 @@ import (
 func TestResolve(t *testing.T) {
 	f := startFixture(t)
 	dnsd := testenv.StartCoreDNS(t, "c.example.org {\n    berth\n    errors\n}\n", "CONSUL_HTTP_ADDR="+f.consul.HTTP)
-	testenv.Eventually(t, 30*time.Second, "web.shop served", func() error {
+	testenv.Eventually(t, testenv.ZoneStartWait, "web.shop served", func() error {
 		r, err := testenv.Exchange("udp", dnsd.Addr, "_80._tcp.web.shop.c.example.org.", dns.TypeSRV, 1232)
 		if err != nil {
 			return err

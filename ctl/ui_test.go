@@ -15,7 +15,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -46,11 +45,11 @@ func startUI(t *testing.T, f *fixture) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: u, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: u, ReadHeaderTimeout: 10 * time.Second} // not a wait: the server's own limit
 	go srv.Serve(ln)
 	t.Cleanup(func() { cancel(); srv.Close(); <-done })
 	url := "http://" + ln.Addr().String() + "/"
-	testenv.Eventually(t, 20*time.Second, "the page's first read of Consul", func() error {
+	testenv.Eventually(t, consulTimeout, "the page's first read of Consul", func() error {
 		var v View
 		if err := getJSON(url+"namespace.json", &v); err != nil {
 			return err
@@ -140,15 +139,24 @@ func TestUIChromium(t *testing.T) {
 	}
 	url := startUI(t, f)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, browser, "--headless", "--no-sandbox", "--disable-gpu",
+	// The profile folder is made before the browser starts, so its removal
+	// runs after the browser's group is gone (StartProcT's cleanup).
+	cmd := exec.Command(browser, "--headless", "--no-sandbox", "--disable-gpu",
 		"--user-data-dir="+t.TempDir(), "--virtual-time-budget=5000", "--dump-dom", url)
-	out, err := cmd.Output()
-	if err != nil {
+	var out strings.Builder
+	cmd.Stdout = &out
+	browserProc := testenv.StartProcT(t, cmd)
+	select {
+	case <-browserProc.Done():
+	case <-time.After(dumpDOMWait):
+		t.Fatalf("chromium --dump-dom did not end within %v", dumpDOMWait)
+	}
+	// The browser has printed the page; its renderers may still be
+	// writing the profile: Wait ends them.
+	if err := browserProc.Wait(); err != nil {
 		t.Fatalf("chromium --dump-dom: %v", err)
 	}
-	page := parseDOM(string(out))
+	page := parseDOM(out.String())
 	check := func(what string, got, want []string) {
 		t.Helper()
 		if !slices.Equal(got, want) {
@@ -181,7 +189,7 @@ func TestUIChromium(t *testing.T) {
 		}
 		return s
 	}
-	testenv.Eventually(t, 30*time.Second, "the open page shows the fixture", func() error {
+	testenv.Eventually(t, testenv.PartStartWait, "the open page shows the fixture", func() error {
 		if s := read(); !slices.Equal(s.Endpoints, wantEndpoints) {
 			return fmt.Errorf("endpoints %q", s.Endpoints)
 		}
@@ -190,7 +198,7 @@ func TestUIChromium(t *testing.T) {
 	web3 := ctr(strings.Repeat("9", 64), "web-3", "web.shop", "healthy", 20, 80, "tcp", "http", "192.0.2.20", 32773)
 	f.publish(t, f.host2, web3)
 	want := slices.Insert(slices.Clone(wantEndpoints), 5, "web.shop web-3 host2 192.0.2.20:32773")
-	testenv.Eventually(t, 30*time.Second, "the open page shows the new container", func() error {
+	testenv.Eventually(t, pageChangeWait, "the open page shows the new container", func() error {
 		s := read()
 		if !slices.Equal(s.Endpoints, want) {
 			return fmt.Errorf("endpoints %q", s.Endpoints)
@@ -266,21 +274,17 @@ func startCDP(t *testing.T, browser, url string) *cdp {
 	cmd := exec.Command(browser, "--headless", "--no-sandbox", "--disable-gpu",
 		"--user-data-dir="+t.TempDir(), "--remote-debugging-pipe", url)
 	cmd.ExtraFiles = []*os.File{toChrome, theirs}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	toChrome.Close()
-	theirs.Close()
+	// Runs after the browser's group is killed (registered before it).
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
 		ours.Close()
 		fromChrome.Close()
 	})
+	testenv.StartProcT(t, cmd)
+	toChrome.Close()
+	theirs.Close()
 	c := &cdp{w: ours, r: bufio.NewReader(fromChrome)}
 	var target string
-	testenv.Eventually(t, 30*time.Second, "chromium's page target", func() error {
+	testenv.Eventually(t, testenv.PartStartWait, "chromium's page target", func() error {
 		var res struct {
 			TargetInfos []struct{ TargetID, Type, URL string } `json:"targetInfos"`
 		}

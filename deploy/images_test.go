@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/miekg/dns"
 	"github.com/moby/moby/api/types/container"
@@ -112,7 +111,10 @@ func TestImages(t *testing.T) {
 	dnsAddr := netip.AddrPortFrom(dnsIP, 53).String()
 	srvName := "_80._tcp.web." + zone
 	target := host + ".hosts." + zone
-	testenv.Eventually(t, 60*time.Second, "the service answered by the CoreDNS image", func() error {
+	// Both containers start (a start each), the exporter publishes the
+	// service and the plugin in the CoreDNS image serves it.
+	served := testenv.PartStartWait + testenv.ExporterStartWait + testenv.ZoneStartWait
+	testenv.Eventually(t, served, "the service answered by the CoreDNS image", func() error {
 		r, err := testenv.Exchange("udp", dnsAddr, srvName, dns.TypeSRV, 1232)
 		if err != nil {
 			return err
@@ -157,7 +159,7 @@ func TestImages(t *testing.T) {
 // and the entrypoint.
 func checkImage(t *testing.T, cli *client.Client, tag, component, user string, entrypoint []string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.EngineRequestTimeout)
 	defer cancel()
 	res, err := cli.ImageInspect(ctx, tag)
 	if err != nil {
@@ -185,7 +187,8 @@ func composeHardening(hc *container.HostConfig) *container.HostConfig {
 // create creates and starts a container that is removed when the test ends.
 func create(t *testing.T, cli *client.Client, name string, cfg *container.Config, hc *container.HostConfig, nc *network.NetworkingConfig) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	// Two requests to the engine: create and start.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*testenv.EngineRequestTimeout)
 	defer cancel()
 	res, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Name: name, Config: cfg, HostConfig: hc, NetworkingConfig: nc})
 	if err != nil {
@@ -201,7 +204,7 @@ func create(t *testing.T, cli *client.Client, name string, cfg *container.Config
 // publishedPort is the host port of the container's 80/tcp.
 func publishedPort(t *testing.T, cli *client.Client, id string) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.EngineRequestTimeout)
 	defer cancel()
 	res, err := cli.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
@@ -227,7 +230,10 @@ func dockerSocket() string {
 // httpGet fetches url and fails the test unless it answers with status.
 func httpGet(t *testing.T, url string, status int) string {
 	t.Helper()
-	c := &http.Client{Timeout: 5 * time.Second}
+	// The exporter answers /metrics at once, and /healthz after at most
+	// its two pings, each cut off at 2 s (exporter/health.go): both within
+	// PromptWait.
+	c := &http.Client{Timeout: testenv.PromptWait}
 	resp, err := c.Get(url)
 	if err != nil {
 		t.Errorf("GET %s: %v", url, err)

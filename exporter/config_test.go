@@ -26,18 +26,18 @@ func TestParseFlags(t *testing.T) {
 		wantErr string // a part of the error; "" for none
 	}{
 		{desc: "defaults", check: func(c Config) bool {
-			return c.Listen == "127.0.0.1:9753" && c.Prefix == "berth" && c.SessionTTL == 10*time.Second && c.Resync == 30*time.Second && !c.Explicit
+			return c.Listen == "127.0.0.1:9753" && c.Prefix == "berth" && c.SessionTTL == 10*time.Second && c.Resync == 30*time.Second && !c.Explicit // not a wait: flag values
 		}},
 		{desc: "flags", args: []string{"--node", "dh1", "--prefix", "p/q", "--session-ttl", "15s", "--resync", "1m", "--explicit",
 			"--listen", "127.0.0.1:9", "--advertise-addr", "192.0.2.1, 2001:db8::1"},
 			check: func(c Config) bool {
-				return c.Node == "dh1" && c.Prefix == "p/q" && c.SessionTTL == 15*time.Second && c.Resync == time.Minute && c.Explicit &&
+				return c.Node == "dh1" && c.Prefix == "p/q" && c.SessionTTL == 15*time.Second && c.Resync == time.Minute && c.Explicit && // not a wait: flag values
 					c.Listen == "127.0.0.1:9" && slices.Equal(c.AdvertiseAddrs, []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")})
 			}},
 		{desc: "variables", env: map[string]string{"BERTH_NODE": "dh2", "BERTH_SESSION_TTL": "20s", "BERTH_EXPLICIT": "true",
 			"BERTH_DEREGISTER_ON_EXIT": "1", "BERTH_LOG_FORMAT": "json"},
 			check: func(c Config) bool {
-				return c.Node == "dh2" && c.SessionTTL == 20*time.Second && c.Explicit && c.DeregisterOnExit && c.LogFormat == "json"
+				return c.Node == "dh2" && c.SessionTTL == 20*time.Second && c.Explicit && c.DeregisterOnExit && c.LogFormat == "json" // not a wait: flag values
 			}},
 		{desc: "the command line wins", args: []string{"--node", "flag"}, env: map[string]string{"BERTH_NODE": "env"},
 			check: func(c Config) bool { return c.Node == "flag" }},

@@ -31,7 +31,7 @@ func testEndToEnd(t *testing.T, engine string) {
 	id := r.runContainer(runOpts{name: "e2e", labels: map[string]string{LabelService: service},
 		env: []string{"TESTSVC_NAME=e2e-" + r.run}})
 	r.startExporter(r.config())
-	r.waitDoc("published", id, eventWait, present)
+	r.waitDoc("published", id, testenv.ExporterStartWait, present)
 	port := r.hostPort(id, "80/tcp")
 
 	// The test advertises 127.0.0.1: loopback is published on both sides
@@ -41,7 +41,7 @@ func testEndToEnd(t *testing.T, engine string) {
 	name := "_80._tcp." + service + "." + zone
 	var srv *dns.SRV
 	var addr net.IP
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(testenv.ZoneStartWait)
 	for srv == nil {
 		m := new(dns.Msg)
 		m.SetQuestion(name, dns.TypeSRV)
@@ -62,7 +62,7 @@ func testEndToEnd(t *testing.T, engine string) {
 			t.Fatalf("no SRV answer for %s: %v %v", name, in, err)
 		}
 		if srv == nil {
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(testenv.PollInterval)
 		}
 	}
 	t.Logf("SRV %s", srv)

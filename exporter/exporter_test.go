@@ -23,13 +23,11 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-// eventWait bounds how long a change may take to reach KV. The resync runs
-// every 30 s, so a change seen within this time came through an event.
-const eventWait = 5 * time.Second
-
 // TestExporter runs the exporter against each real engine and a real
 // Consul: documents appear, follow pause, health, rename and restart, and
-// disappear on stop, kill and rm, each within eventWait. On Podman the same
+// disappear on stop, kill and rm, each within the engine's change bound
+// (r.changeWait), with the resync an hour away so that only events (and on
+// Podman its listing) can do it. On Podman the same
 // body also covers what Podman does differently (events.go): its die and
 // remove events, which Docker's event filter misses, health_status on
 // every check run, and HostIp "" on wildcard bindings.
@@ -44,8 +42,10 @@ func testExporter(t *testing.T, engine string) {
 
 	// A container that runs before the exporter starts.
 	early := r.runContainer(runOpts{name: "early", labels: map[string]string{LabelService: "early.shop"}})
-	e := r.startExporter(r.config())
-	d := r.waitDoc("initial listing", early, eventWait, present)
+	cfg := r.config()
+	cfg.Resync = time.Hour
+	e := r.startExporter(cfg)
+	d := r.waitDoc("initial listing", early, testenv.ExporterStartWait, present)
 	if got := e.Engine(); got.Name != engine || got.Version == "" {
 		t.Errorf("engine detected as %+v, want %s", got, engine)
 	}
@@ -63,7 +63,8 @@ func testExporter(t *testing.T, engine string) {
 			network.MustParsePort("53/udp"):   {{}},
 			network.MustParsePort("9000/tcp"): {{HostIP: loopback}},
 		}})
-	d = r.waitDoc("healthy", web, 10*time.Second, func(d *record.Container) bool { return d != nil && d.Health == "healthy" })
+	r.healthFlipped(web, "healthy")
+	d = r.waitDoc("healthy", web, r.changeWait(), func(d *record.Container) bool { return d != nil && d.Health == "healthy" })
 	var ports []string
 	for _, p := range d.Ports {
 		ports = append(ports, p.Proto+"/"+p.Name+"/"+p.Addr.String())
@@ -80,16 +81,18 @@ func testExporter(t *testing.T, engine string) {
 	if _, err := r.docker.ContainerPause(ctx, web, client.ContainerPauseOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	r.waitDoc("paused", web, eventWait, func(d *record.Container) bool { return d != nil && d.Paused && !d.Healthy() })
+	r.waitDoc("paused", web, r.changeWait(), func(d *record.Container) bool { return d != nil && d.Paused && !d.Healthy() })
 	if _, err := r.docker.ContainerUnpause(ctx, web, client.ContainerUnpauseOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	r.waitDoc("unpaused", web, eventWait, func(d *record.Container) bool { return d != nil && !d.Paused })
+	r.waitDoc("unpaused", web, r.changeWait(), func(d *record.Container) bool { return d != nil && !d.Paused })
 
 	post(t, hostURL(port, "/fail"))
-	r.waitDoc("unhealthy", web, eventWait, func(d *record.Container) bool { return d != nil && d.Health == "unhealthy" })
+	r.healthFlipped(web, "unhealthy")
+	r.waitDoc("unhealthy", web, r.changeWait(), func(d *record.Container) bool { return d != nil && d.Health == "unhealthy" })
 	post(t, hostURL(port, "/recover"))
-	r.waitDoc("recovered", web, eventWait, func(d *record.Container) bool { return d != nil && d.Health == "healthy" })
+	r.healthFlipped(web, "healthy")
+	r.waitDoc("recovered", web, r.changeWait(), func(d *record.Container) bool { return d != nil && d.Health == "healthy" })
 
 	// Health checks that find what they found before change nothing in
 	// KV, though Podman sends health_status for every one of them. KV's
@@ -97,11 +100,17 @@ func testExporter(t *testing.T, engine string) {
 	// is added to only once Publish returns, a moment after KV shows the
 	// recovery's write, so a baseline read off it can miss that write.
 	index, healthEvents := r.kvIndex(), testenv.MetricValue(e.Metrics().Events.WithLabelValues("health_status"))
-	testenv.EventuallyTrue(t, 10*time.Second, "four more health checks", func() bool {
+	// Four checks take at most four check periods (interval and timeout
+	// each); on Podman each sends its event, which the exporter counts
+	// within one change bound.
+	testenv.EventuallyTrue(t, 4*(checkInterval+checkTimeout)+r.changeWait(), "four more health checks", func() bool {
 		return testenv.MetricValue(e.Metrics().Events.WithLabelValues("health_status")) >= healthEvents+4 || engine == EngineDocker
 	})
 	if engine == EngineDocker {
-		time.Sleep(2 * time.Second) // four check intervals; Docker sends no event for an unchanged status
+		// Docker sends no event for an unchanged status: four check
+		// intervals, the least in which four checks run, is how long the
+		// test looks for a write that should not come.
+		time.Sleep(4 * checkInterval)
 	}
 	if n := r.kvIndex(); n != index {
 		t.Errorf("KV written while the health status stayed healthy: the prefix's index went from %d to %d", index, n)
@@ -112,13 +121,13 @@ func testExporter(t *testing.T, engine string) {
 	if _, err := r.docker.ContainerRename(ctx, web, client.ContainerRenameOptions{NewName: "renamed-" + r.run}); err != nil {
 		t.Fatal(err)
 	}
-	r.waitDoc("renamed", web, eventWait, func(d *record.Container) bool { return d != nil && d.Name == "renamed-"+r.run })
+	r.waitDoc("renamed", web, r.changeWait(), func(d *record.Container) bool { return d != nil && d.Name == "renamed-"+r.run })
 
 	// A restart with Docker-chosen ports: whatever ports it gets show.
 	if _, err := r.docker.ContainerRestart(ctx, early, client.ContainerRestartOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	r.waitDoc("restarted", early, eventWait, func(d *record.Container) bool {
+	r.waitDoc("restarted", early, r.changeWait(), func(d *record.Container) bool {
 		return d != nil && d.Ports[0].HostPort == r.hostPort(early, "80/tcp")
 	})
 
@@ -126,17 +135,17 @@ func testExporter(t *testing.T, engine string) {
 	if _, err := r.docker.ContainerStop(ctx, early, client.ContainerStopOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	r.waitDoc("stopped", early, eventWait, absent)
+	r.waitDoc("stopped", early, r.changeWait(), absent)
 	if _, err := r.docker.ContainerKill(ctx, web, client.ContainerKillOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	r.waitDoc("killed", web, eventWait, absent)
+	r.waitDoc("killed", web, r.changeWait(), absent)
 	gone := r.runContainer(runOpts{name: "gone"})
-	r.waitDoc("third", gone, eventWait, present)
+	r.waitDoc("third", gone, r.changeWait(), present)
 	if _, err := r.docker.ContainerRemove(ctx, gone, client.ContainerRemoveOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	r.waitDoc("removed", gone, eventWait, absent)
+	r.waitDoc("removed", gone, r.changeWait(), absent)
 	// Each came through its engine's event, whatever the engine calls it.
 	die, destroy := "die", "destroy"
 	if engine == EnginePodman {
@@ -145,7 +154,7 @@ func testExporter(t *testing.T, engine string) {
 	// An event may be counted after the listing already removed the
 	// document: give it a moment on a loaded machine.
 	for _, action := range []string{die, destroy, "kill", "pause", "unpause", "rename", "start"} {
-		testenv.EventuallyTrue(t, 10*time.Second, action+" event counted", func() bool {
+		testenv.EventuallyTrue(t, r.changeWait(), action+" event counted", func() bool {
 			return testenv.MetricValue(e.Metrics().Events.WithLabelValues(action)) > 0
 		})
 	}
@@ -153,13 +162,13 @@ func testExporter(t *testing.T, engine string) {
 	// Compose's labels name the service <service>.<project>.
 	compose := r.runContainer(runOpts{name: "compose", labels: map[string]string{
 		LabelComposeService: "api", LabelComposeProject: "shop-" + r.run}})
-	if d := r.waitDoc("compose-style", compose, eventWait, present); d.Service != "api.shop-"+r.run {
+	if d := r.waitDoc("compose-style", compose, r.changeWait(), present); d.Service != "api.shop-"+r.run {
 		t.Errorf("compose-style service %q, want api.shop-%s", d.Service, r.run)
 	}
 	if _, err := r.docker.ContainerRemove(ctx, compose, client.ContainerRemoveOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	r.waitDoc("compose-style removed", compose, eventWait, absent)
+	r.waitDoc("compose-style removed", compose, r.changeWait(), absent)
 
 	// Skipped containers are counted by reason, and nothing is written for
 	// them.
@@ -167,8 +176,8 @@ func testExporter(t *testing.T, engine string) {
 	off := r.runContainer(runOpts{name: "off", labels: map[string]string{LabelEnable: "false"}})
 	bad := r.runContainer(runOpts{name: "bad", labels: map[string]string{LabelService: "db.hosts"}})
 	ok := r.runContainer(runOpts{name: "ok"})
-	r.waitDoc("after skipped ones", ok, eventWait, present)
-	testenv.EventuallyTrue(t, eventWait, "skip metrics", func() bool {
+	r.waitDoc("after skipped ones", ok, r.changeWait(), present)
+	testenv.EventuallyTrue(t, r.changeWait(), "skip metrics", func() bool {
 		m := e.Metrics().ContainersSkipped
 		return testenv.MetricValue(m.WithLabelValues(ReasonNoPort)) == 1 && testenv.MetricValue(m.WithLabelValues(ReasonDisabled)) == 1 &&
 			testenv.MetricValue(m.WithLabelValues(ReasonReserved)) == 1
@@ -238,18 +247,18 @@ func testExporterNetworkEvents(t *testing.T, engine string) {
 	cfg := r.config()
 	cfg.Resync = time.Hour
 	e := r.startExporter(cfg)
-	r.waitDoc("initial listing", id, eventWait, present)
+	r.waitDoc("initial listing", id, testenv.ExporterStartWait, present)
 
 	// The engine's default network: bridge on Docker, podman on Podman.
 	network := r.network(id)
 	if _, err := r.docker.NetworkDisconnect(ctx, network, client.NetworkDisconnectOptions{Container: id}); err != nil {
 		t.Fatal(err)
 	}
-	r.waitDoc("disconnected from its only network", id, eventWait, absent)
+	r.waitDoc("disconnected from its only network", id, r.changeWait(), absent)
 	if _, err := r.docker.NetworkConnect(ctx, network, client.NetworkConnectOptions{Container: id}); err != nil {
 		t.Fatal(err)
 	}
-	r.waitDoc("connected again, with the host port Docker bound now", id, eventWait, func(d *record.Container) bool {
+	r.waitDoc("connected again, with the host port Docker bound now", id, r.changeWait(), func(d *record.Container) bool {
 		return d != nil && d.Ports[0].HostPort == r.hostPort(id, "80/tcp")
 	})
 	for _, action := range []string{"disconnect", "connect"} {

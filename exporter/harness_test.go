@@ -166,9 +166,9 @@ func (r *rig) runContainer(o runOpts) string {
 			// Three failures in a row make it unhealthy: on a loaded machine
 			// one slow check must not flip it (the tests count KV writes
 			// while the status stays the same).
-			Interval: 500 * time.Millisecond, Timeout: 5 * time.Second, Retries: 3}
+			Interval: checkInterval, Timeout: checkTimeout, Retries: checkRetries}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*testenv.EngineRequestTimeout)
 	defer cancel()
 	hc := &container.HostConfig{PortBindings: ports}
 	if r.podman != nil && r.podman.Rootless {
@@ -190,7 +190,7 @@ func (r *rig) runContainer(o runOpts) string {
 		}
 	}
 	if o.health && r.podman != nil {
-		r.runHealthChecks(res.ID, 500*time.Millisecond)
+		r.runHealthChecks(res.ID, checkInterval)
 	}
 	return res.ID
 }
@@ -216,6 +216,38 @@ func (r *rig) runHealthChecks(id string, interval time.Duration) {
 		}
 	}()
 	r.t.Cleanup(func() { cancel(); <-done })
+}
+
+// healthFlipped returns once the engine reports health status for id, so
+// that a test then waits for the exporter's bound alone (r.changeWait).
+// On Docker the engine's own checks get there within healthFlipWait. On
+// Podman the test runs the checks itself (`podman healthcheck run`, one
+// check each, which its checkTimeout ends), up to checkRetries of them,
+// the most a change of the check's answer needs: how fast the background
+// runner gets its turns on a busy machine is then no part of the wait.
+func (r *rig) healthFlipped(id, status string) {
+	r.t.Helper()
+	health := func() string {
+		ctx, cancel := context.WithTimeout(context.Background(), testenv.EngineRequestTimeout)
+		defer cancel()
+		res, err := r.docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+		if err != nil || res.Container.State == nil || res.Container.State.Health == nil {
+			return fmt.Sprintf("(unknown: %v)", err)
+		}
+		return string(res.Container.State.Health.Status)
+	}
+	if r.podman != nil {
+		got := health()
+		for i := 0; got != status && i < checkRetries; i++ {
+			_ = r.podman.Command("healthcheck", "run", id).Run()
+			got = health()
+		}
+		if got != status {
+			r.t.Fatalf("%s: health %s after %d checks run, want %s", id[:12], got, checkRetries, status)
+		}
+		return
+	}
+	testenv.EventuallyTrue(r.t, healthFlipWait, id[:12]+" health "+status, func() bool { return health() == status })
 }
 
 // hostPort is the host port Docker bound for container port p on IPv4.
@@ -289,7 +321,7 @@ func (r *rig) waitDoc(what, id string, timeout time.Duration, ok func(*record.Co
 		if time.Now().After(deadline) {
 			r.t.Fatalf("%s: document of %s after %s: %+v", what, id[:12], timeout, d)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(testenv.PollInterval)
 	}
 }
 

@@ -37,8 +37,10 @@ func TestHealthzCache(t *testing.T) {
 	t.Cleanup(r.consul.Resume) // before the agent's own cleanup stops it
 	// The agent is frozen once a request to it hangs: on a loaded machine
 	// the stop can lag the signal.
-	probe := &http.Client{Timeout: 300 * time.Millisecond}
-	testenv.EventuallyTrue(t, 10*time.Second, "consul frozen", func() bool {
+	probe := &http.Client{Timeout: testenv.ProbeTimeout}
+	// A request the agent was answering when it stopped ends within one
+	// Consul round; after that every request hangs.
+	testenv.EventuallyTrue(t, testenv.ConsulRoundWait, "consul frozen", func() bool {
 		resp, err := probe.Get("http://" + r.consul.HTTP + "/v1/status/leader")
 		if err == nil {
 			resp.Body.Close()

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/miekg/dns"
 	"github.com/moby/moby/api/types/container"
@@ -365,7 +364,7 @@ func TestExporterAliases(t *testing.T) {
 	alias := " WWW-" + r.run + ".Shop ," + service + ",," + www + "," + aliasList(9)
 	id := r.runContainer(runOpts{name: "alias", labels: map[string]string{LabelService: service, LabelAlias: alias}})
 	r.startExporter(r.config())
-	d := r.waitDoc("published", id, eventWait, present)
+	d := r.waitDoc("published", id, testenv.ExporterStartWait, present)
 	want := append([]string{www}, strings.Split(aliasList(7), ",")...)
 	if !slices.Equal(d.Aliases, want) {
 		t.Fatalf("aliases in Consul %q, want %q", d.Aliases, want)
@@ -374,7 +373,7 @@ func TestExporterAliases(t *testing.T) {
 
 	dnsSrv := testenv.StartCoreDNS(t, fmt.Sprintf("%s {\n  berth {\n    consul %s\n    allow_loopback\n  }\n}\n", zone, r.consul.HTTP))
 	name := "_80._tcp." + www + "." + zone
-	testenv.Eventually(t, 15*time.Second, "SRV "+name, func() error {
+	testenv.Eventually(t, testenv.ZoneStartWait, "SRV "+name, func() error {
 		in, err := testenv.Exchange("udp", dnsSrv.Addr, name, dns.TypeSRV, 0)
 		if err != nil {
 			return err

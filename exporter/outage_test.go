@@ -25,8 +25,8 @@ func TestConsulOutage(t *testing.T) {
 	before := r.runContainer(runOpts{name: "before"})
 	stays := r.runContainer(runOpts{name: "stays"})
 	e := r.startExporter(r.config())
-	r.waitDoc("before the outage", before, eventWait, present)
-	r.waitDoc("before the outage", stays, eventWait, present)
+	r.waitDoc("before the outage", before, testenv.ExporterStartWaitFor(2), present)
+	r.waitDoc("before the outage", stays, testenv.ExporterStartWaitFor(2), present)
 
 	r.consul.Stop()
 	during := r.runContainer(runOpts{name: "during"})
@@ -37,20 +37,33 @@ func TestConsulOutage(t *testing.T) {
 	if _, err := r.docker.ContainerStop(ctx, brief, client.ContainerStopOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	testenv.EventuallyTrue(t, 10*time.Second, "failed writes during the outage", func() bool { return testenv.MetricValue(e.Metrics().ConsulErrors) > 0 })
-	time.Sleep(3 * time.Second)
+	testenv.EventuallyTrue(t, testenv.ExporterChangeWait, "failed writes during the outage", func() bool { return testenv.MetricValue(e.Metrics().ConsulErrors) > 0 })
+	time.Sleep(consulOutage)
 	r.consul.Start()
 	outageEnd := time.Now()
 
-	r.waitDoc("started during the outage", during, 20*time.Second, present)
-	r.waitDoc("removed during the outage", before, time.Second, absent)
-	r.waitDoc("started and stopped during the outage", brief, time.Second, absent)
-	r.waitDoc("kept running", stays, time.Second, present)
+	r.waitDoc("started during the outage", during, testenv.ExporterRecoverWait, present)
+	// The rest are in the same publish, a transaction or two later.
+	r.waitDoc("removed during the outage", before, testenv.ConsulRoundWait, absent)
+	r.waitDoc("started and stopped during the outage", brief, testenv.ConsulRoundWait, absent)
+	r.waitDoc("kept running", stays, testenv.ConsulRoundWait, present)
 	t.Logf("converged %s after Consul came back", time.Since(outageEnd).Round(100*time.Millisecond))
 	if h := r.holder(record.HostKey(r.prefix, r.host)); h == "" {
 		t.Error("host document not held by a session")
 	}
 }
+
+// consulOutage is how long TestConsulOutage keeps Consul away after the
+// first failed write: not a wait but the length of the fault, long enough
+// for the worker's backoff (250 ms doubling) to fail three more times
+// (0.25 + 0.5 + 1 s) and be in its fourth wait when Consul comes back.
+const consulOutage = 3 * time.Second
+
+// dockerBreak is how long TestDockerStreamBreak keeps the engine away: not
+// a wait but the length of the fault, long enough for the event stream's
+// backoff (250 ms doubling) to fail three times; no change made meanwhile
+// may show before it ends.
+const dockerBreak = 2 * time.Second
 
 // TestDockerStreamBreak cuts the exporter's connections to the engine
 // (through a socket proxy) and refuses new ones for a while; changes made
@@ -84,26 +97,26 @@ func testDockerStreamBreak(t *testing.T, engine string) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = e.Run(ectx) }()
 	defer func() { cancel(); <-done }()
-	r.waitDoc("before the break", before, eventWait, present)
+	r.waitDoc("before the break", before, testenv.ExporterStartWait, present)
 
 	proxy.setDown(true)
 	during := r.runContainer(runOpts{name: "during"})
 	if _, err := r.docker.ContainerRemove(ctx, before, client.ContainerRemoveOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(dockerBreak)
 	if r.doc(during) != nil {
 		t.Fatal("a container started during the break was seen: the proxy leaks")
 	}
 	proxy.setDown(false)
-	r.waitDoc("started during the break", during, 20*time.Second, present)
-	r.waitDoc("removed during the break", before, time.Second, absent)
+	r.waitDoc("started during the break", during, testenv.ExporterReconnectWait, present)
+	r.waitDoc("removed during the break", before, testenv.ConsulRoundWait, absent)
 	if testenv.MetricValue(e.Metrics().DockerErrors) == 0 {
 		t.Error("no Docker error counted")
 	}
 	// And events flow again on the new stream.
 	after := r.runContainer(runOpts{name: "after"})
-	r.waitDoc("after reconnecting", after, eventWait, present)
+	r.waitDoc("after reconnecting", after, r.changeWait(), present)
 }
 
 // sockProxy forwards a unix socket to another, and can drop every

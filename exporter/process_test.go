@@ -19,9 +19,8 @@ import (
 
 // proc is a berth-exporter subprocess.
 type proc struct {
-	cmd  *exec.Cmd
-	out  testenv.LockedBuffer
-	done chan struct{}
+	*testenv.Proc
+	out testenv.LockedBuffer
 }
 
 // env is the environment every subprocess gets: this rig's host, address and
@@ -41,33 +40,28 @@ func (r *rig) env() []string {
 
 func (r *rig) startProc(args ...string) *proc {
 	r.t.Helper()
-	p := &proc{cmd: exec.Command(testenv.ExporterBinary(r.t), args...), done: make(chan struct{})}
-	p.cmd.Env = r.env()
-	p.cmd.Stdout, p.cmd.Stderr = &p.out, &p.out
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		r.t.Fatal(err)
-	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	p := &proc{}
+	cmd := exec.Command(testenv.ExporterBinary(r.t), args...)
+	cmd.Env = r.env()
+	cmd.Stdout, cmd.Stderr = &p.out, &p.out
 	r.t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
 		if r.t.Failed() {
 			r.t.Logf("exporter %v output:\n%s", args, p.out.String())
 		}
 	})
+	p.Proc = testenv.StartProcT(r.t, cmd)
 	return p
 }
 
 func (p *proc) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
-	if err := p.cmd.Process.Signal(sig); err != nil {
+	if err := p.Cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		t.Fatalf("exporter did not exit after %v", sig)
+	case <-p.Done():
+	case <-time.After(testenv.ExporterExitWait):
+		t.Fatalf("exporter did not exit within %v after %v", testenv.ExporterExitWait, sig)
 	}
 }
 
@@ -96,7 +90,7 @@ func testProcessKillRestartExpire(t *testing.T, engine string) {
 	r := newEngineRig(t, engine, testenv.ConsulOptions{})
 	c1 := r.runContainer(runOpts{name: "steady"})
 	a := r.startProc()
-	r.waitDoc("published by the first exporter", c1, 10*time.Second, present)
+	r.waitDoc("published by the first exporter", c1, testenv.ExporterStartWait, present)
 	hostKey := record.HostKey(r.prefix, r.host)
 	session := r.holder(hostKey)
 	if session == "" {
@@ -107,7 +101,9 @@ func testProcessKillRestartExpire(t *testing.T, engine string) {
 	b := r.startProc()
 	c2 := r.runContainer(runOpts{name: "later"})
 	ttl := DefaultConfig().SessionTTL
-	watchUntil := time.Now().Add(2*ttl + 2*time.Second)
+	// Watched for as long as the killed exporter's session could take to
+	// expire, had the new one not adopted it.
+	watchUntil := time.Now().Add(testenv.SessionExpiryWait(ttl))
 	checks := 0
 	for time.Now().Before(watchUntil) {
 		if d := r.doc(c1); d == nil {
@@ -117,9 +113,9 @@ func testProcessKillRestartExpire(t *testing.T, engine string) {
 			t.Fatal("gap: the host document vanished after the restart")
 		}
 		checks++
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(testenv.PollInterval)
 	}
-	t.Logf("no gap over %d checks in %s", checks, 2*ttl+2*time.Second)
+	t.Logf("no gap over %d checks in %s", checks, testenv.SessionExpiryWait(ttl))
 	if r.doc(c2) == nil {
 		t.Error("the restarted exporter did not publish a new container")
 	}
@@ -132,8 +128,9 @@ func testProcessKillRestartExpire(t *testing.T, engine string) {
 
 	b.signal(t, syscall.SIGKILL)
 	killed := time.Now()
-	r.waitDoc("expired after SIGKILL", c1, 2*ttl+5*time.Second, absent)
-	r.waitDoc("expired after SIGKILL", c2, time.Second, absent)
+	r.waitDoc("expired after SIGKILL", c1, testenv.SessionExpiryWait(ttl), absent)
+	// The session's keys go in the one invalidation that removed c1's.
+	r.waitDoc("expired after SIGKILL", c2, testenv.ConsulRoundWait, absent)
 	if h := r.holder(hostKey); h != "" {
 		t.Error("host document outlived the session")
 	}
@@ -154,21 +151,23 @@ func TestProcessSigterm(t *testing.T) {
 
 	listen := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
 	p := r.startProc("--listen", listen)
-	r.waitDoc("published", c, 10*time.Second, present)
+	r.waitDoc("published", c, testenv.ExporterStartWait, present)
 	buildInfo := fmt.Sprintf(`berth_exporter_build_info{goversion=%q,version=%q} 1`, runtime.Version(), Version)
 	if m := get(t, "http://"+listen+"/metrics", 200); !strings.Contains(m, buildInfo) {
 		t.Errorf("/metrics of the binary lacks %s", buildInfo)
 	}
 	p.signal(t, syscall.SIGTERM)
-	if p.cmd.ProcessState.ExitCode() != 0 {
-		t.Errorf("exit code %d after SIGTERM", p.cmd.ProcessState.ExitCode())
+	if p.Cmd.ProcessState.ExitCode() != 0 {
+		t.Errorf("exit code %d after SIGTERM", p.Cmd.ProcessState.ExitCode())
 	}
 	if r.doc(c) == nil {
 		t.Fatal("records removed on SIGTERM without --deregister-on-exit")
 	}
 
 	p = r.startProc("--deregister-on-exit")
-	time.Sleep(time.Second) // let it adopt and reconcile
+	testenv.EventuallyTrue(t, testenv.ExporterStartWait, "the restarted exporter adopts the session", func() bool {
+		return strings.Contains(p.out.String(), "adopted the session")
+	})
 	if r.doc(c) == nil {
 		t.Fatal("records gone after restart")
 	}

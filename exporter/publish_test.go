@@ -75,7 +75,7 @@ func readHost(t *testing.T, c *api.Client, prefix, host string) hostState {
 
 func newSession(t *testing.T, c *api.Client, prefix, host string) (*Session, string) {
 	t.Helper()
-	s := NewSession(c, prefix, host, 10*time.Second, discard)
+	s := NewSession(c, prefix, host, 10*time.Second, discard) // not a wait: the session's TTL
 	id, err := s.ID(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +95,7 @@ func TestPublisherConsul(t *testing.T) {
 	if err != nil || e == nil {
 		t.Fatalf("session info: %v %v", e, err)
 	}
-	if len(e.NodeChecks) != 0 || len(e.Checks) != 0 || e.Behavior != "delete" || e.LockDelay > time.Millisecond || e.TTL != "10s" {
+	if len(e.NodeChecks) != 0 || len(e.Checks) != 0 || e.Behavior != "delete" || e.LockDelay > time.Millisecond || e.TTL != "10s" { // not a wait: the session's settings
 		t.Errorf("session %+v: want no checks, behavior delete, lock-delay 1ms, ttl 10s", e)
 	}
 
@@ -274,7 +274,8 @@ acl {
 	token := func(name, rules string) *api.Client {
 		t.Helper()
 		var pol *api.ACLPolicy
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		// The ACL system is up a moment after the leader: a start-up wait.
+		for deadline := time.Now().Add(testenv.PartStartWait); ; time.Sleep(testenv.PollInterval) {
 			pol, _, err = root.ACL().PolicyCreate(&api.ACLPolicy{Name: name, Rules: rules}, nil)
 			if err == nil || time.Now().After(deadline) {
 				break
@@ -299,7 +300,7 @@ acl {
 	plugin := token("berth-plugin", record.PluginACL("berth"))
 	ctx := context.Background()
 
-	s := NewSession(exp, "berth", "h1", 10*time.Second, discard)
+	s := NewSession(exp, "berth", "h1", 10*time.Second, discard) // not a wait: the session's TTL
 	sid, err := s.ID(ctx)
 	if err != nil {
 		t.Fatalf("session under the exporter policy: %v", err)
@@ -312,7 +313,7 @@ acl {
 		t.Errorf("renew: %v", err)
 	}
 	// A restarted exporter with the same token adopts the session.
-	s2 := NewSession(exp, "berth", "h1", 10*time.Second, discard)
+	s2 := NewSession(exp, "berth", "h1", 10*time.Second, discard) // not a wait: the session's TTL
 	if id, err := s2.ID(ctx); err != nil || id != sid {
 		t.Errorf("adopt under the exporter policy: %q %v, want %q", id, err, sid)
 	}
@@ -678,7 +679,7 @@ func TestSessionAdoptsLayout2Holder(t *testing.T) {
 	ctx := context.Background()
 	const host = "adopt"
 	sid, _, err := c.Session().CreateNoChecks(&api.SessionEntry{Name: SessionName(host), Behavior: api.SessionBehaviorDelete,
-		TTL: "30s", LockDelay: time.Millisecond}, nil)
+		TTL: "30s", LockDelay: time.Millisecond}, nil) // not a wait: the session's settings
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -689,7 +690,7 @@ func TestSessionAdoptsLayout2Holder(t *testing.T) {
 	if pair, _, _ := c.KV().Get(record.HostKey("berth", host), nil); pair != nil {
 		t.Fatal("mode 2 wrote layout 1")
 	}
-	if id, err := NewSession(c, "berth", host, 30*time.Second, discard).ID(ctx); err != nil || id != sid {
+	if id, err := NewSession(c, "berth", host, 30*time.Second, discard).ID(ctx); err != nil || id != sid { // not a wait: the session's TTL
 		t.Errorf("adopted %q (%v), want the layout 2 holder %q", id, err, sid)
 	}
 }

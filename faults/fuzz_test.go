@@ -111,7 +111,7 @@ func FuzzDNSWire(f *testing.F) {
 	seedBaseline(f, cl.KV())
 	d := testenv.StartCoreDNS(f, "f.berth.test {\n    berth {\n        consul "+c.HTTP+"\n    }\n}\n")
 	addr := d.Addr
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(testenv.ZoneStartWait)
 	for {
 		if r, err := testenv.Exchange("udp", addr, "web-1.good.hosts."+zone, dns.TypeSRV, 0); err == nil && len(r.Answer) == 1 {
 			break
@@ -119,14 +119,14 @@ func FuzzDNSWire(f *testing.F) {
 		if time.Now().After(deadline) {
 			f.Fatalf("fuzz zone not loaded:\n%s", d.Output())
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(testenv.PollInterval)
 	}
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		for _, network := range []string{"udp", "tcp"} {
 			if len(msg) == 0 && network == "udp" || len(msg) > 65535 {
 				continue
 			}
-			reply, err := rawExchange(network, addr, msg, 200*time.Millisecond)
+			reply, err := rawExchange(network, addr, msg, testenv.ProbeTimeout)
 			if err != nil && network == "udp" {
 				t.Fatalf("%s: %v", network, err)
 			}

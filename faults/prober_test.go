@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/berthdns/berth/internal/testenv"
 )
 
 // check is one query the prober sends and how its answer is judged: verify
@@ -92,7 +94,7 @@ func (p *prober) run(ctx context.Context, workers int, pause time.Duration) (wai
 	var wg sync.WaitGroup
 	for i := range workers {
 		wg.Go(func() {
-			c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
+			c := &dns.Client{Net: "udp", Timeout: testenv.QueryTimeout}
 			var mine []latency
 			defer func() {
 				p.mu.Lock()

@@ -167,6 +167,14 @@ func (c *churner) run(ctx context.Context, period time.Duration) (wait func()) {
 	return func() { <-done }
 }
 
+// Scenario 1's phases, not waits for a condition: how long the load and
+// the churn run before the leader is killed, and after the election,
+// each long enough for several churn rounds (every 500 ms) to be probed.
+const (
+	loadBeforeKill     = 3 * time.Second
+	churnAfterElection = 5 * time.Second
+)
+
 // Scenario 1. Injects: SIGKILL of the Consul leader (one of three servers
 // in containers) while a load generator queries DNS and containers start
 // and stop. Must hold: zero failed or wrong DNS answers throughout; the
@@ -191,9 +199,9 @@ func TestFault1LeaderLoss(t *testing.T) {
 		}
 		return w.dnsMatches(churnSvc, "churn")
 	}
-	if _, ok := waitFor(30*time.Second, func() bool { ok, _ := converged(); return ok }); !ok {
+	if _, ok := waitFor(w.servedWait(), func() bool { ok, _ := converged(); return ok }); !ok {
 		_, why := converged()
-		t.Fatalf("not published within 30s: %s", why)
+		t.Fatalf("not published within %v: %s", w.servedWait(), why)
 	}
 
 	ch := newChurner(w, "churn", churnLabels, keep)
@@ -214,8 +222,8 @@ func TestFault1LeaderLoss(t *testing.T) {
 	defer cancel()
 	stopLoad := p.run(ctx, 4, 0)
 	cctx, stopChurn := context.WithCancel(ctx)
-	churnDone := ch.run(cctx, 500*time.Millisecond)
-	time.Sleep(3 * time.Second) // load and churn before the fault
+	churnDone := ch.run(cctx, 500*time.Millisecond) // not a wait: the churn's pace
+	time.Sleep(loadBeforeKill)
 
 	leader, err := cl.Leader()
 	if err != nil {
@@ -237,7 +245,7 @@ func TestFault1LeaderLoss(t *testing.T) {
 	cl.Kill(leader)
 	// The election as the surviving servers see it, then as clients do
 	// (through the agent, with a write).
-	raft, _ := waitFor(60*time.Second, func() bool {
+	raft, _ := waitFor(testenv.ClusterElectionWait, func() bool {
 		for _, n := range cl.Servers {
 			if n == leader {
 				continue
@@ -248,7 +256,7 @@ func TestFault1LeaderLoss(t *testing.T) {
 		}
 		return false
 	})
-	newLeader, err := cl.WaitLeader(60 * time.Second)
+	newLeader, err := cl.WaitLeader(testenv.ClusterElectionWait)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,18 +267,18 @@ func TestFault1LeaderLoss(t *testing.T) {
 	t.Logf("new leader %s after %s", newLeader.Name, election.Round(time.Millisecond))
 	// The exporter writes again: the host document (whose rev rises with
 	// every change) moves past where it was at the kill.
-	resume, ok := waitFor(60*time.Second, func() bool { return hostIdx() > idxBefore })
+	resume, ok := waitFor(testenv.ExporterRecoverWait, func() bool { return hostIdx() > idxBefore })
 	if !ok {
-		t.Error("the exporter wrote nothing within 60s after the election")
+		t.Errorf("the exporter wrote nothing within %v after the election", testenv.ExporterRecoverWait)
 	}
 	resume += election
-	time.Sleep(5 * time.Second) // churn on after the election
+	time.Sleep(churnAfterElection)
 	stopChurn()
 	churnDone()
-	conv, ok := waitFor(60*time.Second, func() bool { ok, _ := converged(); return ok })
+	conv, ok := waitFor(w.servedWait(), func() bool { ok, _ := converged(); return ok })
 	if !ok {
 		_, why := converged()
-		t.Errorf("DNS and KV did not converge to Docker within 60s after the churn stopped: %s", why)
+		t.Errorf("DNS and KV did not converge to Docker within %v after the churn stopped: %s", w.servedWait(), why)
 	}
 	cancel()
 	stopLoad()

@@ -27,6 +27,12 @@ func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
 	return d
 }
 
+// outageSettle is how long scenario 2 lets the exporter meet the outage
+// before it reads its metrics, and how long before Consul's return it
+// reads them again: not a wait for a condition but a span at each end of
+// the outage, a few of the exporter's retries (250 ms doubling).
+const outageSettle = 2 * time.Second
+
 // Scenario 2. Injects: every Consul server SIGKILLed and kept down for 60 s
 // (BERTH_FAULT_OUTAGE), while containers start and stop. Must hold: DNS
 // answers every query meanwhile from the last good data (counted); the
@@ -34,7 +40,7 @@ func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
 // bound); after the servers return, KV and DNS converge to the Docker truth,
 // including the changes made during the outage.
 func TestFault2TotalOutage(t *testing.T) {
-	outage := envDuration(t, "BERTH_FAULT_OUTAGE", 60*time.Second)
+	outage := envDuration(t, "BERTH_FAULT_OUTAGE", 60*time.Second) // not a wait: the fault's length
 	w, cl := clusterWorld(t)
 	svc := w.service("out")
 	labels := map[string]string{"berth.service": svc}
@@ -45,9 +51,9 @@ func TestFault2TotalOutage(t *testing.T) {
 	gone := w.runContainer("outgone", labels)
 	listen := "127.0.0.1:" + strconv.Itoa(testenv.FreePort(t))
 	exp := w.startExporter(listen, "--session-ttl", "10s", "--resync", "30s")
-	if _, ok := waitFor(30*time.Second, func() bool { ok, _ := w.dnsMatches(svc, "out"); return ok }); !ok {
+	if _, ok := waitFor(w.servedWait(), func() bool { ok, _ := w.dnsMatches(svc, "out"); return ok }); !ok {
 		_, why := w.dnsMatches(svc, "out")
-		t.Fatalf("not published within 30s: %s", why)
+		t.Fatalf("not published within %v: %s", w.servedWait(), why)
 	}
 
 	// DNS must keep the last good data: all four, gone included.
@@ -61,14 +67,14 @@ func TestFault2TotalOutage(t *testing.T) {
 	p := newProber(w.dns.Addr, checks)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	stopLoad := p.run(ctx, 2, time.Millisecond)
+	stopLoad := p.run(ctx, 2, time.Millisecond) // not a wait: the prober's pause
 
 	for _, n := range cl.Servers {
 		cl.Kill(n)
 	}
 	down := time.Now()
 	t.Logf("all %d servers killed; down for %s", len(cl.Servers), outage)
-	time.Sleep(2 * time.Second)
+	time.Sleep(outageSettle)
 	m0, err := scrape("http://" + listen + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -88,13 +94,13 @@ func TestFault2TotalOutage(t *testing.T) {
 	// The plugin notices a Consul that hangs rather than refuses within
 	// one blocking query's wait plus the HTTP timeout's margin (about 19 s).
 	promStale := -1.0
-	for time.Now().Before(down.Add(outage-2*time.Second)) && promStale != 1 {
+	for time.Now().Before(down.Add(outage-outageSettle)) && promStale != 1 {
 		if m, err := scrape("http://" + w.promAddr + "/metrics"); err == nil {
 			promStale = m["coredns_berth_stale"]
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(testenv.PollInterval)
 	}
-	time.Sleep(time.Until(down.Add(outage - 2*time.Second)))
+	time.Sleep(time.Until(down.Add(outage - outageSettle)))
 	m1, err := scrape("http://" + listen + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -109,7 +115,7 @@ func TestFault2TotalOutage(t *testing.T) {
 		cl.Start(n)
 	}
 	back := time.Now()
-	if _, err := cl.WaitLeader(90 * time.Second); err != nil {
+	if _, err := cl.WaitLeader(testenv.ClusterElectionWait); err != nil {
 		t.Fatal(err)
 	}
 	leaderBack := time.Since(back)
@@ -117,16 +123,16 @@ func TestFault2TotalOutage(t *testing.T) {
 	// against the pre-outage data once Consul is back.
 	cancel()
 	stopLoad()
-	kvConv, ok := waitFor(90*time.Second, func() bool { ok, _ := w.kvMatches("out"); return ok })
+	kvConv, ok := waitFor(w.kvRecoverWait(), func() bool { ok, _ := w.kvMatches("out"); return ok })
 	if !ok {
 		_, why := w.kvMatches("out")
-		t.Errorf("KV did not converge within 90s of Consul's return: %s", why)
+		t.Errorf("KV did not converge within %v of Consul's return: %s", w.kvRecoverWait(), why)
 	}
 	kvConv += leaderBack
-	dnsConv, ok := waitFor(90*time.Second, func() bool { ok, _ := w.dnsMatches(svc, "out"); return ok })
+	dnsConv, ok := waitFor(w.dnsRecoverWait(), func() bool { ok, _ := w.dnsMatches(svc, "out"); return ok })
 	if !ok {
 		_, why := w.dnsMatches(svc, "out")
-		t.Errorf("DNS did not converge within 90s of Consul's return: %s", why)
+		t.Errorf("DNS did not converge within %v of Consul's return: %s", w.dnsRecoverWait(), why)
 	}
 	dnsConv += kvConv
 	// "Within seconds" of Consul serving again: the exporter's and the

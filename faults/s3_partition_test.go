@@ -24,6 +24,7 @@ import (
 // heals (one document per container, one SRV per port, one session).
 func TestFault3Partition(t *testing.T) {
 	w, cl := clusterWorld(t)
+	// The exporter's --session-ttl: a setting, not a wait.
 	const ttl = 10 * time.Second
 	svc := w.service("part")
 	labels := map[string]string{"berth.service": svc}
@@ -34,7 +35,8 @@ func TestFault3Partition(t *testing.T) {
 
 	image := testenv.EnsureExporterImage(t, w.docker)
 	ip := w.net.Addr(50)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	// Two requests to the engine: create and start.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*testenv.EngineRequestTimeout)
 	defer cancel()
 	res, err := w.docker.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: "berth-faults-" + w.run + "-exporter",
@@ -58,9 +60,9 @@ func TestFault3Partition(t *testing.T) {
 	if _, err := w.docker.ContainerStart(ctx, res.ID, client.ContainerStartOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := waitFor(30*time.Second, func() bool { ok, _ := w.dnsMatches(svc, "part"); return ok }); !ok {
+	if _, ok := waitFor(w.servedWait(), func() bool { ok, _ := w.dnsMatches(svc, "part"); return ok }); !ok {
 		_, why := w.dnsMatches(svc, "part")
-		t.Fatalf("not published within 30s: %s", why)
+		t.Fatalf("not published within %v: %s", w.servedWait(), why)
 	}
 
 	w.net.Disconnect(t, w.docker, res.ID)
@@ -76,24 +78,26 @@ func TestFault3Partition(t *testing.T) {
 		r, err := testenv.Exchange("udp", w.dns.Addr, svc+"."+zone, dns.TypeSRV, 0)
 		return err == nil && r.Rcode == dns.RcodeNameError
 	}
-	expire, ok := waitFor(2*ttl+15*time.Second, gone)
+	expire, ok := waitFor(testenv.SessionExpiryWait(ttl)+testenv.ZoneChangeWait, gone)
 	if !ok {
 		t.Fatalf("records of the partitioned host still in DNS %s after the cut", expire.Round(time.Millisecond))
 	}
 	t.Logf("records gone from DNS %s after the cut (TTL %s)", expire.Round(time.Millisecond), ttl)
-	if expire < ttl-time.Second {
+	if expire < ttl-time.Second { // not a wait: the claim checked, a TTL less one second of Consul's rounding
 		t.Errorf("records vanished %s after the cut, before the session TTL %s could pass", expire, ttl)
 	}
-	if expire > 2*ttl+5*time.Second {
+	if expire > 2*ttl+5*time.Second { // not a wait: the claim checked, two TTLs and a few seconds
 		t.Errorf("records outlived the session by far: %s for TTL %s", expire, ttl)
 	}
 
 	w.net.Connect(t, w.docker, res.ID, ip)
 	healed := time.Now()
-	back, ok := waitFor(60*time.Second, func() bool { ok, _ := w.dnsMatches(svc, "part"); return ok })
+	// Healed, the exporter's Consul round fails no more: its retry, then
+	// it publishes everything again under a new session.
+	back, ok := waitFor(w.dnsRecoverWait(), func() bool { ok, _ := w.dnsMatches(svc, "part"); return ok })
 	if !ok {
 		_, why := w.dnsMatches(svc, "part")
-		t.Fatalf("records not back within 60s of the heal: %s", why)
+		t.Fatalf("records not back within %v of the heal: %s", w.dnsRecoverWait(), why)
 	}
 	_ = healed
 	// No duplicates: exactly one document per container, one SRV each,

@@ -29,11 +29,12 @@ func TestFault4ExporterCrashRestart(t *testing.T) {
 	for i := range 4 {
 		cs = append(cs, w.runContainer(fmt.Sprintf("crash%d", i), map[string]string{"berth.service": svc}))
 	}
+	// The exporter's --session-ttl: a setting, not a wait.
 	const ttl = 10 * time.Second
 	exp := w.startExporter("", "--session-ttl", ttl.String())
-	if took, ok := waitFor(30*time.Second, func() bool { ok, _ := w.dnsMatches(svc, "crash"); return ok }); !ok {
+	if took, ok := waitFor(w.servedWait(), func() bool { ok, _ := w.dnsMatches(svc, "crash"); return ok }); !ok {
 		_, why := w.dnsMatches(svc, "crash")
-		t.Fatalf("not published within 30s: %s", why)
+		t.Fatalf("not published within %v: %s", w.servedWait(), why)
 	} else {
 		t.Logf("published in %s", took.Round(time.Millisecond))
 	}
@@ -54,7 +55,7 @@ func TestFault4ExporterCrashRestart(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, ch := range checks {
 		wg.Go(func() {
-			tick := time.NewTicker(10 * time.Millisecond)
+			tick := time.NewTicker(probeEvery)
 			defer tick.Stop()
 			for {
 				select {
@@ -82,7 +83,7 @@ func TestFault4ExporterCrashRestart(t *testing.T) {
 		})
 	}
 
-	for _, down := range []time.Duration{0, 5 * time.Second} {
+	for _, down := range []time.Duration{0, 5 * time.Second} { // not a wait: the injected downtimes
 		exp.Kill()
 		t.Logf("exporter SIGKILLed; restarting after %s", down)
 		time.Sleep(down) // the injected downtime, not an assertion
@@ -90,11 +91,11 @@ func TestFault4ExporterCrashRestart(t *testing.T) {
 		restarted := time.Now()
 		// Keep polling past the point where the old session, had it not
 		// been adopted, would certainly have expired (2x TTL).
-		for time.Since(restarted) < 2*ttl+3*time.Second {
+		for time.Since(restarted) < testenv.SessionExpiryWait(ttl) {
 			if !exp.Running() {
 				t.Fatal("the restarted exporter exited")
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(testenv.PollInterval)
 		}
 	}
 	cancel()
@@ -102,7 +103,7 @@ func TestFault4ExporterCrashRestart(t *testing.T) {
 
 	// No orphaned session: exactly one of this host's, holding its keys.
 	var sessions int
-	_, ok := waitFor(2*ttl+5*time.Second, func() bool {
+	_, ok := waitFor(testenv.SessionExpiryWait(ttl), func() bool {
 		list, err := sessionsOf(w.consul, w.host)
 		sessions = len(list)
 		return err == nil && len(list) == 1 && list[0].ID == holder(w.consul, record.HostKey(prefix, w.host))

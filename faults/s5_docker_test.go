@@ -131,13 +131,13 @@ func TestFault5DockerEventStreamLoss(t *testing.T) {
 	env := append(w.exporterEnv(w.host, w.consulHTTP, ""), "BERTH_LISTEN="+listen, "DOCKER_HOST=unix://"+sock)
 	// A long resync, so that only the reconnection can bring the changes.
 	exp := testenv.StartExporter(t, env, "--session-ttl", "10s", "--resync", "10m")
-	if _, ok := waitFor(30*time.Second, func() bool { ok, _ := w.dnsMatches(svc, "ev"); return ok }); !ok {
+	if _, ok := waitFor(w.servedWait(), func() bool { ok, _ := w.dnsMatches(svc, "ev"); return ok }); !ok {
 		_, why := w.dnsMatches(svc, "ev")
-		t.Fatalf("not published within 30s: %s", why)
+		t.Fatalf("not published within %v: %s", w.servedWait(), why)
 	}
 	m0, _ := scrape("http://" + listen + "/metrics")
 
-	cutDur := envDuration(t, "BERTH_FAULT_DOCKER_CUT", 5*time.Second)
+	cutDur := envDuration(t, "BERTH_FAULT_DOCKER_CUT", 5*time.Second) // not a wait: the fault's length
 	closed := proxy.Cut()
 	cutAt := time.Now()
 	t.Logf("cut: %d connections closed; refusing for %s", closed, cutDur)
@@ -148,7 +148,7 @@ func TestFault5DockerEventStreamLoss(t *testing.T) {
 	time.Sleep(time.Until(cutAt.Add(cutDur)))
 	proxy.Heal()
 
-	conv, ok := waitFor(60*time.Second, func() bool {
+	conv, ok := waitFor(w.reconnectWait(), func() bool {
 		if ok, _ := w.kvMatches("ev"); !ok {
 			return false
 		}
@@ -157,15 +157,16 @@ func TestFault5DockerEventStreamLoss(t *testing.T) {
 	})
 	if !ok {
 		_, why := w.dnsMatches(svc, "ev")
-		t.Errorf("changes made during the cut not in DNS within 60s of the heal: %s", why)
+		t.Errorf("changes made during the cut not in DNS within %v of the heal: %s", w.reconnectWait(), why)
 	}
 	// And the event stream itself is back: a change after the heal arrives
 	// by its event (the resync is 10 minutes away).
 	after := w.runContainer("evafter", labels)
-	evLat, ok := waitFor(30*time.Second, func() bool { ok, _ := w.dnsMatches(svc, "ev"); return ok })
+	evWait := testenv.ExporterChangeWait + testenv.ZoneChangeWait
+	evLat, ok := waitFor(evWait, func() bool { ok, _ := w.dnsMatches(svc, "ev"); return ok })
 	if !ok {
 		_, why := w.dnsMatches(svc, "ev")
-		t.Errorf("a container started after the heal is not in DNS within 30s (event stream not back?): %s", why)
+		t.Errorf("a container started after the heal is not in DNS within %v (event stream not back?): %s", evWait, why)
 	}
 	m1, _ := scrape("http://" + listen + "/metrics")
 	if !exp.Running() {

@@ -74,6 +74,16 @@ func denied(err error) bool {
 	return err != nil && (strings.Contains(err.Error(), "403") || strings.Contains(strings.ToLower(err.Error()), "permission denied"))
 }
 
+// Scenario 6's spans, not waits for a condition: aclPollFirst lets the
+// poller of B's records sample them before A's token attacks B's session,
+// and aclWatch is how long it samples them afterwards: past B's next
+// renewal (every TTL/2, 5 s) and then a republish, so that a session A
+// destroyed would show as missed answers before B restored them.
+const (
+	aclPollFirst = 20 * probeEvery
+	aclWatch     = 12 * time.Second
+)
+
 // Scenario 6. Injects: two exporters under ACLs (deny by default), each with
 // the token the README's policy gives (its own host's keys, and the catalog
 // node and sessions named after its host), and direct attacks of each token on the other
@@ -102,11 +112,11 @@ func TestFault6ACLConfinement(t *testing.T) {
 		name string
 		port int
 	}{{nameA, ca.HostPort}, {nameB, cb.HostPort}} {
-		if _, ok := waitFor(30*time.Second, func() bool {
+		if _, ok := waitFor(w.servedWait(), func() bool {
 			ports, _, _ := w.dnsPorts(x.name)
 			return equalInts(ports, []int{x.port})
 		}); !ok {
-			t.Fatalf("%s not served within 30s through the plugin's read-only token", x.name)
+			t.Fatalf("%s not served within %v through the plugin's read-only token", x.name, w.servedWait())
 		}
 	}
 
@@ -244,15 +254,15 @@ func TestFault6ACLConfinement(t *testing.T) {
 			if err != nil || wantSRV(cb.HostPort)(r) != nil {
 				misses.Add(1)
 			}
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(probeEvery)
 		}
 	}()
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(aclPollFirst)
 	_, _, err = clA.Session().Renew(bSession, nil)
 	attack("A", "renew B's session", err, true)
 	_, err = clA.Session().Destroy(bSession, nil)
 	attack("A", "destroy B's session (deletes B's keys: behavior=delete)", err, true)
-	time.Sleep(12 * time.Second) // B's renewal (every TTL/2) notices and republishes
+	time.Sleep(aclWatch)
 	cancel()
 	<-pollDone
 	if misses.Load() > 0 {

@@ -97,7 +97,7 @@ func waitSRV(t *testing.T, w *world, name string, ports ...int) {
 	t.Helper()
 	sort.Ints(ports)
 	var got []int
-	if _, ok := waitFor(20*time.Second, func() bool {
+	if _, ok := waitFor(testenv.ZoneChangeWait, func() bool {
 		got, _, _ = w.dnsPorts(name)
 		return equalInts(got, ports)
 	}); !ok {
@@ -313,7 +313,7 @@ func badDocuments(t *testing.T, w *world, kv *api.KV) (rejected, counted int) {
 	bump(3)
 
 	var after map[string]float64
-	if _, ok := waitFor(20*time.Second, func() bool {
+	if _, ok := waitFor(testenv.ZoneChangeWait, func() bool {
 		after, err = scrape("http://" + w.promAddr + "/metrics")
 		counted = int(delta(before, after, `coredns_berth_invalid_records_total{reason="invalid"}`) +
 			delta(before, after, `coredns_berth_invalid_records_total{reason="version"}`))
@@ -323,7 +323,7 @@ func badDocuments(t *testing.T, w *world, kv *api.KV) (rejected, counted int) {
 	}
 	// Let a few more watch rounds pass, then count again: each rejection
 	// is counted once, not once per reload.
-	time.Sleep(time.Second)
+	time.Sleep(recountAfter)
 	after, _ = scrape("http://" + w.promAddr + "/metrics")
 	counted = int(delta(before, after, `coredns_berth_invalid_records_total{reason="invalid"}`) +
 		delta(before, after, `coredns_berth_invalid_records_total{reason="version"}`))
@@ -387,6 +387,22 @@ func axfr(t *testing.T, addr string) []dns.RR {
 	return rrs
 }
 
+// settledZone's two transfers are settleApart apart, a span in which a
+// plugin still applying a change moves the serial (its rounds follow a
+// change in milliseconds; testenv.ZoneChangeWait bounds one), and it tries
+// settleChecks times: as many spans as fill ZoneChangeWait, a zone that
+// moves for longer than one change round being still written to.
+const (
+	settleApart  = time.Second
+	settleChecks = int(testenv.ZoneChangeWait / settleApart)
+)
+
+// recountAfter is how long the bad-document case lets the watcher reload
+// before it counts the rejections again: not a wait for a condition but a
+// span that must hold several watch rounds, each a few milliseconds when
+// nothing changes, in which nothing may be counted twice.
+const recountAfter = time.Second
+
 // settledZone is the zone by AXFR once it holds still: KV can be complete
 // while the plugin is still applying the last host's change, so wait until
 // two transfers a second apart carry the same SOA serial.
@@ -403,15 +419,15 @@ func settledZone(t *testing.T, addr string) []dns.RR {
 		return soa.Serial
 	}
 	prev := axfr(t, addr)
-	for range 30 {
-		time.Sleep(time.Second)
+	for range settleChecks {
+		time.Sleep(settleApart)
 		cur := axfr(t, addr)
 		if serial(cur) == serial(prev) {
 			return cur
 		}
 		prev = cur
 	}
-	t.Fatalf("the zone still changes after 30s (serial %d)", serial(prev))
+	t.Fatalf("the zone still changes after %v (serial %d)", time.Duration(settleChecks)*settleApart, serial(prev))
 	return nil
 }
 
@@ -522,7 +538,7 @@ func hostileLabels(t *testing.T, w *world) (skipped, published int) {
 
 	var m map[string]float64
 	var err error
-	if _, ok := waitFor(30*time.Second, func() bool {
+	if _, ok := waitFor(w.servedWait(), func() bool {
 		m, err = scrape("http://" + listen + "/metrics")
 		return err == nil && int(m["berth_exporter_containers_seen"]) == made &&
 			int(m["berth_exporter_containers_published"]+m["berth_exporter_containers_skipped"]) == made
@@ -538,7 +554,7 @@ func hostileLabels(t *testing.T, w *world) (skipped, published int) {
 	}
 	// Every key the exporter wrote is its own, and every document valid.
 	var pairs api.KVPairs
-	if _, ok := waitFor(20*time.Second, func() bool {
+	if _, ok := waitFor(w.servedWait(), func() bool {
 		pairs, _, err = w.consul.KV().List(record.ContainersPrefix(prefix, w.host), nil)
 		return err == nil && len(pairs) == published
 	}); !ok {
@@ -562,7 +578,7 @@ func hostileLabels(t *testing.T, w *world) (skipped, published int) {
 	}
 	t.Logf("%d hostile containers: %d published, %d skipped and counted", made, published, skipped)
 	// The zone: only sanitized names, addresses of valid documents.
-	if _, ok := waitFor(20*time.Second, func() bool {
+	if _, ok := waitFor(w.servedWait(), func() bool {
 		r, err := testenv.Exchange("udp", w.dns.Addr, hostName(w.host), dns.TypeA, 0)
 		return err == nil && r.Rcode == dns.RcodeSuccess
 	}); !ok {

@@ -158,11 +158,11 @@ func wellFormed(q *dns.Msg) bool {
 
 // send packs q (or sends raw when q is nil), exchanges and judges it.
 func (s *dnsStats) send(network, addr string, q *dns.Msg, raw []byte, zset map[string]bool, what string) {
-	timeout := 2 * time.Second
+	timeout := testenv.QueryTimeout
 	if q == nil {
 		// Hand-built packets: the server may rightly drop them, so do not
-		// wait long for the reply.
-		timeout = 300 * time.Millisecond
+		// wait long for the reply: a probe's timeout.
+		timeout = testenv.ProbeTimeout
 	}
 	if q != nil {
 		b, err := q.Pack()
@@ -175,7 +175,7 @@ func (s *dnsStats) send(network, addr string, q *dns.Msg, raw []byte, zset map[s
 	}
 	reply, err := rawExchange(network, addr, raw, timeout)
 	if err == nil && reply == nil && network == "udp" && q != nil && wellFormed(q) && len(q.Question) == 1 && !q.Response {
-		reply, err = rawExchange(network, addr, raw, 2*time.Second) // one retry: UDP may drop
+		reply, err = rawExchange(network, addr, raw, testenv.QueryTimeout) // one retry: UDP may drop
 	}
 	if err != nil {
 		s.badf("%s %s: %v", network, what, err)
@@ -313,7 +313,7 @@ func hostileQueries(t *testing.T, w *world) *dnsStats {
 			q.SetEdns0(size, size%2 == 1)
 			st.send(network, addr, q, nil, zset, fmt.Sprintf("EDNS0 size %d", size))
 			b, _ := q.Pack()
-			reply, _ := rawExchange(network, addr, b, 2*time.Second)
+			reply, _ := rawExchange(network, addr, b, testenv.QueryTimeout)
 			r := new(dns.Msg)
 			if reply == nil || r.Unpack(reply) != nil {
 				continue
@@ -417,9 +417,9 @@ func hostileQueries(t *testing.T, w *world) *dnsStats {
 	// TCP framing: a zero length, a length longer than the data, a huge
 	// garbage message, two queries pipelined on one connection.
 	for _, frame := range [][]byte{{0, 0}, {0xff, 0xff, 1, 2, 3}, append([]byte{0xff, 0xff}, make([]byte, 65535)...)} {
-		conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		conn, err := net.DialTimeout("tcp", addr, testenv.QueryTimeout)
 		if err == nil {
-			_ = conn.SetDeadline(time.Now().Add(2 * time.Second))
+			_ = conn.SetDeadline(time.Now().Add(testenv.QueryTimeout))
 			_, _ = conn.Write(frame)
 			_, _ = io.Copy(io.Discard, conn)
 			conn.Close()
@@ -427,8 +427,9 @@ func hostileQueries(t *testing.T, w *world) *dnsStats {
 		st.queries.Add(1)
 		alive(fmt.Sprintf("a TCP frame of %d bytes", len(frame)))
 	}
-	if conn, err := net.DialTimeout("tcp", addr, 2*time.Second); err == nil {
-		_ = conn.SetDeadline(time.Now().Add(3 * time.Second))
+	if conn, err := net.DialTimeout("tcp", addr, testenv.QueryTimeout); err == nil {
+		// Two queries pipelined: two queries' time.
+		_ = conn.SetDeadline(time.Now().Add(2 * testenv.QueryTimeout))
 		c := &dns.Conn{Conn: conn}
 		q1, q2 := question(names[1], dns.TypeSRV, dns.ClassINET), question(names[2], dns.TypeA, dns.ClassINET)
 		_ = c.WriteMsg(q1)

@@ -159,16 +159,16 @@ func (w *world) startCoreDNS(token string) {
 
 func (w *world) waitLoaded() {
 	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(testenv.ZoneStartWait)
 	for {
 		r, err := testenv.Exchange("udp", w.dns.Addr, zone, dns.TypeSOA, 0)
 		if err == nil && r.Rcode == dns.RcodeSuccess && r.Authoritative {
 			return
 		}
 		if time.Now().After(deadline) {
-			w.t.Fatalf("zone not loaded within 30s: %v %v\n%s", r, err, w.dns.Output())
+			w.t.Fatalf("zone not loaded within %v: %v %v\n%s", testenv.ZoneStartWait, r, err, w.dns.Output())
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(testenv.PollInterval)
 	}
 }
 
@@ -215,7 +215,7 @@ func (w *world) runContainer(name string, labels map[string]string) *ctr {
 func (w *world) createContainer(name string, labels map[string]string) (*ctr, error) {
 	full := name + "-" + w.run
 	port := network.MustParsePort("80/tcp")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.EngineRequestTimeout)
 	defer cancel()
 	res, err := w.docker.ContainerCreate(ctx, client.ContainerCreateOptions{Name: full,
 		Config: &container.Config{Image: w.image, Labels: w.labels(labels), ExposedPorts: network.PortSet{port: {}}},
@@ -235,7 +235,8 @@ func (w *world) createContainer(name string, labels map[string]string) (*ctr, er
 
 // start starts c and reads its host port.
 func (w *world) start(c *ctr) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Two requests to the engine: start and inspect.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*testenv.EngineRequestTimeout)
 	defer cancel()
 	if _, err := w.docker.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
 		return fmt.Errorf("start %s: %w", c.Name, err)
@@ -256,7 +257,7 @@ func (w *world) start(c *ctr) error {
 
 // stop kills c (SIGKILL: a die event) and waits until it has stopped.
 func (w *world) stop(c *ctr) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.EngineRequestTimeout)
 	defer cancel()
 	w.mu.Lock()
 	c.Running = false
@@ -264,7 +265,7 @@ func (w *world) stop(c *ctr) error {
 	if _, err := w.docker.ContainerKill(ctx, c.ID, client.ContainerKillOptions{Signal: "KILL"}); err != nil {
 		return fmt.Errorf("kill %s: %w", c.Name, err)
 	}
-	testenv.WaitNotRunning(w.docker, c.ID, 30*time.Second)
+	testenv.WaitNotRunning(w.docker, c.ID, testenv.EngineRequestTimeout)
 	return nil
 }
 
@@ -341,7 +342,7 @@ func waitFor(timeout time.Duration, cond func() bool) (time.Duration, bool) {
 		if time.Since(start) > timeout {
 			return time.Since(start), false
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(testenv.PollInterval)
 	}
 }
 

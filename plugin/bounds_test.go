@@ -42,8 +42,8 @@ func startBoundedWatcher(t *testing.T, c *testenv.Consul, hostBytes, hostRate in
 	t.Cleanup(func() { cancel(); <-done })
 	select {
 	case <-w.loaded:
-	case <-time.After(15 * time.Second):
-		t.Fatal("no first load from Consul within 15s")
+	case <-time.After(testenv.ZoneStartWait):
+		t.Fatalf("no first load from Consul within %v", testenv.ZoneStartWait)
 	}
 	return w
 }
@@ -59,7 +59,7 @@ func TestWatchOversizeHost(t *testing.T) {
 	bad := mkHost("bad", "192.0.2.66")
 	publish(t, kv, bad, ctrOp(t, "bad", mkCtr("b1", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.66", 6001))))
 	w := startBoundedWatcher(t, c, 256<<10, 1<<30)
-	testenv.Eventually(t, 5*time.Second, "the bad host's first state", w.has("api.c.example.org.", dns.TypeA, "api.c.example.org. 30 IN A 192.0.2.66"))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "the bad host's first state", w.has("api.c.example.org.", dns.TypeA, "api.c.example.org. 30 IN A 192.0.2.66"))
 
 	before := testenv.MetricValue(invalidRecords.WithLabelValues("oversize"))
 	// 8 documents of 60 KiB: each under the document limit, together over
@@ -71,7 +71,7 @@ func TestWatchOversizeHost(t *testing.T) {
 		}
 	}
 	publish(t, kv, bad)
-	testenv.Eventually(t, 5*time.Second, "the oversize host reported", func() error {
+	testenv.Eventually(t, testenv.ZoneChangeWait, "the oversize host reported", func() error {
 		if testenv.MetricValue(invalidRecords.WithLabelValues("oversize")) != before+1 {
 			return fmt.Errorf("oversize counted %v times, want 1", testenv.MetricValue(invalidRecords.WithLabelValues("oversize"))-before)
 		}
@@ -80,10 +80,10 @@ func TestWatchOversizeHost(t *testing.T) {
 	w.check(t, "api.c.example.org.", dns.TypeA, "api.c.example.org. 30 IN A 192.0.2.66")
 
 	publish(t, kv, good, ctrOp(t, "good", mkCtr("a2", "web-2", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))))
-	testenv.Eventually(t, 5*time.Second, "the good host changes", w.has("web-2.good.hosts.c.example.org.", dns.TypeA, "web-2.good.hosts.c.example.org. 30 IN A 192.0.2.10"))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "the good host changes", w.has("web-2.good.hosts.c.example.org.", dns.TypeA, "web-2.good.hosts.c.example.org. 30 IN A 192.0.2.10"))
 	publish(t, kv, bad) // the same oversize subtree at a new rev: read again, not reported again
 	publish(t, kv, good, ctrOp(t, "good", mkCtr("a3", "web-3", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1003))))
-	testenv.Eventually(t, 5*time.Second, "the good host changes again", w.has("web-3.good.hosts.c.example.org.", dns.TypeA, "web-3.good.hosts.c.example.org. 30 IN A 192.0.2.10"))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "the good host changes again", w.has("web-3.good.hosts.c.example.org.", dns.TypeA, "web-3.good.hosts.c.example.org. 30 IN A 192.0.2.10"))
 	if n := testenv.MetricValue(invalidRecords.WithLabelValues("oversize")) - before; n != 1 {
 		t.Errorf("oversize reported %v times while it lasted, want once", n)
 	}
@@ -103,7 +103,8 @@ func TestWatchFlappingHost(t *testing.T) {
 	publish(t, kv, flap, ctrOp(t, "flap", mkCtr("f1", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.77", 7000))))
 	// A few hundred bytes a second, after a burst of 8 KiB: the flapping
 	// host's reads of about a kilobyte each are soon over it.
-	w := startBoundedWatcher(t, c, 4<<10, 512)
+	const hostBytes, hostRate = 4 << 10, 512 // the bound of one read, and the allowance a second
+	w := startBoundedWatcher(t, c, hostBytes, hostRate)
 	deferredBefore := testenv.MetricValue(hostFetchesDeferred)
 
 	ctx, stop := context.WithCancel(context.Background())
@@ -125,21 +126,26 @@ func TestWatchFlappingHost(t *testing.T) {
 			if err == nil && ok {
 				published = port
 			}
-			time.Sleep(20 * time.Millisecond)
+			time.Sleep(testenv.PollInterval) // not a wait: the flapping host's pace, one change per poll
 		}
 		flapped <- published
 	}()
-	testenv.Eventually(t, 10*time.Second, "the flapping host deferred", func() error {
+	// The allowance's burst (twice hostBytes) is spent by at most eight
+	// reads of the ~1 KiB host, one change round each.
+	testenv.Eventually(t, 2*hostBytes/(1<<10)*testenv.ZoneChangeWait, "the flapping host deferred", func() error {
 		if testenv.MetricValue(hostFetchesDeferred) <= deferredBefore {
 			return fmt.Errorf("no deferral counted")
 		}
 		return nil
 	})
 	publish(t, kv, good, ctrOp(t, "good", mkCtr("a2", "web-2", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))))
-	testenv.Eventually(t, 5*time.Second, "the good host's change while the other flaps", w.has("web-2.good.hosts.c.example.org.", dns.TypeA, "web-2.good.hosts.c.example.org. 30 IN A 192.0.2.10"))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "the good host's change while the other flaps", w.has("web-2.good.hosts.c.example.org.", dns.TypeA, "web-2.good.hosts.c.example.org. 30 IN A 192.0.2.10"))
 	stop()
 	last := <-flapped
-	testenv.Eventually(t, 20*time.Second, "the flapping host's last state", w.has("api-1.flap.hosts.c.example.org.", dns.TypeSRV,
+	// Its last state is read once the allowance's debt, at most one read
+	// of hostBytes, is repaid at hostRate, and then in one round.
+	const repaid = hostBytes / hostRate * time.Second
+	testenv.Eventually(t, repaid+testenv.ZoneChangeWait, "the flapping host's last state", w.has("api-1.flap.hosts.c.example.org.", dns.TypeSRV,
 		fmt.Sprintf("api-1.flap.hosts.c.example.org. 30 IN SRV 10 10 %d flap.hosts.c.example.org.", last)))
 }
 
@@ -179,10 +185,10 @@ func TestWatchShardFlood(t *testing.T) {
 		}
 	}
 	publish(t, kv, good, ctrOp(t, good.Name, mkCtr("a2", "web-2", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))))
-	testenv.Eventually(t, 10*time.Second, "the good host's change beside the flood", w.has("web-2."+good.Name+".hosts.c.example.org.", dns.TypeA, "web-2."+good.Name+".hosts.c.example.org. 30 IN A 192.0.2.10"))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "the good host's change beside the flood", w.has("web-2."+good.Name+".hosts.c.example.org.", dns.TypeA, "web-2."+good.Name+".hosts.c.example.org. 30 IN A 192.0.2.10"))
 	w.check(t, "api-1."+noisy.Name+".hosts.c.example.org.", dns.TypeA, "api-1."+noisy.Name+".hosts.c.example.org. 30 IN A 192.0.2.66")
 	publish(t, kv, good, ctrOp(t, good.Name, mkCtr("a3", "web-3", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1003))))
-	testenv.Eventually(t, 10*time.Second, "another change beside the flood", w.has("web-3."+good.Name+".hosts.c.example.org.", dns.TypeA, "web-3."+good.Name+".hosts.c.example.org. 30 IN A 192.0.2.10"))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "another change beside the flood", w.has("web-3."+good.Name+".hosts.c.example.org.", dns.TypeA, "web-3."+good.Name+".hosts.c.example.org. 30 IN A 192.0.2.10"))
 	if n := testenv.MetricValue(invalidRecords.WithLabelValues("oversize")) - oversizeBefore; n != 1 {
 		t.Errorf("the flooding host was counted %v times, want once", n)
 	}
@@ -242,7 +248,7 @@ func TestReporterForgets(t *testing.T) {
 	publish(t, kv, h, ops...)
 	z := newTestZone(nil)
 	wt := newWatcher(kv, kvPrefix, []*Zone{z}, time.Hour, func() {}, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.ZoneStartWait)
 	defer cancel()
 	if _, err := wt.fullLoad(ctx, false); err != nil {
 		t.Fatal(err)
@@ -305,7 +311,7 @@ func TestWatchOversizeHostDefaultBound(t *testing.T) {
 		}
 	}
 	publish(t, kv, mkHost("bad", "192.0.2.66"))
-	testenv.Eventually(t, 10*time.Second, "the oversize host reported", func() error {
+	testenv.Eventually(t, testenv.ZoneChangeWait, "the oversize host reported", func() error {
 		if n := testenv.MetricValue(invalidRecords.WithLabelValues("oversize")) - before; n != 1 {
 			return fmt.Errorf("oversize counted %v times, want 1", n)
 		}

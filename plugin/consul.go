@@ -17,6 +17,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// consulRequestTimeout cuts off every request to Consul: just above the
+// blocking query's wait, to which Consul adds up to wait/16 of jitter.
+const consulRequestTimeout = watchWait + watchWait/16 + 3*time.Second
+
 // newConsulClient builds the Consul client with a timeout just above the
 // blocking query's wait, whose transport counts response bytes by request
 // kind and enforces a request's byte limit (see withRequest).
@@ -36,7 +40,7 @@ func newConsulClient(cfg *api.Config) (*api.Client, error) {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
 	hc.Transport = countingTransport{next: hc.Transport}
-	hc.Timeout = watchWait + watchWait/16 + 3*time.Second // Consul adds up to wait/16 of jitter
+	hc.Timeout = consulRequestTimeout
 	cfg.HttpClient = hc
 	client, err := api.NewClient(cfg)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/berthdns/berth/internal/testenv"
 	"github.com/miekg/dns"
@@ -83,7 +82,7 @@ func TestDNSSECValidated(t *testing.T) {
 	}
 
 	addWeb(t, kv, 7, 32777)
-	testenv.Eventually(t, 10*time.Second, "the new instance is served", srvPorts(dnsd.Addr, "web-7.host1.hosts."+e2eZone, 32777))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "the new instance is served", srvPorts(dnsd.Addr, "web-7.host1.hosts."+e2eZone, 32777))
 	if fresh := validate("web-7.host1.hosts."+e2eZone, "SRV"); !strings.Contains(fresh, "; fully validated") || !strings.Contains(fresh, " 32777 ") {
 		t.Errorf("a record added after the start is not validated:\n%s", fresh)
 	}

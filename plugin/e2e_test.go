@@ -71,15 +71,15 @@ func exchange(t *testing.T, net, addr, name string, qtype uint16, udpSize uint16
 // waitLoaded polls until the zone answers authoritatively (first load done).
 func waitLoaded(t *testing.T, addr, name string) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(testenv.ZoneStartWait)
 	for {
 		if r := exchange(t, "udp", addr, name, dns.TypeSOA, 0); r.Rcode == dns.RcodeSuccess && r.Authoritative {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("zone not loaded within 15s")
+			t.Fatalf("zone not loaded within %v", testenv.ZoneStartWait)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(testenv.PollInterval)
 	}
 }
 
@@ -166,7 +166,7 @@ func TestE2EProductionCorefile(t *testing.T) {
 	}
 
 	// A transfer from an address that is not a secondary is refused.
-	other, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 2 * time.Second}).Dial("tcp", dnsd.Addr)
+	other, err := (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: testenv.QueryTimeout}).Dial("tcp", dnsd.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}

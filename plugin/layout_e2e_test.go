@@ -62,7 +62,7 @@ func (f *fleet) publish(t *testing.T, h int, mode record.WriteMode) {
 	}
 	if f.sessions[h] == "" {
 		id, _, err := f.client.Session().CreateNoChecks(&api.SessionEntry{Name: exporter.SessionName(f.hostName(h)),
-			Behavior: api.SessionBehaviorDelete, TTL: "3600s", LockDelay: time.Millisecond}, nil)
+			Behavior: api.SessionBehaviorDelete, TTL: "3600s", LockDelay: time.Millisecond}, nil) // not a wait: the session's settings
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -164,6 +164,17 @@ type probe struct {
 	want  int
 }
 
+// While TestLayoutMigration moves hosts between layouts a prober queries
+// the zone without pause and counts every failed answer. probeStep and
+// probeAfter are not waits for a condition but how long the prober samples:
+// after each step (a few of its rounds on loopback), and after the last
+// one (the plugin's notice of it, one change round of a few milliseconds
+// when nothing fails, sampled many times over).
+const (
+	probeStep  = 30 * time.Millisecond
+	probeAfter = 500 * time.Millisecond
+)
+
 // TestLayoutMigration proves a fleet moves from layout 1 to layout 2 host by
 // host without losing an answer: while the hosts' exporters are restarted
 // one after another with a new --kv-layout (half through "both", half
@@ -221,7 +232,7 @@ func TestLayoutMigration(t *testing.T) {
 	}()
 	step := func(h int, mode record.WriteMode) {
 		f.publish(t, h, mode)
-		time.Sleep(30 * time.Millisecond) // let the prober ask around each step
+		time.Sleep(probeStep) // let the prober ask around each step
 	}
 	for h := range f.hosts {
 		if h%2 == 0 {
@@ -233,7 +244,7 @@ func TestLayoutMigration(t *testing.T) {
 			step(h, record.WriteV2)
 		}
 	}
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(probeAfter)
 	close(stop)
 	<-done
 

@@ -61,7 +61,7 @@ func TestWatchLayoutMove(t *testing.T) {
 
 	z := newTestZone(nil)
 	wt := newWatcher(kv, kvPrefix, []*Zone{z}, time.Hour, func() {}, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.ZoneStartWait)
 	defer cancel()
 	if _, err := wt.fullLoad(ctx, false); err != nil {
 		t.Fatal(err)

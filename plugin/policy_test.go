@@ -79,7 +79,7 @@ func TestWatchOwnershipPolicy(t *testing.T) {
 		"web.shop.c.example.org. 30 IN SRV 10 10 8080 h1.hosts.c.example.org.",
 		"web.shop.c.example.org. 30 IN SRV 0 10 6666 h9.hosts.c.example.org.")
 	owner := w.has("web.shop.c.example.org.", dns.TypeSRV, "web.shop.c.example.org. 30 IN SRV 10 10 8080 h1.hosts.c.example.org.")
-	testenv.Eventually(t, 5*time.Second, "no policy: every claim", both)
+	testenv.Eventually(t, testenv.ZoneChangeWait, "no policy: every claim", both)
 
 	putPolicy := func(doc string) uint64 {
 		t.Helper()
@@ -93,8 +93,8 @@ func TestWatchOwnershipPolicy(t *testing.T) {
 		return p.ModifyIndex
 	}
 	index := putPolicy(`{"v": 1, "default": "allow", "rules": [{"service": "web.shop", "hosts": ["h1"]}]}`)
-	testenv.Eventually(t, 10*time.Second, "the policy takes the impostor out", owner)
-	testenv.Eventually(t, 5*time.Second, "the serial is the policy's index", func() error {
+	testenv.Eventually(t, testenv.ZoneChangeWait, "the policy takes the impostor out", owner)
+	testenv.Eventually(t, testenv.ZoneChangeWait, "the serial is the policy's index", func() error {
 		if s := w.zone.SOA().Serial; s != uint32(index) {
 			return fmt.Errorf("serial %d, want %d", s, index)
 		}
@@ -106,7 +106,7 @@ func TestWatchOwnershipPolicy(t *testing.T) {
 	// valid one is written.
 	before := testenv.MetricValue(invalidRecords.WithLabelValues("invalid"))
 	putPolicy(`{"v": 1, "default": "sometimes"}`)
-	testenv.Eventually(t, 10*time.Second, "the bad policy reported", func() error {
+	testenv.Eventually(t, testenv.ZoneChangeWait, "the bad policy reported", func() error {
 		if testenv.MetricValue(invalidRecords.WithLabelValues("invalid")) <= before {
 			return fmt.Errorf("not counted")
 		}
@@ -125,7 +125,7 @@ func TestWatchOwnershipPolicy(t *testing.T) {
 	if _, err := kv.Delete(record.PolicyKey(kvPrefix), nil); err != nil {
 		t.Fatal(err)
 	}
-	testenv.Eventually(t, 10*time.Second, "the policy gone: every claim again", both)
+	testenv.Eventually(t, testenv.ZoneChangeWait, "the policy gone: every claim again", both)
 }
 
 // TestWatchPolicyBeforeFirstLoad proves a zone is never served without its
@@ -140,7 +140,7 @@ func TestWatchPolicyBeforeFirstLoad(t *testing.T) {
 	publish(t, kv, mkHost("h9", "192.0.2.99"), ctrOp(t, "h9", mkCtr("f9", "evil", "web", "none", mkPort(80, "tcp", "http", "192.0.2.99", 6666))))
 	z := newTestZone(nil)
 	wt := newWatcher(kv, kvPrefix, []*Zone{z}, time.Hour, func() {}, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.ZoneStartWait)
 	defer cancel()
 	if _, err := wt.fullLoad(ctx, false); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/berthdns/berth/internal/testenv"
+	berth "github.com/berthdns/berth/plugin"
 	"github.com/berthdns/berth/record"
 	"github.com/hashicorp/consul/api"
 	"github.com/miekg/dns"
@@ -38,7 +39,7 @@ func hiddenPrimary(t *testing.T) (*testenv.Consul, *testenv.CoreDNS, *testenv.BI
 	primary := testenv.StartCoreDNS(t, corefile, "CONSUL_HTTP_ADDR="+consul.HTTP)
 	waitLoaded(t, primary.Addr, e2eZone)
 	bind := testenv.StartBINDSecondary(t, e2eZone, primary.Addr, ports[0])
-	testenv.Eventually(t, 20*time.Second, "the secondary loads the zone", func() error {
+	testenv.Eventually(t, berth.SecondaryChangeWait, "the secondary loads the zone", func() error {
 		return sameSerial(t, primary.Addr, bind.Addr)
 	})
 	return consul, primary, bind
@@ -65,11 +66,11 @@ func TestHiddenPrimaryBINDSecondary(t *testing.T) {
 	axfr := transferIn(t, primary.Addr, 0)
 	mark := len(primary.Output())
 	addWeb(t, kv, 2, 32769)
-	testenv.Eventually(t, 10*time.Second, "the secondary answers the change", srvPorts(bind.Addr, "web.shop."+e2eZone, 32768, 32769))
+	testenv.Eventually(t, berth.SecondaryChangeWait, "the secondary answers the change", srvPorts(bind.Addr, "web.shop."+e2eZone, 32768, 32769))
 	after := serialOf(t, primary.Addr)
 	// The secondary took an incremental transfer, not the zone: berth's
 	// transfer plugin logs each transfer's record count.
-	testenv.Eventually(t, 5*time.Second, "the secondary's transfer in berth's log", func() error {
+	testenv.Eventually(t, testenv.ZoneChangeWait, "the secondary's transfer in berth's log", func() error {
 		n := lastOutgoingTransfer(primary.Output()[mark:])
 		if n == 0 || n >= len(axfr)/4 {
 			return fmt.Errorf("the secondary's transfer had %d records (the zone has %d): not an IXFR", n, len(axfr))
@@ -116,7 +117,7 @@ func TestHiddenPrimaryBINDSecondary(t *testing.T) {
 	// restart reads newer data than berth served, and rightly serves it
 	// at a newer serial.
 	burst := hostListIndex(t, kv)
-	testenv.Eventually(t, 20*time.Second, "berth and the secondary follow the burst", func() error {
+	testenv.Eventually(t, berth.SecondaryChangeWait, "berth and the secondary follow the burst", func() error {
 		if s := serialOf(t, primary.Addr); s != burst {
 			return fmt.Errorf("berth at serial %d, Consul at %d", s, burst)
 		}
@@ -128,8 +129,8 @@ func TestHiddenPrimaryBINDSecondary(t *testing.T) {
 		t.Fatalf("serial %d after the restart, %d before: the same data must keep its serial", s, burst)
 	}
 	addWeb(t, kv, 3, 32770)
-	testenv.Eventually(t, 10*time.Second, "the secondary answers a change after the restart", srvPorts(bind.Addr, "web-3.host1.hosts."+e2eZone, 32770))
-	testenv.Eventually(t, 5*time.Second, "the secondary at berth's serial", func() error { return sameSerial(t, primary.Addr, bind.Addr) })
+	testenv.Eventually(t, berth.SecondaryChangeWait, "the secondary answers a change after the restart", srvPorts(bind.Addr, "web-3.host1.hosts."+e2eZone, 32770))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "the secondary at berth's serial", func() error { return sameSerial(t, primary.Addr, bind.Addr) })
 	if strings.Contains(bind.Log(), "received from primary") && strings.Contains(bind.Log(), "< ours") {
 		t.Errorf("the secondary saw the serial go backwards:\n%s", bind.Log())
 	}
@@ -150,7 +151,7 @@ func TestTwoPrimariesOneSerial(t *testing.T) {
 	for round := range 5 {
 		addWeb(t, kv, 10+round, 34000+round)
 		want := hostListIndex(t, kv)
-		testenv.Eventually(t, 10*time.Second, fmt.Sprintf("round %d: both at Consul's index %d", round, want), func() error {
+		testenv.Eventually(t, testenv.ZoneChangeWait, fmt.Sprintf("round %d: both at Consul's index %d", round, want), func() error {
 			a, b := serialOf(t, ns1.Addr), serialOf(t, ns2.Addr)
 			if a != want || b != want {
 				return fmt.Errorf("ns1 serves %d, ns2 %d", a, b)
@@ -222,7 +223,7 @@ func srvPorts(addr, name string, ports ...int) func() error {
 	return func() error {
 		m := new(dns.Msg)
 		m.SetQuestion(name, dns.TypeSRV)
-		r, _, err := (&dns.Client{Net: "tcp", Timeout: 2 * time.Second}).Exchange(m, addr)
+		r, _, err := (&dns.Client{Net: "tcp", Timeout: testenv.QueryTimeout}).Exchange(m, addr)
 		if err != nil {
 			return err
 		}
@@ -315,7 +316,7 @@ func TestNotifyCoalesced(t *testing.T) {
 		"prometheus 127.0.0.1:9153", "", "ready 127.0.0.1:8181", "")
 	primary := testenv.StartCoreDNS(t, corefile, "CONSUL_HTTP_ADDR="+consul.HTTP)
 	waitLoaded(t, primary.Addr, e2eZone)
-	testenv.Eventually(t, 5*time.Second, "a NOTIFY at start-up", func() error {
+	testenv.Eventually(t, testenv.ZoneChangeWait, "a NOTIFY at start-up", func() error {
 		if count() == 0 {
 			return fmt.Errorf("none")
 		}
@@ -330,7 +331,7 @@ func TestNotifyCoalesced(t *testing.T) {
 	}
 	last := time.Now()
 	final := hostListIndex(t, kv)
-	testenv.Eventually(t, 10*time.Second, "a NOTIFY after the last change, at the final serial", func() error {
+	testenv.Eventually(t, testenv.ZoneChangeWait+berth.NotifyGap, "a NOTIFY after the last change, at the final serial", func() error {
 		mu.Lock()
 		n := len(notifies)
 		at := notifies[n-1]
@@ -344,7 +345,7 @@ func TestNotifyCoalesced(t *testing.T) {
 		return nil
 	})
 	sent := count() - before
-	rounds := int(time.Since(start)/(250*time.Millisecond)) + 2
+	rounds := int(time.Since(start)/berth.NotifyGap) + 2
 	if sent >= changes || sent > rounds {
 		t.Errorf("%d changes sent %d NOTIFYs in %v; want them coalesced to at most one per 250 ms (%d)", changes, sent, time.Since(start), rounds)
 	}

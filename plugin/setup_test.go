@@ -75,7 +75,7 @@ func TestParse(t *testing.T) {
 		cfg.ns[1].Name != wantNS[1].Name || len(cfg.ns[1].Addrs) != 0 {
 		t.Errorf("ns %+v, want %+v (IPv4-mapped unmapped)", cfg.ns, wantNS)
 	}
-	if cfg.resync != 90*time.Second {
+	if cfg.resync != 90*time.Second { // not a wait: the directive's value
 		t.Errorf("resync %v", cfg.resync)
 	}
 	if !cfg.loopback {
@@ -116,7 +116,7 @@ func TestParseDefaults(t *testing.T) {
 	if cfg.timers != defaultTimers || defaultTimers.refresh != 300 || defaultTimers.expire != 1209600 {
 		t.Errorf("SOA timers %+v, want the defaults 300/60/1209600", cfg.timers)
 	}
-	if cfg.prefix != "berth" || cfg.ttl != 5 || cfg.resync != 5*time.Minute || cfg.fallSet || len(cfg.ns) != 0 {
+	if cfg.prefix != "berth" || cfg.ttl != 5 || cfg.resync != 5*time.Minute || cfg.fallSet || len(cfg.ns) != 0 { // not a wait: the default
 		t.Errorf("defaults: prefix %q ttl %d resync %v fallthrough %v ns %v", cfg.prefix, cfg.ttl, cfg.resync, cfg.fallSet, cfg.ns)
 	}
 	if def := api.DefaultConfig(); cfg.consul.Address != def.Address || cfg.consul.Token != "" || cfg.consul.Scheme != def.Scheme {

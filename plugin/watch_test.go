@@ -172,14 +172,14 @@ func startWatcher(t *testing.T, kv *api.KV, resync time.Duration) *watched {
 		cancel()
 		select {
 		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("watcher did not stop within 10s of its context ending")
+		case <-time.After(stopWait):
+			t.Errorf("watcher did not stop within %v of its context ending", stopWait)
 		}
 	})
 	select {
 	case <-w.loaded:
-	case <-time.After(15 * time.Second):
-		t.Fatal("no first load from Consul within 15s")
+	case <-time.After(testenv.ZoneStartWait):
+		t.Fatalf("no first load from Consul within %v", testenv.ZoneStartWait)
 	}
 	if !z.Loaded() {
 		t.Fatal("loaded callback ran but the zone is not marked loaded")
@@ -237,25 +237,25 @@ func TestWatchFollowsConsul(t *testing.T) {
 
 		web2 := mkCtr("a2", "web-2", "web", record.HealthHealthy, mkPort(80, "tcp", "http", "192.0.2.10", 1002))
 		publish(t, kv, h1, ctrOp(t, "h1", web2))
-		testenv.Eventually(t, 5*time.Second, "a container added", w.has("web.c.example.org.", dns.TypeSRV,
+		testenv.Eventually(t, testenv.ZoneChangeWait, "a container added", w.has("web.c.example.org.", dns.TypeSRV,
 			"web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.", "web.c.example.org. 30 IN SRV 10 10 1002 h1.hosts.c.example.org."))
 
 		web1.Health = record.HealthUnhealthy
 		publish(t, kv, h1, ctrOp(t, "h1", web1))
-		testenv.Eventually(t, 5*time.Second, "a container turned unhealthy", w.has("web.c.example.org.", dns.TypeSRV,
+		testenv.Eventually(t, testenv.ZoneChangeWait, "a container turned unhealthy", w.has("web.c.example.org.", dns.TypeSRV,
 			"web.c.example.org. 30 IN SRV 10 10 1002 h1.hosts.c.example.org."))
 		w.check(t, "web-1.h1.hosts.c.example.org.", dns.TypeSRV, "web-1.h1.hosts.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.")
 
 		publish(t, kv, h1, delOp("h1", web2.ID))
-		testenv.Eventually(t, 5*time.Second, "a container removed", w.has("web-2.h1.hosts.c.example.org.", dns.TypeA))
+		testenv.Eventually(t, testenv.ZoneChangeWait, "a container removed", w.has("web-2.h1.hosts.c.example.org.", dns.TypeA))
 
 		web3 := mkCtr("b3", "web-3", "web", record.HealthNone, mkPort(80, "tcp", "http", "192.0.2.20", 2003))
 		publish(t, kv, h2, ctrOp(t, "h2", web3))
-		testenv.Eventually(t, 5*time.Second, "a second host", w.has("web.c.example.org.", dns.TypeSRV,
+		testenv.Eventually(t, testenv.ZoneChangeWait, "a second host", w.has("web.c.example.org.", dns.TypeSRV,
 			"web.c.example.org. 30 IN SRV 10 10 2003 h2.hosts.c.example.org."))
 
 		deleteHostDoc(t, kv, "h1")
-		testenv.Eventually(t, 5*time.Second, "host document deleted", w.has("h1.hosts.c.example.org.", dns.TypeA))
+		testenv.Eventually(t, testenv.ZoneChangeWait, "host document deleted", w.has("h1.hosts.c.example.org.", dns.TypeA))
 		w.check(t, "web-1.h1.hosts.c.example.org.", dns.TypeA)
 		w.check(t, "web.c.example.org.", dns.TypeA, "web.c.example.org. 30 IN A 192.0.2.20")
 		if keys, _, err := kv.Keys(record.ContainersPrefix(kvPrefix, "h1"), "", nil); err != nil || len(keys) != 1 {
@@ -263,7 +263,7 @@ func TestWatchFollowsConsul(t *testing.T) {
 		}
 
 		publish(t, kv, h1)
-		testenv.Eventually(t, 5*time.Second, "host document back", w.has("web-1.h1.hosts.c.example.org.", dns.TypeA,
+		testenv.Eventually(t, testenv.ZoneChangeWait, "host document back", w.has("web-1.h1.hosts.c.example.org.", dns.TypeA,
 			"web-1.h1.hosts.c.example.org. 30 IN A 192.0.2.10"))
 	})
 }
@@ -317,7 +317,7 @@ func TestWatchInvalidDocuments(t *testing.T) {
 			// watcher has applied it.
 			marker := mkCtr(fmt.Sprintf("%02x", 0x10+i), fmt.Sprintf("marker-%d", i), "marker", "none", mkPort(9, "tcp", "", "192.0.2.10", 9000+i))
 			publish(t, kv, h1, rawOp("h1", web1.ID, g.value), ctrOp(t, "h1", marker))
-			testenv.Eventually(t, 5*time.Second, "marker", w.has(fmt.Sprintf("marker-%d.h1.hosts.c.example.org.", i), dns.TypeA,
+			testenv.Eventually(t, testenv.ZoneChangeWait, "marker", w.has(fmt.Sprintf("marker-%d.h1.hosts.c.example.org.", i), dns.TypeA,
 				fmt.Sprintf("marker-%d.h1.hosts.c.example.org. 30 IN A 192.0.2.10", i)))
 			if d := testenv.MetricValue(invalidRecords.WithLabelValues(g.reason)) - before; d != 1 {
 				t.Errorf("invalid_records_total{reason=%q} rose by %v, want 1", g.reason, d)
@@ -330,7 +330,7 @@ func TestWatchInvalidDocuments(t *testing.T) {
 		// Another change of h1 re-reads the same garbage: not counted again.
 		before := testenv.MetricValue(invalidRecords.WithLabelValues("invalid"))
 		publish(t, kv, h1, ctrOp(t, "h1", mkCtr("99", "marker-once", "marker", "none", mkPort(9, "tcp", "", "192.0.2.10", 9100))))
-		testenv.Eventually(t, 5*time.Second, "marker", w.has("marker-once.h1.hosts.c.example.org.", dns.TypeA, "marker-once.h1.hosts.c.example.org. 30 IN A 192.0.2.10"))
+		testenv.Eventually(t, testenv.ZoneChangeWait, "marker", w.has("marker-once.h1.hosts.c.example.org.", dns.TypeA, "marker-once.h1.hosts.c.example.org. 30 IN A 192.0.2.10"))
 		if d := testenv.MetricValue(invalidRecords.WithLabelValues("invalid")) - before; d != 0 {
 			t.Errorf("the same bad version was counted again: +%v", d)
 		}
@@ -343,7 +343,7 @@ func TestWatchInvalidDocuments(t *testing.T) {
 		ghostJSON, _ := json.Marshal(ghost)
 		bad := strings.Replace(string(ghostJSON), `"port":80`, `"port":70000`, 1)
 		publish(t, kv, h1, rawOp("h1", ghost.ID, bad), ctrOp(t, "h1", mkCtr("98", "marker-ghost", "marker", "none", mkPort(9, "tcp", "", "192.0.2.10", 9101))))
-		testenv.Eventually(t, 5*time.Second, "marker", w.has("marker-ghost.h1.hosts.c.example.org.", dns.TypeA, "marker-ghost.h1.hosts.c.example.org. 30 IN A 192.0.2.10"))
+		testenv.Eventually(t, testenv.ZoneChangeWait, "marker", w.has("marker-ghost.h1.hosts.c.example.org.", dns.TypeA, "marker-ghost.h1.hosts.c.example.org. 30 IN A 192.0.2.10"))
 		if d := testenv.MetricValue(invalidRecords.WithLabelValues("invalid")) - before; d != 1 {
 			t.Errorf("invalid_records_total{reason=invalid} rose by %v, want 1", d)
 		}
@@ -359,7 +359,7 @@ func TestWatchInvalidDocuments(t *testing.T) {
 		}
 		// A change on h2 after it: once that shows, the bad h1 was seen.
 		publish(t, kv, h2, ctrOp(t, "h2", mkCtr("97", "marker-h2", "marker", "none", mkPort(9, "tcp", "", "192.0.2.20", 9102))))
-		testenv.Eventually(t, 5*time.Second, "marker", w.has("marker-h2.h2.hosts.c.example.org.", dns.TypeA, "marker-h2.h2.hosts.c.example.org. 30 IN A 192.0.2.20"))
+		testenv.Eventually(t, testenv.ZoneChangeWait, "marker", w.has("marker-h2.h2.hosts.c.example.org.", dns.TypeA, "marker-h2.h2.hosts.c.example.org. 30 IN A 192.0.2.20"))
 		if d := testenv.MetricValue(invalidRecords.WithLabelValues("invalid")) - before; d != 1 {
 			t.Errorf("invalid_records_total{reason=invalid} rose by %v, want 1", d)
 		}
@@ -370,7 +370,7 @@ func TestWatchInvalidDocuments(t *testing.T) {
 	t.Run("valid version replaces garbage", func(t *testing.T) {
 		web1.Ports[0].HostPort = 1500
 		publish(t, kv, h1, ctrOp(t, "h1", web1))
-		testenv.Eventually(t, 5*time.Second, "fixed document served", w.has("web-1.h1.hosts.c.example.org.", dns.TypeSRV,
+		testenv.Eventually(t, testenv.ZoneChangeWait, "fixed document served", w.has("web-1.h1.hosts.c.example.org.", dns.TypeSRV,
 			"web-1.h1.hosts.c.example.org. 30 IN SRV 10 10 1500 h1.hosts.c.example.org."))
 	})
 }
@@ -416,7 +416,7 @@ func TestWatchRefetchesOnlyChangedHost(t *testing.T) {
 		if n := testenv.MetricValue(consulRequests.WithLabelValues(requestHost)) - requestsBefore; n != 2 {
 			t.Errorf("the first full load made %v host requests for 2 hosts, want one each", n)
 		}
-		testenv.Eventually(t, 5*time.Second, "host B loaded", func() error {
+		testenv.Eventually(t, testenv.ZoneChangeWait, "host B loaded", func() error {
 			if ans, _, _, _ := w.zone.Lookup("app.c.example.org.", dns.TypeSRV); len(ans) != 200 {
 				return fmt.Errorf("app SRV has %d records, want 200", len(ans))
 			}
@@ -425,7 +425,7 @@ func TestWatchRefetchesOnlyChangedHost(t *testing.T) {
 
 		hostBefore := testenv.MetricValue(consulBytes.WithLabelValues(requestHost))
 		publish(t, kv, ha, ctrOp(t, "ha", mkCtr("a2", "web-2", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))))
-		testenv.Eventually(t, 5*time.Second, "change on host A", w.has("web-2.ha.hosts.c.example.org.", dns.TypeA, "web-2.ha.hosts.c.example.org. 30 IN A 192.0.2.10"))
+		testenv.Eventually(t, testenv.ZoneChangeWait, "change on host A", w.has("web-2.ha.hosts.c.example.org.", dns.TypeA, "web-2.ha.hosts.c.example.org. 30 IN A 192.0.2.10"))
 		hostBytes := testenv.MetricValue(consulBytes.WithLabelValues(requestHost)) - hostBefore
 		t.Logf("whole container prefix: %.0f bytes; re-fetch after a change on host A: %.0f bytes", fullLoad, hostBytes)
 		if hostBytes <= 0 {
@@ -447,7 +447,7 @@ func TestWatchConsulDownAndBack(t *testing.T) {
 	h1 := mkHost("h1", "192.0.2.10")
 	publish(t, kv, h1, ctrOp(t, "h1", mkCtr("a1", "web-1", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1001))))
 	w := startWatcher(t, consul.Client().KV(), time.Hour)
-	testenv.Eventually(t, 5*time.Second, "stale 0", func() error {
+	testenv.Eventually(t, testenv.ZoneChangeWait, "stale 0", func() error {
 		if v := testenv.MetricValue(stale.WithLabelValues(testOrigin)); v != 0 {
 			return fmt.Errorf("stale = %v", v)
 		}
@@ -455,7 +455,7 @@ func TestWatchConsulDownAndBack(t *testing.T) {
 	})
 
 	consul.Stop()
-	testenv.Eventually(t, 10*time.Second, "stale after Consul stopped", func() error {
+	testenv.Eventually(t, failWait, "stale after Consul stopped", func() error {
 		if v := testenv.MetricValue(stale.WithLabelValues(testOrigin)); v != 1 {
 			return fmt.Errorf("stale = %v, want 1", v)
 		}
@@ -478,9 +478,9 @@ func TestWatchConsulDownAndBack(t *testing.T) {
 	consul.Start()
 	kv = consul.Client().KV()
 	publish(t, kv, h1, ctrOp(t, "h1", mkCtr("a2", "web-2", "web", "none", mkPort(80, "tcp", "http", "192.0.2.10", 1002))))
-	testenv.Eventually(t, 20*time.Second, "change after the restart", w.has("web.c.example.org.", dns.TypeSRV,
+	testenv.Eventually(t, testenv.ZoneRecoverWait, "change after the restart", w.has("web.c.example.org.", dns.TypeSRV,
 		"web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org.", "web.c.example.org. 30 IN SRV 10 10 1002 h1.hosts.c.example.org."))
-	testenv.Eventually(t, 5*time.Second, "stale back to 0", func() error {
+	testenv.Eventually(t, testenv.ZoneChangeWait, "stale back to 0", func() error {
 		if v := testenv.MetricValue(stale.WithLabelValues(testOrigin)); v != 0 {
 			return fmt.Errorf("stale = %v, want 0", v)
 		}
@@ -527,8 +527,8 @@ func TestWatchIndexReset(t *testing.T) {
 	}
 	publish(t, kv, mkHost("h2", "192.0.2.20"), ctrOp(t, "h2", mkCtr("b1", "new", "new", "none", mkPort(80, "tcp", "http", "192.0.2.20", 2001))))
 
-	testenv.Eventually(t, 20*time.Second, "new host", w.has("new.c.example.org.", dns.TypeA, "new.c.example.org. 30 IN A 192.0.2.20"))
-	testenv.Eventually(t, 5*time.Second, "host in both KVs", w.has("web.c.example.org.", dns.TypeSRV, "web.c.example.org. 30 IN SRV 10 10 1009 h1.hosts.c.example.org."))
+	testenv.Eventually(t, testenv.ZoneRecoverWait, "new host", w.has("new.c.example.org.", dns.TypeA, "new.c.example.org. 30 IN A 192.0.2.20"))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "host in both KVs", w.has("web.c.example.org.", dns.TypeSRV, "web.c.example.org. 30 IN SRV 10 10 1009 h1.hosts.c.example.org."))
 	w.check(t, "h1.hosts.c.example.org.", dns.TypeA, "h1.hosts.c.example.org. 30 IN A 192.0.2.11")
 	w.check(t, "web-1.h1.hosts.c.example.org.", dns.TypeA)
 	w.check(t, "old.c.example.org.", dns.TypeA)
@@ -610,6 +610,12 @@ func (p *switchProxy) switchTo(upstream string) {
 	p.dropAll()
 }
 
+// indexAlignWait is how long TestWatchIndexResetSameModifyIndex tries to
+// land one write on the same index in two agents: not a bound of Berth
+// but a budget of attempts, each a few Consul writes on loopback, which
+// testenv.ConsulRoundWait bounds one by one; three rounds' worth.
+const indexAlignWait = 3 * testenv.ConsulRoundWait
+
 // TestWatchIndexResetSameModifyIndex proves the watcher converges to a new
 // KV after a reset even where a host document of the new KV happens to have
 // the same ModifyIndex as the old one: ModifyIndex values of two index
@@ -639,7 +645,7 @@ func TestWatchIndexResetSameModifyIndex(t *testing.T) {
 	var same uint64
 	var port int
 	var last string
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(indexAlignWait)
 	for attempt := 0; time.Now().Before(deadline); attempt++ {
 		ia, ib := fill(t, kvA), fill(t, kvB)
 		for ia != ib {
@@ -677,13 +683,13 @@ func TestWatchIndexResetSameModifyIndex(t *testing.T) {
 		t.Fatalf("B's index %d is not below A's %d", indexB, indexA)
 	}
 	// The watcher has applied A's last h1 (the port tells which write) and h3.
-	testenv.Eventually(t, 5*time.Second, "A's h1", w.has("web.c.example.org.", dns.TypeSRV, fmt.Sprintf("web.c.example.org. 30 IN SRV 10 10 %d h1.hosts.c.example.org.", port)))
-	testenv.Eventually(t, 5*time.Second, "A's h3", w.has("old.c.example.org.", dns.TypeA, "old.c.example.org. 30 IN A 192.0.2.30"))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "A's h1", w.has("web.c.example.org.", dns.TypeSRV, fmt.Sprintf("web.c.example.org. 30 IN SRV 10 10 %d h1.hosts.c.example.org.", port)))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "A's h3", w.has("old.c.example.org.", dns.TypeA, "old.c.example.org. 30 IN A 192.0.2.30"))
 
 	// Consul goes away (the watcher sees its query fail), and comes back as
 	// B: the index goes back from A's to B's.
 	proxy.setDown(true)
-	testenv.Eventually(t, 10*time.Second, "the watcher noticed Consul is gone", func() error {
+	testenv.Eventually(t, failWait, "the watcher noticed Consul is gone", func() error {
 		if v := testenv.MetricValue(stale.WithLabelValues(testOrigin)); v != 1 {
 			return fmt.Errorf("stale = %v, want 1", v)
 		}
@@ -691,10 +697,10 @@ func TestWatchIndexResetSameModifyIndex(t *testing.T) {
 	})
 	proxy.switchTo(b.HTTP)
 	proxy.setDown(false)
-	testenv.Eventually(t, 20*time.Second, "B's new host", w.has("new.c.example.org.", dns.TypeA, "new.c.example.org. 30 IN A 192.0.2.20"))
-	testenv.Eventually(t, 5*time.Second, "A's h3 gone", w.has("old.c.example.org.", dns.TypeA))
+	testenv.Eventually(t, testenv.ZoneRecoverWait, "B's new host", w.has("new.c.example.org.", dns.TypeA, "new.c.example.org. 30 IN A 192.0.2.20"))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "A's h3 gone", w.has("old.c.example.org.", dns.TypeA))
 	// h1 on B was written at index %d, as h1 on A was: its new data must show.
-	testenv.Eventually(t, 5*time.Second, fmt.Sprintf("B's h1 (ModifyIndex %d, as A's)", same), w.has("web.c.example.org.", dns.TypeSRV,
+	testenv.Eventually(t, testenv.ZoneChangeWait, fmt.Sprintf("B's h1 (ModifyIndex %d, as A's)", same), w.has("web.c.example.org.", dns.TypeSRV,
 		"web.c.example.org. 30 IN SRV 10 10 1009 h1.hosts.c.example.org."))
 	w.check(t, "h1.hosts.c.example.org.", dns.TypeA, "h1.hosts.c.example.org. 30 IN A 192.0.2.11")
 }
@@ -724,7 +730,7 @@ func TestWatchSerialSnapshotRestore(t *testing.T) {
 	}
 	i1 := publish(t, kv, h1, web(1001))
 	running := startWatcher(t, kv, time.Hour)
-	testenv.Eventually(t, 5*time.Second, "serial of the first state", serialIs(running, uint32(i1)))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "serial of the first state", serialIs(running, uint32(i1)))
 
 	snap, _, err := client.Snapshot().Save(nil)
 	if err != nil {
@@ -736,28 +742,28 @@ func TestWatchSerialSnapshotRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	i2 := publish(t, kv, h1, web(1002))
-	testenv.Eventually(t, 5*time.Second, "serial after a change", serialIs(running, uint32(i2)))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "serial after a change", serialIs(running, uint32(i2)))
 	i3 := publish(t, kv, mkHost("h2", "192.0.2.20"), ctrOp(t, "h2", mkCtr("b1", "api-1", "api", "none", mkPort(80, "tcp", "http", "192.0.2.20", 2001))))
-	testenv.Eventually(t, 5*time.Second, "serial after a second change", serialIs(running, uint32(i3)))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "serial after a second change", serialIs(running, uint32(i3)))
 
 	if err := client.Snapshot().Restore(nil, bytes.NewReader(saved)); err != nil {
 		t.Fatalf("snapshot restore: %v", err)
 	}
 	// The restored data is served (h2 gone, the first port back) at a
 	// serial one above the last: the index went back to i1.
-	testenv.Eventually(t, 20*time.Second, "restored data", running.has("api.c.example.org.", dns.TypeA))
-	testenv.Eventually(t, 5*time.Second, "restored port", running.has("web.c.example.org.", dns.TypeSRV, "web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org."))
-	testenv.Eventually(t, 5*time.Second, "serial after the restore", serialIs(running, uint32(i3)+1))
+	testenv.Eventually(t, testenv.ZoneRecoverWait, "restored data", running.has("api.c.example.org.", dns.TypeA))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "restored port", running.has("web.c.example.org.", dns.TypeSRV, "web.c.example.org. 30 IN SRV 10 10 1001 h1.hosts.c.example.org."))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "serial after the restore", serialIs(running, uint32(i3)+1))
 
 	// A server started now knows only the restored index.
 	started := startWatcher(t, kv, time.Hour)
-	testenv.Eventually(t, 5*time.Second, "serial of a server started after the restore", serialIs(started, uint32(i1)))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "serial of a server started after the restore", serialIs(started, uint32(i1)))
 
 	// The next write under the prefix overtakes every earlier index.
 	i4 := publish(t, kv, h1, web(1004))
 	if i4 <= i3+1 {
 		t.Fatalf("the first write after the restore has index %d, not above %d", i4, i3+1)
 	}
-	testenv.Eventually(t, 5*time.Second, "running server at the new index", serialIs(running, uint32(i4)))
-	testenv.Eventually(t, 5*time.Second, "started server at the new index", serialIs(started, uint32(i4)))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "running server at the new index", serialIs(running, uint32(i4)))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "started server at the new index", serialIs(started, uint32(i4)))
 }

@@ -60,7 +60,7 @@ func TestE2ECurlThroughProxyToContainers(t *testing.T) {
 	web1Addr := "127.0.0.1:" + strconv.Itoa(web1.hostPort)
 	counted, err := New(Config{
 		Zones: []string{e2eZone}, DNSServer: dnsd.Addr,
-		DialTimeout: time.Second, Registerer: prometheus.NewRegistry(), AllowLoopback: true,
+		DialTimeout: time.Second, Registerer: prometheus.NewRegistry(), AllowLoopback: true, // not a wait: the proxy's setting
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if addr == web1Addr {
 				dialsToWeb1.Add(1)
@@ -144,20 +144,20 @@ func startProxyBinary(t *testing.T, args ...string) proxyProcess {
 	var out testenv.LockedBuffer
 	cmd := exec.Command(bin, append([]string{"--socks", p.socks, "--http", p.http, "--metrics", p.metrics}, args...)...)
 	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	proc, err := testenv.StartProc(cmd)
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
+		// berth-proxy closes its listeners and exits at once on SIGTERM.
+		proc.Stop(syscall.SIGTERM, testenv.PromptWait)
 		if t.Failed() {
 			t.Logf("berth-proxy output:\n%s", out.String())
 		}
 	})
 	// Wait for its log rather than probing the ports: a probe would count
 	// as a client connection in the metrics this test checks.
-	testenv.EventuallyTrue(t, 5*time.Second, "berth-proxy to start", func() bool { return strings.Contains(out.String(), `msg="berth-proxy started"`) })
+	testenv.EventuallyTrue(t, testenv.PromptWait, "berth-proxy to start", func() bool { return strings.Contains(out.String(), `msg="berth-proxy started"`) })
 	return p
 }
 
@@ -189,7 +189,8 @@ type webContainer struct {
 
 func startWebContainer(t *testing.T, cli *client.Client, image, name string) webContainer {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	// Three requests to the engine: create, start, inspect.
+	ctx, cancel := context.WithTimeout(t.Context(), 3*testenv.EngineRequestTimeout)
 	defer cancel()
 	port := network.MustParsePort("80/tcp")
 	suffix := make([]byte, 4)
@@ -231,7 +232,7 @@ func startWebContainer(t *testing.T, cli *client.Client, image, name string) web
 	}
 	// Wait until it serves, so a failure later is the proxy's.
 	addr := "http://127.0.0.1:" + strconv.Itoa(hostPort) + "/"
-	testenv.EventuallyTrue(t, 5*time.Second, name+" to serve on "+addr, func() bool {
+	testenv.EventuallyTrue(t, testenv.PromptWait, name+" to serve on "+addr, func() bool {
 		resp, err := http.Get(addr)
 		if err != nil {
 			return false
@@ -265,9 +266,9 @@ func publish(t *testing.T, kv *api.KV, containers ...webContainer) {
 // waitSRV waits until CoreDNS serves want SRV records for name.
 func waitSRV(t *testing.T, server, name string, want int) {
 	t.Helper()
-	c := &dns.Client{Timeout: time.Second}
+	c := &dns.Client{Timeout: testenv.QueryTimeout}
 	got := 0
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(testenv.ZoneChangeWait)
 	for time.Now().Before(deadline) {
 		m := new(dns.Msg)
 		m.SetQuestion(name, dns.TypeSRV)
@@ -276,16 +277,24 @@ func waitSRV(t *testing.T, server, name string, want int) {
 				return
 			}
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(testenv.PollInterval)
 	}
 	t.Fatalf("CoreDNS serves %d SRV records for %s after 20s, want %d", got, name, want)
 }
 
+// curlMaxTime is curl's --max-time for one request through the proxy: the
+// proxy's own bounds for a tunnel's set-up (handshake and dial, both well
+// under it on loopback) end it first.
+const curlMaxTime = 10 * time.Second
+
 func runCurl(t *testing.T, curl string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	// curl's own --max-time is the bound of its request; the context
+	// bounds the process, its start included: twice that.
+	ctx, cancel := context.WithTimeout(t.Context(), 2*curlMaxTime)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, curl, append([]string{"-sS", "--fail", "--max-time", "10", "--noproxy", ""}, args...)...).CombinedOutput()
+	maxTime := strconv.Itoa(int(curlMaxTime / time.Second)) // not a wait: curl's flag is in seconds
+	out, err := exec.CommandContext(ctx, curl, append([]string{"-sS", "--fail", "--max-time", maxTime, "--noproxy", ""}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("curl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -294,15 +303,15 @@ func runCurl(t *testing.T, curl string, args ...string) string {
 
 func stop(t *testing.T, cli *client.Client, c webContainer) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), testenv.EngineRequestTimeout)
 	defer cancel()
 	timeout := 0
 	if _, err := cli.ContainerStop(ctx, c.id, client.ContainerStopOptions{Timeout: &timeout}); err != nil {
 		t.Fatalf("stop %s: %v", c.name, err)
 	}
 	// Stopped means refused at its published port.
-	testenv.EventuallyTrue(t, 5*time.Second, "the stopped container's port to refuse", func() bool {
-		conn, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(c.hostPort), time.Second)
+	testenv.EventuallyTrue(t, testenv.PromptWait, "the stopped container's port to refuse", func() bool {
+		conn, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(c.hostPort), testenv.ProbeTimeout)
 		if err != nil {
 			return true
 		}

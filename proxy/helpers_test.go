@@ -119,7 +119,8 @@ func dial(t *testing.T, addr string) net.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	// The proxy answers a client within its handshake timeout, or closes.
+	_ = c.SetDeadline(time.Now().Add(DefaultHandshakeTimeout))
 	return c
 }
 
@@ -136,7 +137,7 @@ func readN(t *testing.T, c net.Conn, n int) []byte {
 // expectClosed asserts the server closed c without sending anything more.
 func expectClosed(t *testing.T, c net.Conn) {
 	t.Helper()
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(testenv.PromptWait))
 	b := make([]byte, 64)
 	n, err := c.Read(b)
 	if n > 0 || err == nil {
@@ -189,23 +190,29 @@ func readSOCKSReply(t *testing.T, c net.Conn) byte {
 }
 
 // settledGoroutines waits until the goroutine count falls to at most want
-// (or 5s pass), and returns the count it saw last.
+// (or testenv.PromptWait passes), and returns the count it saw last.
 func settledGoroutines(want int) int {
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(testenv.PromptWait)
 	for {
 		n := runtime.NumGoroutine()
 		if n <= want || time.Now().After(deadline) {
 			return n
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(testenv.PollInterval)
 	}
 }
 
-// stableGoroutines is the goroutine count once it has not changed for 100ms.
+// goroutinesStable is how long the goroutine count must stay the same for
+// stableGoroutines to take it: not a wait for a condition but the span
+// that tells a settled count from one still moving, five polls.
+const goroutinesStable = 5 * testenv.PollInterval
+
+// stableGoroutines is the goroutine count once it has not changed for
+// goroutinesStable.
 func stableGoroutines() int {
 	last, since := runtime.NumGoroutine(), time.Now()
-	for time.Since(since) < 100*time.Millisecond {
-		time.Sleep(10 * time.Millisecond)
+	for time.Since(since) < goroutinesStable {
+		time.Sleep(testenv.PollInterval)
 		if n := runtime.NumGoroutine(); n != last {
 			last, since = n, time.Now()
 		}
@@ -214,9 +221,10 @@ func stableGoroutines() int {
 }
 
 // proxyGoroutines lists the stacks of goroutines still running the proxy's
-// code or an HTTP connection of its own, waiting up to 5s for them to end.
+// code or an HTTP connection of its own, waiting up to testenv.PromptWait
+// for them to end.
 func proxyGoroutines() []string {
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(testenv.PromptWait)
 	for {
 		buf := make([]byte, 1<<20)
 		buf = buf[:runtime.Stack(buf, true)]
@@ -233,7 +241,7 @@ func proxyGoroutines() []string {
 		if len(left) == 0 || time.Now().After(deadline) {
 			return left
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(testenv.PollInterval)
 	}
 }
 

@@ -142,7 +142,7 @@ func TestHTTPProxyAuthentication(t *testing.T) {
 // of MaxConns 2 only until the keep-alive timeout, not the tunnels' idle
 // timeout: then the server closes them and a third user gets in.
 func TestIdleKeepAliveReleasesItsSlot(t *testing.T) {
-	f := startFixture(t, Config{MaxConns: 2, KeepAliveTimeout: 200 * time.Millisecond, IdleTimeout: time.Hour})
+	f := startFixture(t, Config{MaxConns: 2, KeepAliveTimeout: 200 * time.Millisecond, IdleTimeout: time.Hour}) // not a wait: the proxy's settings under test
 	m := f.proxy.Metrics()
 	var idle []net.Conn
 	for range 2 {
@@ -167,7 +167,7 @@ func TestIdleKeepAliveReleasesItsSlot(t *testing.T) {
 	for _, c := range idle {
 		expectClosed(t, c) // by the server, at the keep-alive timeout
 	}
-	testenv.EventuallyTrue(t, 5*time.Second, "the idle keep-alive connections to be released", func() bool { return testenv.MetricValue(m.Active.WithLabelValues("http")) == 0 })
+	testenv.EventuallyTrue(t, testenv.PromptWait, "the idle keep-alive connections to be released", func() bool { return testenv.MetricValue(m.Active.WithLabelValues("http")) == 0 })
 	if status, body := get(t, proxyClient(t, f.httpAddr, nil), "GET", "http://web.c.test/", ""); status != 200 {
 		t.Errorf("third user after the keep-alive timeout: %d %q", status, body)
 	}

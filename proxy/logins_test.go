@@ -26,8 +26,8 @@ func TestLoginDelays(t *testing.T) {
 		d, _ := g.failed(a, now)
 		got = append(got, d)
 	}
-	want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second,
-		4 * time.Second, loginMaxDelay, loginMaxDelay}
+	want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second, // not a wait: the delays under test
+		4 * time.Second, loginMaxDelay, loginMaxDelay} // not a wait: the delays under test
 	if !slices.Equal(got, want) {
 		t.Errorf("delays %v, want %v", got, want)
 	}
@@ -89,7 +89,7 @@ func TestFailedLoginsAreSlowedCountedAndLoggedOnce(t *testing.T) {
 	mu.Lock()
 	got := slices.Clone(delays)
 	mu.Unlock()
-	if want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second}; !slices.Equal(got, want) {
+	if want := []time.Duration{250 * time.Millisecond, 500 * time.Millisecond, time.Second, 2 * time.Second}; !slices.Equal(got, want) { // not a wait: the delays under test
 		t.Errorf("delays before the failure replies %v, want %v", got, want)
 	}
 	m := f.proxy.Metrics()

@@ -43,7 +43,7 @@ for (const h of JSON.parse(process.argv[2])) out[h] = find("http://" + h + "/", 
 console.log(JSON.stringify(out));
 `
 	hostsJSON, _ := json.Marshal(hosts)
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), testenv.PartStartWait)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, node, "-e", script, pac, string(hostsJSON)).Output()
 	if err != nil {
@@ -148,11 +148,9 @@ func TestE2EChromiumWithPACFile(t *testing.T) {
 
 	browse := func(url string) string {
 		t.Helper()
-		// A first start of Chromium on a machine whose cores are busy
-		// (make bench beside the suite) has taken over 90 s.
-		ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu",
+		// The profile folder is made before the browser starts, so that
+		// its removal runs after the browser's whole group is gone.
+		cmd := exec.Command(chromium, "--headless", "--no-sandbox", "--disable-gpu",
 			"--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
 			"--disable-dev-shm-usage", "--disable-extensions",
 			"--user-data-dir="+t.TempDir(),
@@ -161,13 +159,18 @@ func TestE2EChromiumWithPACFile(t *testing.T) {
 			// direct server; the proxy would refuse it (not in its zone).
 			"--host-resolver-rules=MAP direct.example.net 127.0.0.1:"+strconv.Itoa(port(direct)),
 			"--dump-dom", url)
-		var stderr testenv.LockedBuffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
+		var stdout, stderr testenv.LockedBuffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		browser := testenv.StartProcT(t, cmd)
+		select {
+		case <-browser.Done():
+		case <-time.After(testenv.BrowserStartWait):
+			t.Fatalf("chromium %s: no page within %v\n%s", url, testenv.BrowserStartWait, stderr.String())
+		}
+		if err := browser.Wait(); err != nil {
 			t.Fatalf("chromium %s: %v\n%s", url, err, stderr.String())
 		}
-		return string(out)
+		return stdout.String()
 	}
 	m := srv.Metrics()
 	if dom := browse("http://web.shop." + e2eZone + "/"); !strings.Contains(dom, "hello from web-1 in the zone") {

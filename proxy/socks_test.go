@@ -24,7 +24,7 @@ func TestSOCKSConnectReachesServiceBySRV(t *testing.T) {
 	}
 	c.Close()
 	m := f.proxy.Metrics()
-	testenv.EventuallyTrue(t, 5*time.Second, "the tunnel to be released", func() bool { return testenv.MetricValue(m.Active.WithLabelValues("socks")) == 0 })
+	testenv.EventuallyTrue(t, testenv.PromptWait, "the tunnel to be released", func() bool { return testenv.MetricValue(m.Active.WithLabelValues("socks")) == 0 })
 	if n := testenv.MetricValue(m.Connections.WithLabelValues("socks")); n != 1 {
 		t.Errorf("connections_total{socks} = %v, want 1", n)
 	}
@@ -84,11 +84,11 @@ func TestSOCKSReplyCodes(t *testing.T) {
 // Malformed and abandoned handshakes are answered where SOCKS5 has an
 // answer, else closed; afterwards no goroutine is left behind.
 func TestSOCKSBadInputIsClosedCleanly(t *testing.T) {
-	f := startFixture(t, Config{HandshakeTimeout: 300 * time.Millisecond})
+	f := startFixture(t, Config{HandshakeTimeout: 300 * time.Millisecond}) // not a wait: the proxy's setting under test
 	// Warm up once, so lazily started goroutines are counted in the baseline.
 	c, _ := socksConnect(t, f.socksAddr, "web.c.test", 80)
 	c.Close()
-	testenv.EventuallyTrue(t, 5*time.Second, "the warm-up to end", func() bool { return testenv.MetricValue(f.proxy.Metrics().Active.WithLabelValues("socks")) == 0 })
+	testenv.EventuallyTrue(t, testenv.PromptWait, "the warm-up to end", func() bool { return testenv.MetricValue(f.proxy.Metrics().Active.WithLabelValues("socks")) == 0 })
 	baseline := stableGoroutines()
 
 	for _, tc := range []struct {
@@ -125,7 +125,7 @@ func TestSOCKSBadInputIsClosedCleanly(t *testing.T) {
 		})
 	}
 	m := f.proxy.Metrics()
-	testenv.EventuallyTrue(t, 5*time.Second, "every connection to be released", func() bool { return testenv.MetricValue(m.Active.WithLabelValues("socks")) == 0 })
+	testenv.EventuallyTrue(t, testenv.PromptWait, "every connection to be released", func() bool { return testenv.MetricValue(m.Active.WithLabelValues("socks")) == 0 })
 	if after := settledGoroutines(baseline); after > baseline {
 		t.Errorf("%d goroutines after the bad clients, %d before: a handler leaked", after, baseline)
 	}
@@ -199,7 +199,7 @@ func TestConnectionLimit(t *testing.T) {
 		t.Errorf("rejected{socks,limit} = %v, want 1", n)
 	}
 	first.Close()
-	testenv.EventuallyTrue(t, 5*time.Second, "the slot to be freed", func() bool { return testenv.MetricValue(f.proxy.Metrics().Active.WithLabelValues("socks")) == 0 })
+	testenv.EventuallyTrue(t, testenv.PromptWait, "the slot to be freed", func() bool { return testenv.MetricValue(f.proxy.Metrics().Active.WithLabelValues("socks")) == 0 })
 	if _, reply := socksConnect(t, f.socksAddr, "web.c.test", 80); reply != replySucceeded {
 		t.Errorf("after the first client left: reply %#x", reply)
 	}
@@ -208,6 +208,7 @@ func TestConnectionLimit(t *testing.T) {
 // A tunnel with no traffic either way is closed after the idle timeout, but
 // one with traffic in one direction only is not.
 func TestIdleTunnelIsClosed(t *testing.T) {
+	// The idle timeout under test: a setting of the proxy, not a wait.
 	const idle = 300 * time.Millisecond
 	f := startFixture(t, Config{IdleTimeout: idle})
 	c, reply := socksConnect(t, f.socksAddr, "silent.c.test", 80)
@@ -231,6 +232,7 @@ func TestIdleTunnelIsClosed(t *testing.T) {
 // A dial that takes longer than the handshake timeout still gets its reply,
 // success or failure: the reply's deadline follows the dial.
 func TestSOCKSReplyAfterSlowDial(t *testing.T) {
+	// The handshake timeout under test: a setting of the proxy, not a wait.
 	const handshake = 150 * time.Millisecond
 	f := startFixture(t, Config{HandshakeTimeout: handshake,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {

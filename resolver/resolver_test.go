@@ -60,7 +60,8 @@ func deadPort(t *testing.T) int {
 func greeting(t *testing.T, c net.Conn) string {
 	t.Helper()
 	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	// The test's listener greets each connection at once.
+	_ = c.SetReadDeadline(time.Now().Add(testenv.PromptWait))
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
 		t.Fatalf("read greeting from %s: %v", c.RemoteAddr(), err)
@@ -273,13 +274,13 @@ func TestCacheHonoursTTLs(t *testing.T) {
 	if a, b := dnsServer.Queries("_80._tcp.web.z.", dns.TypeSRV), dnsServer.Queries("_80._tcp.nx.z.", dns.TypeSRV); a != 1 || b != 1 {
 		t.Fatalf("within the TTLs: %d and %d queries, want 1 and 1", a, b)
 	}
-	now = now.Add(6 * time.Second)
+	now = now.Add(6 * time.Second) // not a wait: the fake clock moves past the negative TTL
 	resolve("web.z:80")
 	resolve("nx.z:80")
 	if a, b := dnsServer.Queries("_80._tcp.web.z.", dns.TypeSRV), dnsServer.Queries("_80._tcp.nx.z.", dns.TypeSRV); a != 1 || b != 2 {
 		t.Fatalf("after 6s: %d and %d queries, want 1 (TTL 30) and 2 (negative TTL 5)", a, b)
 	}
-	now = now.Add(25 * time.Second)
+	now = now.Add(25 * time.Second) // not a wait: the fake clock moves past the TTL
 	resolve("web.z:80")
 	if a := dnsServer.Queries("_80._tcp.web.z.", dns.TypeSRV); a != 2 {
 		t.Fatalf("after 31s: %d queries, want 2", a)
@@ -313,6 +314,7 @@ func TestPerAttemptTimeout(t *testing.T) {
 		"_80._tcp.web.z. 60 IN SRV 1 10 1 slow.z.",
 		"_80._tcp.web.z. 60 IN SRV 2 10 "+p(live)+" h.z.",
 		"slow.z. 60 IN A 127.0.0.2", "h.z. 60 IN A 127.0.0.1")
+	// The dial timeout under test: a setting of the resolver, not a wait.
 	const timeout = 150 * time.Millisecond
 	r := newTestResolver(t, dnsServer.Addr, Options{DialTimeout: timeout,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {

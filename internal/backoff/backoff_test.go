@@ -10,24 +10,24 @@ import (
 // policy (250 ms to 8 s) and the exporter's worker (250 ms to 5 s, a cap
 // that is not a power-of-two step).
 func TestPolicyDelay(t *testing.T) {
-	ms := time.Millisecond
+	ms := time.Millisecond // not a wait: a policy under test
 	tests := []struct {
 		p        Policy
 		failures int
 		ceiling  time.Duration
 	}{
-		{Policy{250 * ms, 8 * time.Second}, 1, 250 * ms},
-		{Policy{250 * ms, 8 * time.Second}, 2, 500 * ms},
-		{Policy{250 * ms, 8 * time.Second}, 5, 4 * time.Second},
-		{Policy{250 * ms, 8 * time.Second}, 6, 8 * time.Second},
-		{Policy{250 * ms, 8 * time.Second}, 7, 8 * time.Second},
-		{Policy{250 * ms, 8 * time.Second}, 1 << 40, 8 * time.Second},
-		{Policy{250 * ms, 5 * time.Second}, 5, 4 * time.Second},
-		{Policy{250 * ms, 5 * time.Second}, 6, 5 * time.Second},
-		{Policy{250 * ms, 8 * time.Second}, 0, 250 * ms},  // below 1 counts as 1
-		{Policy{250 * ms, 8 * time.Second}, -3, 250 * ms}, // below 1 counts as 1
-		{Policy{time.Second, 100 * ms}, 4, time.Second},   // Max below Min is Min
-		{Policy{0, time.Second}, 3, 0},                    // no Min, no wait
+		{Policy{250 * ms, 8 * time.Second}, 1, 250 * ms},              // not a wait: a policy under test
+		{Policy{250 * ms, 8 * time.Second}, 2, 500 * ms},              // not a wait: a policy under test
+		{Policy{250 * ms, 8 * time.Second}, 5, 4 * time.Second},       // not a wait: a policy under test
+		{Policy{250 * ms, 8 * time.Second}, 6, 8 * time.Second},       // not a wait: a policy under test
+		{Policy{250 * ms, 8 * time.Second}, 7, 8 * time.Second},       // not a wait: a policy under test
+		{Policy{250 * ms, 8 * time.Second}, 1 << 40, 8 * time.Second}, // not a wait: a policy under test
+		{Policy{250 * ms, 5 * time.Second}, 5, 4 * time.Second},       // not a wait: a policy under test
+		{Policy{250 * ms, 5 * time.Second}, 6, 5 * time.Second},       // not a wait: a policy under test
+		{Policy{250 * ms, 8 * time.Second}, 0, 250 * ms},              // not a wait: a policy under test; below 1 counts as 1
+		{Policy{250 * ms, 8 * time.Second}, -3, 250 * ms},             // not a wait: a policy under test; below 1 counts as 1
+		{Policy{time.Second, 100 * ms}, 4, time.Second},               // not a wait: a policy under test; Max below Min is Min
+		{Policy{0, time.Second}, 3, 0},                                // not a wait: a policy under test; no Min, no wait
 	}
 	for _, tc := range tests {
 		if got := tc.p.Ceiling(tc.failures); got != tc.ceiling {
@@ -45,7 +45,7 @@ func TestPolicyDelay(t *testing.T) {
 // TestPolicyJitter proves the delay is random: 100 draws of a 4 s step are
 // not all the same nanosecond (the chance they are is nil).
 func TestPolicyJitter(t *testing.T) {
-	p := Policy{Min: 4 * time.Second, Max: 4 * time.Second}
+	p := Policy{Min: 4 * time.Second, Max: 4 * time.Second} // not a wait: a policy under test
 	seen := map[time.Duration]bool{}
 	for range 100 {
 		seen[p.Delay(1)] = true
@@ -58,9 +58,9 @@ func TestPolicyJitter(t *testing.T) {
 // TestBackoff proves Next counts failures up the steps and Reset starts
 // again from Min.
 func TestBackoff(t *testing.T) {
-	b := Backoff{Policy: Policy{Min: 100 * time.Millisecond, Max: time.Second}}
+	b := Backoff{Policy: Policy{Min: 100 * time.Millisecond, Max: time.Second}} // not a wait: a policy under test
 	for i, ceiling := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
-		ceiling *= time.Millisecond
+		ceiling *= time.Millisecond // not a wait: a policy under test
 		if d := b.Next(); d < ceiling/2 || d > ceiling {
 			t.Errorf("Next #%d = %s, outside [%s, %s]", i+1, d, ceiling/2, ceiling)
 		}
@@ -69,7 +69,7 @@ func TestBackoff(t *testing.T) {
 		t.Errorf("Failures = %d after 6 Next, want 6", b.Failures())
 	}
 	b.Reset()
-	if d := b.Next(); d > 100*time.Millisecond || b.Failures() != 1 {
+	if d := b.Next(); d > 100*time.Millisecond || b.Failures() != 1 { // not a wait: a policy under test
 		t.Errorf("after Reset: Next = %s, Failures = %d; want at most 100ms and 1", d, b.Failures())
 	}
 }

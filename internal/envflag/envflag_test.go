@@ -20,7 +20,7 @@ func TestApply(t *testing.T) {
 	listen := fs.String("listen", "127.0.0.1:9753", "")
 	node := fs.String("node", "", "")
 	prefix := fs.String("prefix", "berth", "")
-	ttl := fs.Duration("session-ttl", 10*time.Second, "")
+	ttl := fs.Duration("session-ttl", 10*time.Second, "") // not a wait: a flag value
 	explicit := fs.Bool("explicit", false, "")
 	version := fs.Bool("version", false, "")
 	if err := fs.Parse([]string{"--prefix", "flag-prefix"}); err != nil {
@@ -29,7 +29,7 @@ func TestApply(t *testing.T) {
 	if err := Apply(fs, lookup); err != nil {
 		t.Fatal(err)
 	}
-	if *listen != "" || *node != "from-env" || *prefix != "flag-prefix" || *ttl != 10*time.Second || !*explicit || *version {
+	if *listen != "" || *node != "from-env" || *prefix != "flag-prefix" || *ttl != 10*time.Second || !*explicit || *version { // not a wait: a flag value
 		t.Errorf("listen %q node %q prefix %q ttl %v explicit %v version %v", *listen, *node, *prefix, *ttl, *explicit, *version)
 	}
 	env["BERTH_SESSION_TTL"] = "soon"

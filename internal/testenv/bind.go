@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -22,7 +21,7 @@ type BINDSecondary struct {
 	Port int
 	Zone string
 	dir  string
-	cmd  *exec.Cmd
+	proc *Proc
 	out  LockedBuffer
 }
 
@@ -86,21 +85,18 @@ zone "%[3]s" {
 	}
 	// -g: foreground, log to stderr; -u root is not needed as root, and
 	// named must not switch to a user that cannot read the test's folder.
-	b.cmd = exec.Command(bin, "-g", "-c", confPath, "-n", "1")
-	b.cmd.Stdout, b.cmd.Stderr = &b.out, &b.out
-	b.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := b.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd := exec.Command(bin, "-g", "-c", confPath, "-n", "1")
+	cmd.Stdout, cmd.Stderr = &b.out, &b.out
+	// Registered after t.TempDir's removal of b.dir, so it runs before it:
+	// named and anything it forked are gone when the folder is removed.
 	t.Cleanup(func() {
-		_ = b.cmd.Process.Kill()
-		_ = b.cmd.Wait()
 		if t.Failed() {
 			t.Logf("named output:\n%s", b.out.String())
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	client := &dns.Client{Timeout: 200 * time.Millisecond}
+	b.proc = StartProcT(t, cmd)
+	deadline := time.Now().Add(PartStartWait)
+	client := &dns.Client{Timeout: ProbeTimeout}
 	for {
 		m := new(dns.Msg)
 		m.SetQuestion("version.bind.", dns.TypeTXT)
@@ -108,10 +104,10 @@ zone "%[3]s" {
 		if _, _, err := client.Exchange(m, b.Addr); err == nil {
 			return b
 		}
-		if time.Now().After(deadline) || b.cmd.ProcessState != nil {
-			t.Fatalf("named did not answer within 20s:\n%s", b.out.String())
+		if time.Now().After(deadline) || b.proc.Exited() {
+			t.Fatalf("named did not answer within %v:\n%s", PartStartWait, b.out.String())
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(PollInterval)
 	}
 }
 

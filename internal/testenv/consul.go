@@ -47,8 +47,7 @@ type Consul struct {
 	DNSPort int    // Consul's own DNS interface, when enabled
 	DataDir string
 	token   string
-	cmd     *exec.Cmd
-	exited  chan struct{} // closed when cmd has exited
+	proc    *Proc // the running agent; nil while stopped
 	out     LockedBuffer
 	mu      sync.Mutex
 
@@ -138,23 +137,18 @@ func (c *Consul) Start() {
 func (c *Consul) start() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cmd != nil {
+	if c.proc != nil {
 		return nil
 	}
 	cmd := exec.Command(c.bin, c.args...)
 	cmd.Stdout, cmd.Stderr = &c.out, &c.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	proc, err := StartProc(cmd)
+	if err != nil {
 		return fmt.Errorf("start consul: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	c.cmd, c.exited = cmd, exited
+	c.proc = proc
 	client := c.Client()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(ConsulReadyWait)
 	for {
 		leader, err := client.Status().Leader()
 		if err == nil && leader != "" {
@@ -163,16 +157,15 @@ func (c *Consul) start() error {
 				return nil
 			}
 		}
-		select {
-		case <-exited:
-			c.cmd = nil
+		if proc.Exited() {
+			proc.Kill()
+			c.proc = nil
 			return fmt.Errorf("%w while starting (%v):\n%s", errExited, cmd.ProcessState, c.out.String())
-		default:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("consul has no leader after 30s: %v\n%s", err, c.out.String())
+			return fmt.Errorf("consul has no leader after %v: %v\n%s", ConsulReadyWait, err, c.out.String())
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(PollInterval)
 	}
 }
 
@@ -180,12 +173,11 @@ func (c *Consul) start() error {
 func (c *Consul) Stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cmd == nil {
+	if c.proc == nil {
 		return
 	}
-	_ = c.cmd.Process.Kill()
-	<-c.exited
-	c.cmd = nil
+	c.proc.Kill()
+	c.proc = nil
 }
 
 // Pause freezes the agent (SIGSTOP): connections hang instead of failing.
@@ -197,8 +189,8 @@ func (c *Consul) Resume() { c.signal(syscall.SIGCONT) }
 func (c *Consul) signal(sig syscall.Signal) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.cmd != nil {
-		_ = c.cmd.Process.Signal(sig)
+	if c.proc != nil {
+		_ = c.proc.Cmd.Process.Signal(sig)
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -29,8 +28,7 @@ type CoreDNS struct {
 	bin  string
 	args []string
 	env  []string
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
+	proc *Proc // the running server; nil before the first start
 	out  LockedBuffer
 }
 
@@ -79,9 +77,8 @@ func (c *CoreDNS) Restart(t T) {
 }
 
 func (c *CoreDNS) kill() {
-	if c.cmd != nil && c.cmd.Process != nil {
-		_ = c.cmd.Process.Kill()
-		<-c.done
+	if c.proc != nil {
+		c.proc.Kill()
 	}
 }
 
@@ -89,32 +86,29 @@ func (c *CoreDNS) kill() {
 // reason it does not, with its output.
 func (c *CoreDNS) start(t T) error {
 	t.Helper()
-	c.cmd = exec.Command(c.bin, c.args...)
-	c.cmd.Env = append(os.Environ(), c.env...)
-	c.cmd.Stdout, c.cmd.Stderr = &c.out, &c.out
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := c.cmd.Start(); err != nil {
+	cmd := exec.Command(c.bin, c.args...)
+	cmd.Env = append(os.Environ(), c.env...)
+	cmd.Stdout, cmd.Stderr = &c.out, &c.out
+	proc, err := StartProc(cmd)
+	if err != nil {
 		return err
 	}
-	c.done = make(chan struct{})
-	go func() { _ = c.cmd.Wait(); close(c.done) }()
-	deadline := time.Now().Add(20 * time.Second)
-	client := &dns.Client{Timeout: 200 * time.Millisecond}
+	c.proc = proc
+	deadline := time.Now().Add(PartStartWait)
+	client := &dns.Client{Timeout: ProbeTimeout}
 	for {
 		m := new(dns.Msg)
 		m.SetQuestion("berth-probe.invalid.", dns.TypeA)
 		if _, _, err := client.Exchange(m, c.Addr); err == nil {
 			return nil
 		}
-		select {
-		case <-c.done:
+		if proc.Exited() {
 			return fmt.Errorf("coredns exited:\n%s", c.out.String())
-		default:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("coredns did not answer within 20s:\n%s", c.out.String())
+			return fmt.Errorf("coredns did not answer within %v:\n%s", PartStartWait, c.out.String())
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(PollInterval)
 	}
 }
 
@@ -125,14 +119,7 @@ func (c *CoreDNS) Stop() { c.kill() }
 func (c *CoreDNS) Output() string { return c.out.String() }
 
 // PID is the running CoreDNS process's ID.
-func (c *CoreDNS) PID() int { return c.cmd.Process.Pid }
+func (c *CoreDNS) PID() int { return c.proc.PID() }
 
 // Exited reports whether the CoreDNS process has ended (crashed).
-func (c *CoreDNS) Exited() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
+func (c *CoreDNS) Exited() bool { return c.proc.Exited() }

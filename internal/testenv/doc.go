@@ -13,7 +13,13 @@
 //   - coredns.go: the project's CoreDNS build, started and restarted.
 //   - bind.go: a real BIND 9 secondary of a zone.
 //   - exporter.go: the built berth-exporter, as a process and an image;
-//     process.go: liveness and RSS of any process, from /proc.
+//     process.go: Proc, every process a test starts, in a process group
+//     of its own that is killed whole, and waited for to its last member,
+//     before the test's folders are removed; liveness and RSS of any
+//     process, from /proc.
+//   - bounds.go: the waits of every package's tests, each derived from a
+//     bound of the product or of a part, with its margin (hack/
+//     check-waits.sh keeps other durations out of the tests).
 //   - docker.go: the Docker client and test images built FROM scratch;
 //     containers.go: container logs and waits; network.go: test networks.
 //   - once.go: what a test binary makes once (binaries, images).

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"sync"
 	"syscall"
-	"time"
 
 	"github.com/moby/moby/client"
 )
@@ -49,8 +48,7 @@ type ExporterProc struct {
 	Env  []string
 
 	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
+	proc *Proc // the current run; nil before the first
 	out  LockedBuffer
 	runs int
 }
@@ -78,67 +76,48 @@ func (p *ExporterProc) Start() {
 	p.t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cmd != nil {
-		select {
-		case <-p.done:
-		default:
-			p.t.Fatal("exporter already running")
-		}
+	if p.proc != nil && !p.proc.Exited() {
+		p.t.Fatal("exporter already running")
 	}
 	p.runs++
 	fmt.Fprintf(&p.out, "==== start %d ====\n", p.runs)
 	cmd := exec.Command(ExporterBinary(p.t), p.Args...)
 	cmd.Env = append(os.Environ(), p.Env...)
 	cmd.Stdout, cmd.Stderr = &p.out, &p.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	proc, err := StartProc(cmd)
+	if err != nil {
 		p.t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	p.cmd, p.done = cmd, done
+	p.proc = proc
 }
 
 // Kill sends SIGKILL (a crash) and waits for the process to end.
 func (p *ExporterProc) Kill() { p.Signal(syscall.SIGKILL) }
 
-// Signal sends sig and waits up to 20 s for the process to end.
+// Signal sends sig and waits up to ExporterExitWait for the process to
+// end, then kills what is left of it.
 func (p *ExporterProc) Signal(sig syscall.Signal) {
 	p.mu.Lock()
-	cmd, done := p.cmd, p.done
+	proc := p.proc
 	p.mu.Unlock()
-	if cmd == nil {
+	if proc == nil {
 		return
 	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		_ = cmd.Process.Kill()
-		<-done
-	}
+	proc.Stop(sig, ExporterExitWait)
 }
 
 // Running reports whether the process is alive.
 func (p *ExporterProc) Running() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cmd == nil {
-		return false
-	}
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
+	return p.proc != nil && !p.proc.Exited()
 }
 
 // PID is the current process's ID.
 func (p *ExporterProc) PID() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.cmd.Process.Pid
+	return p.proc.PID()
 }
 
 // Output is everything the process printed, over all its starts.

@@ -72,43 +72,34 @@ func (p *Podman) start(t T, bin, dir string, cred *syscall.Credential) {
 	cmd.Env = append(os.Environ(), p.Env...)
 	var out LockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	proc, err := StartProc(cmd)
+	if err != nil {
 		Unavailable(t, "podman system service: %v", err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	// SIGTERM first, which podman forwards into a rootless user namespace;
+	// then the group, and the test's folders after that.
+	t.Cleanup(func() { proc.Stop(syscall.SIGTERM, PodmanExitWait) })
 	cli, err := client.New(client.WithHost(p.Host))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cli.Close() })
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(PartStartWait)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), PartStartWait)
 		_, err = cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true})
 		cancel()
 		if err == nil {
 			break
 		}
-		select {
-		case <-done:
+		if proc.Exited() {
 			Unavailable(t, "podman system service exited: %s", out.String())
-		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("podman service on %s not answering: %v\n%s", p.Socket, err, out.String())
+			t.Fatalf("podman service on %s not answering within %v: %v\n%s", p.Socket, PartStartWait, err, out.String())
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(PollInterval)
 	}
 	p.Client = cli
 	reapPodmanOrphans(cli)
@@ -169,25 +160,16 @@ func probePodmanLimits(bin string, cred *syscall.Credential, env []string) (uint
 	sock := filepath.Join(dir, "probe.sock")
 	cmd := exec.Command(bin, "system", "service", "--time=0", "unix://"+sock)
 	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Credential: cred}
-	if err := cmd.Start(); err != nil {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	proc, err := StartProc(cmd)
+	if err != nil {
 		return 0, 0, err
 	}
 	// SIGTERM, which podman forwards: a rootless podman re-executes itself
-	// inside the user namespace, and SIGKILL would end only the outer one.
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}()
+	// inside the user namespace; then the group, before dir is removed.
+	defer proc.Stop(syscall.SIGTERM, PodmanExitWait)
 	// The limits are set before the socket is created.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(PartStartWait); ; time.Sleep(PollInterval) {
 		if _, err := os.Stat(sock); err == nil {
 			break
 		}

@@ -26,7 +26,7 @@ func Eventually(t T, within time.Duration, what string, cond func() error) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%s: not within %v: %v", what, within, err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(PollInterval)
 	}
 }
 
@@ -38,7 +38,7 @@ func Exchange(network, addr, name string, qtype, udpSize uint16) (*dns.Msg, erro
 	if udpSize > 0 {
 		m.SetEdns0(udpSize, false)
 	}
-	c := &dns.Client{Net: network, Timeout: 2 * time.Second}
+	c := &dns.Client{Net: network, Timeout: QueryTimeout}
 	r, _, err := c.Exchange(m, addr)
 	return r, err
 }

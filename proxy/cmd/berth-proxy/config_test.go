@@ -26,18 +26,18 @@ func TestParseFlags(t *testing.T) {
 	}{
 		{desc: "defaults", args: []string{"--zones", "c.example.org"}, check: func(c config) bool {
 			return c.socks == "127.0.0.1:1080" && c.http == "127.0.0.1:3128" && c.metrics == "" && c.maxConns == 1024 &&
-				c.idleTimeout == 5*time.Minute && c.logFormat == "text" && slices.Equal(c.zones, []string{"c.example.org"})
+				c.idleTimeout == 5*time.Minute && c.logFormat == "text" && slices.Equal(c.zones, []string{"c.example.org"}) // not a wait: flag values
 		}},
 		{desc: "flags", args: []string{"--zones", "a.test, b.test", "--allow", "10.0.0.0/8", "--dns", "[2001:db8::53]:5353",
 			"--max-conns", "7", "--dial-timeout", "1s", "--log-format", "json", "--socks", ""},
 			check: func(c config) bool {
 				return slices.Equal(c.zones, []string{"a.test", "b.test"}) && slices.Equal(c.allow, []string{"10.0.0.0/8"}) &&
-					c.dns == "[2001:db8::53]:5353" && c.maxConns == 7 && c.dialTimeout == time.Second && c.logFormat == "json" && c.socks == ""
+					c.dns == "[2001:db8::53]:5353" && c.maxConns == 7 && c.dialTimeout == time.Second && c.logFormat == "json" && c.socks == "" // not a wait: flag values
 			}},
 		{desc: "variables", env: map[string]string{"BERTH_ZONES": "c.test", "BERTH_MAX_CONNS": "9", "BERTH_IDLE_TIMEOUT": "1m",
 			"BERTH_DNS": "10.0.0.53", "BERTH_LOG_LEVEL": "debug"},
 			check: func(c config) bool {
-				return slices.Equal(c.zones, []string{"c.test"}) && c.maxConns == 9 && c.idleTimeout == time.Minute && c.dns == "10.0.0.53"
+				return slices.Equal(c.zones, []string{"c.test"}) && c.maxConns == 9 && c.idleTimeout == time.Minute && c.dns == "10.0.0.53" // not a wait: flag values
 			}},
 		{desc: "the command line wins", args: []string{"--zones", "flag.test"}, env: map[string]string{"BERTH_ZONES": "env.test"},
 			check: func(c config) bool { return slices.Equal(c.zones, []string{"flag.test"}) }},

@@ -15,7 +15,6 @@ import (
 	"sync"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/berthdns/berth/internal/testenv"
 	"github.com/berthdns/berth/proxy"
@@ -123,15 +122,19 @@ func TestJSONLogsAndBuildInfo(t *testing.T) {
 	cmd := exec.Command(binary(t), "--socks", addr(0), "--http", addr(1), "--metrics", addr(2),
 		"--zones", "c.test", "--dns", "127.0.0.1:1")
 	cmd.Env = []string{"BERTH_LOG_FORMAT=json"}
-	stderr, err := cmd.StderrPipe()
+	stderr, w, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	t.Cleanup(func() { stderr.Close() })
+	cmd.Stderr = w
+	proc, err := testenv.StartProc(cmd)
+	w.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
+	// berth-proxy closes its listeners and exits at once on SIGTERM.
+	t.Cleanup(func() { proc.Stop(syscall.SIGTERM, testenv.PromptWait) })
 	lines := bufio.NewScanner(stderr)
 	started := false
 	for !started && lines.Scan() {
@@ -151,7 +154,7 @@ func TestJSONLogsAndBuildInfo(t *testing.T) {
 		t.Fatalf("berth-proxy ended without logging its start: %v", lines.Err())
 	}
 	go func() { _, _ = io.Copy(io.Discard, stderr) }()
-	c := &http.Client{Timeout: 10 * time.Second}
+	c := &http.Client{Timeout: testenv.PromptWait}
 	resp, err := c.Get("http://" + addr(2) + "/metrics")
 	if err != nil {
 		t.Fatal(err)
