@@ -141,7 +141,8 @@ func TestUIRereadsAreRateLimited(t *testing.T) {
 
 	// flapFor is several uiMinReread; flapEvery is a host changing far
 	// faster than that (as a flapping container or a hostile exporter).
-	const flapFor, flapEvery = 3 * uiMinReread, 50 * time.Millisecond
+	const flapFor = 3 * uiMinReread
+	const flapEvery = 50 * time.Millisecond // not a wait: the hostile host's pace
 	before := reads.Load()
 	start := time.Now()
 	for time.Since(start) < flapFor {

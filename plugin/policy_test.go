@@ -112,12 +112,12 @@ func TestWatchOwnershipPolicy(t *testing.T) {
 		}
 		return nil
 	})
-	testenv.Eventually(t, 10*time.Second, "the bad policy allows no claim", w.has("web.shop.c.example.org.", dns.TypeSRV))
+	testenv.Eventually(t, testenv.ZoneChangeWait, "the bad policy allows no claim", w.has("web.shop.c.example.org.", dns.TypeSRV))
 	if v := testenv.MetricValue(policyValid.WithLabelValues(testOrigin)); v != 0 {
 		t.Errorf("policy_valid %v under a policy that does not validate, want 0", v)
 	}
 	putPolicy(`{"v": 1, "default": "allow", "rules": [{"service": "web.shop", "hosts": ["h1"]}]}`)
-	testenv.Eventually(t, 10*time.Second, "a valid policy again: the owner's claim", owner)
+	testenv.Eventually(t, testenv.ZoneChangeWait, "a valid policy again: the owner's claim", owner)
 	if v := testenv.MetricValue(policyValid.WithLabelValues(testOrigin)); v != 1 {
 		t.Errorf("policy_valid %v under a valid policy, want 1", v)
 	}
