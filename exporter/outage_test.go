@@ -1,11 +1,13 @@
 package exporter
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -113,10 +115,13 @@ type sockProxy struct {
 	mu    sync.Mutex
 	down  bool
 	conns map[net.Conn]bool
+	// refused receives the request line of each connection refused while
+	// down (dropped when full).
+	refused chan string
 }
 
 func startProxy(t *testing.T, target string) *sockProxy {
-	p := &sockProxy{path: filepath.Join(t.TempDir(), "docker.sock"), conns: map[net.Conn]bool{}}
+	p := &sockProxy{path: filepath.Join(t.TempDir(), "docker.sock"), conns: map[net.Conn]bool{}, refused: make(chan string, 1024)}
 	l, err := net.Listen("unix", p.path)
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +136,7 @@ func startProxy(t *testing.T, target string) *sockProxy {
 			p.mu.Lock()
 			if p.down {
 				p.mu.Unlock()
-				c.Close()
+				go p.refuse(c)
 				continue
 			}
 			up, err := net.Dial("unix", target)
@@ -158,5 +163,21 @@ func (p *sockProxy) setDown(down bool) {
 			c.Close()
 		}
 		clear(p.conns)
+	}
+}
+
+// refusedLineWait bounds the read of a refused connection's request line,
+// which a client sends as soon as it connects.
+const refusedLineWait = time.Second
+
+// refuse reads the request line of a connection made while down, so a test
+// can tell which request was refused, and closes it unanswered.
+func (p *sockProxy) refuse(c net.Conn) {
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(refusedLineWait))
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	select {
+	case p.refused <- strings.TrimSpace(line):
+	default:
 	}
 }
