@@ -52,8 +52,10 @@ func (e *Exporter) watchEvents(ctx context.Context) {
 	for ctx.Err() == nil {
 		eng := e.detectEngine(ctx)
 		sctx, cancel := context.WithCancel(ctx)
-		// The subscription returns once the engine answered it (or failed
-		// to); from then on nothing is missed, and the listing may start.
+		// Docker's subscription returns once the engine answered it (or
+		// failed to); from then on nothing is missed, and the listing may
+		// start. Podman's returns once asked, and lists again when it
+		// answers (libpod.go).
 		res := e.subscribe(sctx, eng)
 		since := time.Now()
 		e.markAll()
@@ -88,7 +90,10 @@ func (e *Exporter) watchEvents(ctx context.Context) {
 func (e *Exporter) subscribe(ctx context.Context, eng Engine) client.EventsResult {
 	types := []string{string(events.ContainerEventType), string(events.NetworkEventType)}
 	if eng.Name == EnginePodman {
-		return e.libpod.events(ctx, types)
+		return e.libpod.events(ctx, types, func() {
+			_ = e.reach.observe(nil)
+			e.markAll()
+		})
 	}
 	f := make(client.Filters).Add("type", types...).Add("event", eventActions...)
 	return e.docker.Events(ctx, client.EventsListOptions{Filters: f})

@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
+	"sync"
 
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
@@ -35,11 +37,14 @@ func newLibpodClient(docker *client.Client) *libpodClient {
 	}}}
 }
 
-// events subscribes to the libpod stream, filtered by the event types, and
-// returns once Podman answered the subscription (or failed to), as moby's
-// Events does: Podman sends the response header as it subscribes, before
-// any event.
-func (l *libpodClient) events(ctx context.Context, types []string) client.EventsResult {
+// events subscribes to the libpod stream, filtered by the event types. It
+// returns once the request is sent (or failed): Podman 4.3 answers the
+// subscription only with its first event, on either stream, so waiting for
+// the answer could wait for ever on a quiet engine. subscribed runs when
+// the answer comes, the subscription then surely in place: a change made
+// between the request and Podman's subscription has sent an event, which
+// is what brought the answer, and the listing subscribed queues finds it.
+func (l *libpodClient) events(ctx context.Context, types []string, subscribed func()) client.EventsResult {
 	msgs := make(chan events.Message)
 	errs := make(chan error, 1)
 	res := client.EventsResult{Messages: msgs, Err: errs}
@@ -50,24 +55,29 @@ func (l *libpodClient) events(ctx context.Context, types []string) client.Events
 	}
 	u := url.URL{Scheme: "http", Host: "podman", Path: libpodEventsPath,
 		RawQuery: url.Values{"stream": {"true"}, "filters": {string(filters)}}.Encode()}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	sent := make(chan struct{})
+	var once sync.Once
+	done := func() { once.Do(func() { close(sent) }) }
+	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { done() }}
+	req, err := http.NewRequestWithContext(httptrace.WithClientTrace(ctx, trace), http.MethodGet, u.String(), nil)
 	if err != nil {
 		errs <- err
-		return res
-	}
-	resp, err := l.http.Do(req)
-	if err != nil {
-		errs <- err
-		return res
-	}
-	if resp.StatusCode != http.StatusOK {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		resp.Body.Close()
-		errs <- fmt.Errorf("libpod events: %s: %s", resp.Status, body)
 		return res
 	}
 	go func() {
+		resp, err := l.http.Do(req)
+		done()
+		if err != nil {
+			errs <- err
+			return
+		}
 		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			errs <- fmt.Errorf("libpod events: %s: %s", resp.Status, body)
+			return
+		}
+		subscribed()
 		dec := json.NewDecoder(resp.Body)
 		for {
 			var m events.Message
@@ -83,5 +93,6 @@ func (l *libpodClient) events(ctx context.Context, types []string) client.Events
 			}
 		}
 	}()
+	<-sent
 	return res
 }

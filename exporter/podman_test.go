@@ -151,7 +151,7 @@ func TestPodmanLibpodEvents(t *testing.T) {
 	defer cancel()
 	id := r.runContainer(runOpts{name: "libpod", noStart: true, health: true})
 	types := []string{string(events.ContainerEventType), string(events.NetworkEventType)}
-	libpod := newLibpodClient(r.docker).events(ctx, types)
+	libpod := newLibpodClient(r.docker).events(ctx, types, func() {})
 	compat := r.docker.Events(ctx, client.EventsListOptions{Filters: make(client.Filters).Add("type", types...)})
 	const cycles = 3
 	for range cycles {
