@@ -116,6 +116,11 @@ func (e *Exporter) handleEvent(msg events.Message) {
 	if i := strings.IndexByte(action, ':'); i >= 0 {
 		action = action[:i]
 	}
+	if action == "died" {
+		// Podman's libpod stream's name: its /events, which the exporter
+		// read before, says "die", and the metric keeps that label.
+		action = "die"
+	}
 	if !wantedActions[action] {
 		return // a Podman stream is filtered by type only
 	}
