@@ -206,18 +206,7 @@ func (e *Exporter) Run(ctx context.Context) error {
 	wg.Go(func() {
 		e.sess.RunRenewals(ctx, func() { e.markAll() }, func(error) { e.metrics.ConsulErrors.Inc() })
 	})
-	wg.Go(func() {
-		t := time.NewTicker(e.cfg.Resync)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				e.markAll()
-			}
-		}
-	})
+	wg.Go(func() { every(ctx, e.cfg.Resync, e.markAll) })
 	e.work(ctx)
 	wg.Wait()
 	if e.cfg.DeregisterOnExit {
@@ -225,6 +214,20 @@ func (e *Exporter) Run(ctx context.Context) error {
 	}
 	e.log.Info("exporter stopped; records stay until the session expires", "session", e.sess.Current())
 	return nil
+}
+
+// every runs f every d until ctx ends.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
+	}
 }
 
 // Deregister removes the host's records and ends its session.

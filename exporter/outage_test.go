@@ -65,27 +65,8 @@ func TestDockerStreamBreak(t *testing.T) {
 func testDockerStreamBreak(t *testing.T, engine string) {
 	r := newEngineRig(t, engine, testenv.ConsulOptions{})
 	ctx := context.Background()
-	u, err := url.Parse(r.docker.DaemonHost())
-	if err != nil || u.Scheme != "unix" {
-		t.Skipf("the engine is not on a unix socket (%s)", r.docker.DaemonHost())
-	}
-	proxy := startProxy(t, u.Path)
-	docker, err := client.New(client.WithHost("unix://" + proxy.path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer docker.Close()
-
 	before := r.runContainer(runOpts{name: "before"})
-	cfg := r.config()
-	ectx, cancel := context.WithCancel(ctx)
-	e, err := New(ectx, cfg, docker, r.consulConfig(), testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = e.Run(ectx) }()
-	defer func() { cancel(); <-done }()
+	proxy, e := r.startProxiedExporter()
 	r.waitDoc("before the break", before, eventWait, present)
 
 	proxy.setDown(true)
@@ -106,6 +87,23 @@ func testDockerStreamBreak(t *testing.T, engine string) {
 	// And events flow again on the new stream.
 	after := r.runContainer(runOpts{name: "after"})
 	r.waitDoc("after reconnecting", after, eventWait, present)
+}
+
+// startProxiedExporter runs an exporter of r.config() that reaches r's
+// engine through a sockProxy, until the test ends.
+func (r *rig) startProxiedExporter() (*sockProxy, *Exporter) {
+	r.t.Helper()
+	u, err := url.Parse(r.docker.DaemonHost())
+	if err != nil || u.Scheme != "unix" {
+		r.t.Skipf("the engine is not on a unix socket (%s)", r.docker.DaemonHost())
+	}
+	proxy := startProxy(r.t, u.Path)
+	docker, err := client.New(client.WithHost("unix://" + proxy.path))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { docker.Close() })
+	return proxy, r.startExporterOn(r.config(), docker)
 }
 
 // sockProxy forwards a unix socket to another, and can drop every

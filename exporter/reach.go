@@ -114,18 +114,11 @@ func recovery(err error) <-chan struct{} {
 // probe pings the engine once every reachProbe while it is down, until ctx
 // ends. ping reports its own outcome through observe.
 func (r *engineReach) probe(ctx context.Context, ping func(context.Context) error) {
-	t := time.NewTicker(reachProbe)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, reachProbe, func() {
 		if r.isDown() {
 			pctx, cancel := context.WithTimeout(ctx, healthTimeout)
 			_ = ping(pctx)
 			cancel()
 		}
-	}
+	})
 }

@@ -2,7 +2,6 @@ package exporter
 
 import (
 	"context"
-	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -75,25 +74,8 @@ func TestEngineRecovery(t *testing.T) {
 func testEngineRecovery(t *testing.T, engine string) {
 	r := newEngineRig(t, engine, testenv.ConsulOptions{})
 	ctx := context.Background()
-	u, err := url.Parse(r.docker.DaemonHost())
-	if err != nil || u.Scheme != "unix" {
-		t.Skipf("the engine is not on a unix socket (%s)", r.docker.DaemonHost())
-	}
-	proxy := startProxy(t, u.Path)
-	docker, err := client.New(client.WithHost("unix://" + proxy.path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer docker.Close()
 	before := r.runContainer(runOpts{name: "before"})
-	ectx, cancel := context.WithCancel(ctx)
-	e, err := New(ectx, r.config(), docker, r.consulConfig(), testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = e.Run(ectx) }()
-	defer func() { cancel(); <-done }()
+	proxy, _ := r.startProxiedExporter()
 	r.waitDoc("before the outage", before, eventWait, present)
 
 	proxy.setDown(true)
