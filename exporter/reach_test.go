@@ -42,7 +42,8 @@ func capFailures() int {
 }
 
 // capReachedWait bounds how long the event stream takes to fail
-// capFailures times: the backoff's waits before the last (each at most its
+// capFailures times, the break itself and capFailures-1 refused
+// resubscriptions: the backoff's waits before the last (each at most its
 // Ceiling) and attemptMargin per attempt.
 func capReachedWait() time.Duration {
 	var d time.Duration
@@ -80,17 +81,18 @@ func testEngineRecovery(t *testing.T, engine string) {
 
 	proxy.setDown(true)
 	during := r.runContainer(runOpts{name: "during"})
-	// Wait for the stream's capFailures-th refused subscription: its
-	// backoff now waits at least half the cap.
+	// The break was the stream's first failure; wait for its
+	// (capFailures-1)-th refused subscription: its backoff now waits at
+	// least half the cap.
 	deadline := time.After(capReachedWait())
-	for n := 0; n < capFailures(); {
+	for n := 0; n < capFailures()-1; {
 		select {
 		case line := <-proxy.refused:
 			if strings.Contains(line, "/events") {
 				n++
 			}
 		case <-deadline:
-			t.Fatalf("%d of %d event subscriptions refused within %s", n, capFailures(), capReachedWait())
+			t.Fatalf("%d of %d event subscriptions refused within %s", n, capFailures()-1, capReachedWait())
 		}
 	}
 	if r.doc(during) != nil {
