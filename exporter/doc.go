@@ -15,9 +15,15 @@
 //   - queue.go: the dirty queue events and resyncs feed the worker.
 //   - reconcile.go: one reconcile: refresh the desired state from Docker,
 //     then hand it to the Publisher.
-//   - events.go: the Docker event stream, reopened after it breaks, and
-//     what Podman's needs: a filter by type only, its action names, and a
-//     listing every 2 s for the events it loses.
+//   - events.go: the engine's event stream, reopened after it breaks
+//     (after a backoff, or at once when the engine answers again): Docker's
+//     /events, or Podman's libpod stream filtered by type only, and
+//     Podman's action names.
+//   - libpod.go: Podman's own API over the moby client's connection: its
+//     event stream, which does not lose events as its /events does.
+//   - reach.go: engineReach, the one owner of whether the engine answers:
+//     every Docker request reports to it, a ping per second while it is
+//     silent, and its recovery wakes the event stream and the worker.
 //   - dryrun.go: the --dry-run table.
 //   - health.go: /healthz, and the cache of its Docker and Consul pings.
 //   - docker.go: the Mapper, from Docker's inspect result to a document,

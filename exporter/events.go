@@ -2,12 +2,10 @@ package exporter
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
 
@@ -34,62 +32,42 @@ var wantedActions = func() map[string]bool {
 	return m
 }()
 
-// podmanPoll is how often the exporter lists the containers of a Podman
-// engine to catch the changes whose events never came (see watchEvents).
-const podmanPoll = 2 * time.Second
+// eventsBackoff spaces the resubscriptions of a broken event stream while
+// the engine keeps failing them. Its wait also ends when the engine answers
+// again (engineReach), so after an outage of any length the stream is back
+// within about reachProbe, not when this backoff runs out.
+var eventsBackoff = backoff.Policy{Min: 250 * time.Millisecond, Max: 10 * time.Second}
 
-// watchEvents subscribes to Docker's events and marks the containers they
-// name dirty. After every (re)subscription it queues a full listing: the
-// subscription comes first, so no change can fall between the listing and
-// the events. A broken stream is reopened with jittered exponential backoff.
+// The causes of a resubscription, as berth_exporter_event_stream_reconnects_total
+// counts them: the backoff's wait ran out, or the engine answered first.
+const (
+	reconnectBackoff        = "backoff"
+	reconnectEngineAnswered = "engine_answered"
+)
+
+// watchEvents subscribes to the engine's events and marks the containers
+// they name dirty. After every (re)subscription it queues a full listing:
+// the subscription comes first, so no change can fall between the listing
+// and the events. A broken stream is reopened with jittered exponential
+// backoff, or at once when the engine answers again after its silence.
 //
-// Before each subscription it detects the engine. Podman's event filter
-// does not match Docker's action names ("die" misses Podman's "died"
-// before Podman 4.4, and an unknown name matches nothing), so a Podman
-// engine gets a filter by type only and handleEvent picks the actions.
-// Podman also loses events (start and stop, under load), so while the
-// engine is Podman a cheap listing every podmanPoll marks dirty the
-// containers whose state, health or ports changed unseen.
+// Before each subscription it detects the engine: Docker's /events, or on
+// Podman its own libpod stream (libpod.go), whose events Podman's
+// Docker-compatible /events loses.
 func (e *Exporter) watchEvents(ctx context.Context) {
-	bo := backoff.Backoff{Policy: backoff.Policy{Min: 250 * time.Millisecond, Max: 10 * time.Second}}
+	bo := backoff.Backoff{Policy: eventsBackoff}
 	for ctx.Err() == nil {
 		eng := e.detectEngine(ctx)
-		f := make(client.Filters).Add("type", string(events.ContainerEventType), string(events.NetworkEventType))
-		if eng.Name != EnginePodman {
-			f.Add("event", eventActions...)
-		}
 		sctx, cancel := context.WithCancel(ctx)
-		// Events returns once the engine answered the subscription (or
+		// Docker's subscription returns once the engine answered it (or
 		// failed to); from then on nothing is missed, and the listing may
-		// start.
-		res := e.docker.Events(sctx, client.EventsListOptions{Filters: f})
+		// start. Podman's returns once asked, and lists again when it
+		// answers (libpod.go).
+		res := e.subscribe(sctx, eng)
 		since := time.Now()
 		e.markAll()
-		var poll <-chan time.Time
-		var poller *lister
-		var ticker *time.Ticker
-		if eng.Name == EnginePodman {
-			ticker = time.NewTicker(podmanPoll)
-			poll, poller = ticker.C, &lister{}
-		}
-		var err error
-	stream:
-		for {
-			select {
-			case msg := <-res.Messages:
-				e.handleEvent(msg)
-			case err = <-res.Err:
-				break stream
-			case <-poll:
-				if perr := poller.poll(sctx, e); perr != nil {
-					e.log.Debug("podman listing failed", "err", perr)
-				}
-			}
-		}
+		err := e.readEvents(res)
 		cancel()
-		if ticker != nil {
-			ticker.Stop()
-		}
 		if ctx.Err() != nil {
 			return
 		}
@@ -97,12 +75,47 @@ func (e *Exporter) watchEvents(ctx context.Context) {
 			bo.Reset() // the stream had been healthy
 		}
 		e.metrics.DockerErrors.Inc()
+		err = e.reach.observe(err)
 		d := bo.Next()
 		e.log.Warn("docker event stream broken; reconnecting", "err", err, "in", d.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(d):
+			e.metrics.StreamReconnects.WithLabelValues(reconnectBackoff).Inc()
+		case <-recovery(err):
+			bo.Reset()
+			e.metrics.StreamReconnects.WithLabelValues(reconnectEngineAnswered).Inc()
+			e.log.Info("container engine answers again; resubscribing to its events")
+		}
+	}
+}
+
+// subscribe opens the event stream of eng: Docker's /events, filtered by
+// type and action, or Podman's libpod stream, filtered by type only:
+// Podman's event filter does not know Docker's action names ("die" misses
+// Podman's "died" before Podman 4.4, an unknown name matches nothing), so
+// handleEvent picks the actions.
+func (e *Exporter) subscribe(ctx context.Context, eng Engine) client.EventsResult {
+	types := []string{string(events.ContainerEventType), string(events.NetworkEventType)}
+	if eng.Name == EnginePodman {
+		return e.libpod.events(ctx, types, func() {
+			_ = e.reach.observe(nil)
+			e.markAll()
+		})
+	}
+	f := make(client.Filters).Add("type", types...).Add("event", eventActions...)
+	return e.docker.Events(ctx, client.EventsListOptions{Filters: f})
+}
+
+// readEvents handles the stream's events until it breaks, and returns why.
+func (e *Exporter) readEvents(res client.EventsResult) error {
+	for {
+		select {
+		case msg := <-res.Messages:
+			e.handleEvent(msg)
+		case err := <-res.Err:
+			return err
 		}
 	}
 }
@@ -111,6 +124,11 @@ func (e *Exporter) handleEvent(msg events.Message) {
 	action := string(msg.Action)
 	if i := strings.IndexByte(action, ':'); i >= 0 {
 		action = action[:i]
+	}
+	if action == "died" {
+		// Podman's libpod stream's name: its /events, which the exporter
+		// read before, says "die", and the metric keeps that label.
+		action = "die"
 	}
 	if !wantedActions[action] {
 		return // a Podman stream is filtered by type only
@@ -135,62 +153,4 @@ func (e *Exporter) handleEvent(msg events.Message) {
 		at = time.Unix(msg.Time, 0)
 	}
 	e.markDirty(id, at)
-}
-
-// lister remembers the last listing of a Podman engine, one fingerprint per
-// running container, to tell which changed since.
-type lister struct {
-	last map[string]string // id -> fingerprint; nil before the first listing
-}
-
-// poll lists the running containers and marks dirty each one that
-// appeared, disappeared or changed state, health or ports since the last
-// listing. The first listing marks them all, as a subscription does.
-func (l *lister) poll(ctx context.Context, e *Exporter) error {
-	lctx, cancel := context.WithTimeout(ctx, dockerTimeout)
-	defer cancel()
-	opts := client.ContainerListOptions{}
-	if e.cfg.OnlyLabel != "" {
-		opts.Filters = make(client.Filters).Add("label", e.cfg.OnlyLabel)
-	}
-	list, err := e.docker.ContainerList(lctx, opts)
-	if err != nil {
-		return err
-	}
-	now := make(map[string]string, len(list.Items))
-	for _, c := range list.Items {
-		now[c.ID] = fingerprint(c)
-	}
-	for id, fp := range now {
-		if old, ok := l.last[id]; !ok || old != fp {
-			e.markDirty(id, time.Time{})
-		}
-	}
-	for id := range l.last {
-		if _, ok := now[id]; !ok {
-			e.markDirty(id, time.Time{})
-		}
-	}
-	l.last = now
-	return nil
-}
-
-// fingerprint is what of a listed container its document depends on and a
-// listing shows: state, health (inside Status, "Up 3 minutes (healthy)"; the
-// uptime itself is left out), name and ports. Labels cannot change while a
-// container lives.
-func fingerprint(c container.Summary) string {
-	health := ""
-	if i := strings.LastIndexByte(c.Status, '('); i >= 0 {
-		health = c.Status[i:]
-	}
-	if c.Health != nil {
-		health = string(c.Health.Status)
-	}
-	ports := make([]string, 0, len(c.Ports))
-	for _, p := range c.Ports {
-		ports = append(ports, fmt.Sprintf("%s:%d->%d/%s", p.IP, p.PublicPort, p.PrivatePort, p.Type))
-	}
-	slices.Sort(ports)
-	return fmt.Sprintf("%s %s %s %v", c.State, health, strings.Join(c.Names, ","), ports)
 }

@@ -40,6 +40,8 @@ type Exporter struct {
 	pub     *Publisher
 	sess    *Session
 	health  *healthCache
+	reach   *engineReach  // whether the engine answers; every Docker request reports to it
+	libpod  *libpodClient // Podman's own API, for its event stream (libpod.go)
 
 	// The engine behind the Docker API, detected before each event
 	// subscription (events.go): Podman's events need handling of their own.
@@ -69,11 +71,12 @@ func New(ctx context.Context, cfg Config, docker *client.Client, consulCfg *api.
 	if err != nil {
 		return nil, fmt.Errorf("consul client: %w", err)
 	}
-	e := &Exporter{cfg: cfg, docker: docker, consul: consul, log: log, metrics: NewMetrics(),
+	e := &Exporter{cfg: cfg, docker: docker, libpod: newLibpodClient(docker), consul: consul, log: log, metrics: NewMetrics(),
 		dirty: map[string]time.Time{}, wake: make(chan struct{}, 1),
 		desired: map[string]*record.Container{}, skipped: map[string]string{}, unbound: map[string][]SkippedBinding{}, labels: labelNotes{}, pending: map[string]time.Time{},
 		engineInfo: newEngineInfo()}
 	e.health = newHealthCache(e.checkHealth)
+	e.reach = newEngineReach(e.metrics.EngineReachable)
 	node := cfg.Node
 	if node == "" {
 		ictx, cancel := context.WithTimeout(ctx, dockerTimeout)
@@ -157,6 +160,7 @@ func (e *Exporter) detectEngine(ctx context.Context) Engine {
 	vctx, cancel := context.WithTimeout(ctx, dockerTimeout)
 	v, err := e.docker.ServerVersion(vctx, client.ServerVersionOptions{})
 	cancel()
+	err = e.reach.observe(err)
 	e.engineMu.Lock()
 	defer e.engineMu.Unlock()
 	if err != nil {
@@ -198,21 +202,11 @@ func (e *Exporter) Run(ctx context.Context) error {
 		"explicit", e.cfg.Explicit, "session_ttl", e.cfg.SessionTTL, "kv_layout", e.cfg.KVLayout)
 	var wg sync.WaitGroup
 	wg.Go(func() { e.watchEvents(ctx) })
+	wg.Go(func() { e.reach.probe(ctx, e.pingDocker) })
 	wg.Go(func() {
 		e.sess.RunRenewals(ctx, func() { e.markAll() }, func(error) { e.metrics.ConsulErrors.Inc() })
 	})
-	wg.Go(func() {
-		t := time.NewTicker(e.cfg.Resync)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				e.markAll()
-			}
-		}
-	})
+	wg.Go(func() { every(ctx, e.cfg.Resync, e.markAll) })
 	e.work(ctx)
 	wg.Wait()
 	if e.cfg.DeregisterOnExit {
@@ -220,6 +214,20 @@ func (e *Exporter) Run(ctx context.Context) error {
 	}
 	e.log.Info("exporter stopped; records stay until the session expires", "session", e.sess.Current())
 	return nil
+}
+
+// every runs f every d until ctx ends.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
+	}
 }
 
 // Deregister removes the host's records and ends its session.
@@ -242,13 +250,18 @@ func (e *Exporter) Once(ctx context.Context) error {
 	return e.step(ctx)
 }
 
+// workBackoff spaces the worker's retries: a Consul that comes back is
+// used again within 5 s, while a long outage costs one attempt per 2.5 to
+// 5 s. An engine that comes back is used at once (engineReach).
+var workBackoff = backoff.Policy{Min: 250 * time.Millisecond, Max: 5 * time.Second}
+
 // work is the single worker: it reconciles whenever woken, and retries with
-// backoff after a failure, keeping the desired state meanwhile.
+// backoff after a failure, keeping the desired state meanwhile; after the
+// engine's silence, also as soon as the engine answers again.
 func (e *Exporter) work(ctx context.Context) {
-	// A Consul or Docker that comes back is used again within 5 s, while a
-	// long outage costs one attempt per 2.5 to 5 s.
-	bo := backoff.Backoff{Policy: backoff.Policy{Min: 250 * time.Millisecond, Max: 5 * time.Second}}
+	bo := backoff.Backoff{Policy: workBackoff}
 	var retry <-chan time.Time
+	var back <-chan struct{} // the engine's recovery, when it was the engine that failed
 	for {
 		// While a retry is pending, events only queue work: waking up for
 		// each would hammer a Consul that is down and inflate the backoff.
@@ -261,15 +274,16 @@ func (e *Exporter) work(ctx context.Context) {
 			return
 		case <-wake:
 		case <-retry:
+		case <-back:
 		}
-		retry = nil
+		retry, back = nil, nil
 		if err := e.step(ctx); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
 			d := bo.Next()
 			e.log.Warn("reconcile failed; retrying", "err", err, "in", d.Round(time.Millisecond))
-			retry = time.After(d)
+			retry, back = time.After(d), recovery(err)
 		} else {
 			bo.Reset()
 		}

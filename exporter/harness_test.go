@@ -118,8 +118,14 @@ func (r *rig) consulConfig() *api.Config {
 // startExporter runs an exporter in this process until the test ends.
 func (r *rig) startExporter(cfg Config) *Exporter {
 	r.t.Helper()
+	return r.startExporterOn(cfg, r.docker)
+}
+
+// startExporterOn runs an exporter that talks to the engine through docker.
+func (r *rig) startExporterOn(cfg Config, docker *client.Client) *Exporter {
+	r.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	e, err := New(ctx, cfg, r.docker, r.consulConfig(), testLogger(r.t))
+	e, err := New(ctx, cfg, docker, r.consulConfig(), testLogger(r.t))
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -83,7 +83,7 @@ func (e *Exporter) checkHealth(ctx context.Context) (string, int) {
 
 func (e *Exporter) pingDocker(ctx context.Context) error {
 	_, err := e.docker.Ping(ctx, client.PingOptions{})
-	return err
+	return e.reach.observe(err)
 }
 
 func (e *Exporter) pingConsul(ctx context.Context) error {

@@ -31,6 +31,8 @@ type Metrics struct {
 	KVTxns              prometheus.Counter
 	ConsulErrors        prometheus.Counter
 	DockerErrors        prometheus.Counter
+	EngineReachable     prometheus.Gauge       // 1 while the engine answers (reach.go)
+	StreamReconnects    *prometheus.CounterVec // by cause: backoff, engine_answered
 	Events              *prometheus.CounterVec // by action
 	EventLatency        prometheus.Histogram
 }
@@ -63,6 +65,11 @@ func NewMetrics() *Metrics {
 			Help: "Failed Consul requests."}),
 		DockerErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "docker_errors_total",
 			Help: "Failed Docker requests and broken event streams."}),
+		EngineReachable: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub, Name: "engine_reachable",
+			Help: "1 while the container engine answers the exporter's requests; 0 from a request it did not answer until the next it does."}),
+		StreamReconnects: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "event_stream_reconnects_total",
+			Help: "Resubscriptions of a broken event stream, by cause: backoff (its wait ran out) or engine_answered (the engine answered another request first)."},
+			[]string{"cause"}),
 		Events: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: "docker_events_total",
 			Help: "Docker events received, by action."}, []string{"action"}),
 		EventLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Subsystem: sub, Name: "event_to_kv_seconds",
@@ -73,7 +80,7 @@ func NewMetrics() *Metrics {
 
 func (m *Metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.ContainersSeen, m.ContainersPublished, m.ContainersSkipped, m.BindingsSkipped, m.LabelsSkipped,
-		m.Reconciles, m.ReconcileDuration, m.KVWrites, m.KVTxns, m.ConsulErrors, m.DockerErrors, m.Events, m.EventLatency}
+		m.Reconciles, m.ReconcileDuration, m.KVWrites, m.KVTxns, m.ConsulErrors, m.DockerErrors, m.EngineReachable, m.StreamReconnects, m.Events, m.EventLatency}
 }
 
 // Describe implements prometheus.Collector.

@@ -1,11 +1,13 @@
 package exporter
 
 import (
+	"bufio"
 	"context"
 	"io"
 	"net"
 	"net/url"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -76,27 +78,8 @@ func TestDockerStreamBreak(t *testing.T) {
 func testDockerStreamBreak(t *testing.T, engine string) {
 	r := newEngineRig(t, engine, testenv.ConsulOptions{})
 	ctx := context.Background()
-	u, err := url.Parse(r.docker.DaemonHost())
-	if err != nil || u.Scheme != "unix" {
-		t.Skipf("the engine is not on a unix socket (%s)", r.docker.DaemonHost())
-	}
-	proxy := startProxy(t, u.Path)
-	docker, err := client.New(client.WithHost("unix://" + proxy.path))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer docker.Close()
-
 	before := r.runContainer(runOpts{name: "before"})
-	cfg := r.config()
-	ectx, cancel := context.WithCancel(ctx)
-	e, err := New(ectx, cfg, docker, r.consulConfig(), testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = e.Run(ectx) }()
-	defer func() { cancel(); <-done }()
+	proxy, e := r.startProxiedExporter()
 	r.waitDoc("before the break", before, testenv.ExporterStartWait, present)
 
 	proxy.setDown(true)
@@ -119,6 +102,23 @@ func testDockerStreamBreak(t *testing.T, engine string) {
 	r.waitDoc("after reconnecting", after, r.changeWait(), present)
 }
 
+// startProxiedExporter runs an exporter of r.config() that reaches r's
+// engine through a sockProxy, until the test ends.
+func (r *rig) startProxiedExporter() (*sockProxy, *Exporter) {
+	r.t.Helper()
+	u, err := url.Parse(r.docker.DaemonHost())
+	if err != nil || u.Scheme != "unix" {
+		r.t.Skipf("the engine is not on a unix socket (%s)", r.docker.DaemonHost())
+	}
+	proxy := startProxy(r.t, u.Path)
+	docker, err := client.New(client.WithHost("unix://" + proxy.path))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { docker.Close() })
+	return proxy, r.startExporterOn(r.config(), docker)
+}
+
 // sockProxy forwards a unix socket to another, and can drop every
 // connection and refuse new ones.
 type sockProxy struct {
@@ -126,10 +126,13 @@ type sockProxy struct {
 	mu    sync.Mutex
 	down  bool
 	conns map[net.Conn]bool
+	// refused receives the request line of each connection refused while
+	// down (dropped when full).
+	refused chan string
 }
 
 func startProxy(t *testing.T, target string) *sockProxy {
-	p := &sockProxy{path: filepath.Join(t.TempDir(), "docker.sock"), conns: map[net.Conn]bool{}}
+	p := &sockProxy{path: filepath.Join(t.TempDir(), "docker.sock"), conns: map[net.Conn]bool{}, refused: make(chan string, 1024)}
 	l, err := net.Listen("unix", p.path)
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +147,7 @@ func startProxy(t *testing.T, target string) *sockProxy {
 			p.mu.Lock()
 			if p.down {
 				p.mu.Unlock()
-				c.Close()
+				go p.refuse(c)
 				continue
 			}
 			up, err := net.Dial("unix", target)
@@ -171,5 +174,21 @@ func (p *sockProxy) setDown(down bool) {
 			c.Close()
 		}
 		clear(p.conns)
+	}
+}
+
+// refusedLineWait bounds the read of a refused connection's request line,
+// which a client sends as soon as it connects.
+const refusedLineWait = time.Second
+
+// refuse reads the request line of a connection made while down, so a test
+// can tell which request was refused, and closes it unanswered.
+func (p *sockProxy) refuse(c net.Conn) {
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(refusedLineWait))
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	select {
+	case p.refused <- strings.TrimSpace(line):
+	default:
 	}
 }

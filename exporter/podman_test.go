@@ -146,44 +146,87 @@ func engineAt(r *rig) Engine {
 	return engineOf(v)
 }
 
-// TestPodmanListing: the listing that stands in for lost Podman events
-// marks exactly the containers whose state changed since the last one.
-func TestPodmanListing(t *testing.T) {
+// TestPodmanLibpodEvents: over a few start/stop cycles, a health check and
+// a remove, Podman's libpod stream (libpodClient, as the exporter
+// subscribes) carries every start, died, health_status and remove, the
+// events the exporter reads on Podman.
+func TestPodmanLibpodEvents(t *testing.T) {
 	t.Parallel()
 	r := newEngineRig(t, EnginePodman, testenv.ConsulOptions{})
-	ctx := context.Background()
-	a := r.runContainer(runOpts{name: "still"})
-	b := r.runContainer(runOpts{name: "paused"})
-	c := r.runContainer(runOpts{name: "stopped"})
-	e, err := New(ctx, r.config(), r.docker, r.consulConfig(), testLogger(t))
-	if err != nil {
-		t.Fatal(err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	id := r.runContainer(runOpts{name: "libpod", noStart: true, health: true})
+	types := []string{string(events.ContainerEventType), string(events.NetworkEventType)}
+	libpodReady := make(chan struct{})
+	libpod := newLibpodClient(r.docker).events(ctx, types, func() { close(libpodReady) })
+	// Podman answers a subscription only with its first event: restart
+	// another container until the stream has answered, so that it is in
+	// place before the counted events.
+	primer := r.runContainer(runOpts{name: "primer"})
+	const primerEvery = 2 * time.Second // not a wait: the pace of the primer's restarts, each an event for the stream to answer with
+	for deadline := time.Now().Add(r.changeWait()); libpodReady != nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the libpod stream did not answer within %s", r.changeWait())
+		}
+		if out, err := r.podman.Command("restart", "-t", "0", primer).CombinedOutput(); err != nil {
+			t.Fatalf("podman restart: %v: %s", err, out)
+		}
+		select {
+		case <-libpodReady:
+			libpodReady = nil
+		case <-time.After(primerEvery):
+		}
 	}
-	var l lister
-	dirtyAfterPoll := func() map[string]time.Time {
-		t.Helper()
-		e.take()
-		if err := l.poll(ctx, e); err != nil {
+	const cycles = 3
+	for range cycles {
+		if _, err := r.docker.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		_, dirty := e.take()
-		return dirty
+		if _, err := r.docker.ContainerStop(ctx, id, client.ContainerStopOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if d := dirtyAfterPoll(); len(d) != 3 {
-		t.Errorf("first listing marked %d containers, want all 3", len(d))
-	}
-	if d := dirtyAfterPoll(); len(d) != 0 {
-		t.Errorf("nothing changed, yet %d marked", len(d))
-	}
-	if _, err := r.docker.ContainerPause(ctx, b, client.ContainerPauseOptions{}); err != nil {
+	if _, err := r.docker.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.docker.ContainerStop(ctx, c, client.ContainerStopOptions{}); err != nil {
+	if out, err := r.podman.Command("healthcheck", "run", id).CombinedOutput(); err != nil {
+		t.Logf("podman healthcheck run: %v: %s", err, out) // an unhealthy check still sends its event
+	}
+	if _, err := r.docker.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
-	d := dirtyAfterPoll()
-	if _, ok := d[a]; ok || len(d) != 2 {
-		t.Errorf("after pause and stop: marked %v, want %s and %s", d, shortID(b), shortID(c))
+	want := map[string]int{"start": cycles + 1, "died": cycles + 1, "health_status": 1, "remove": 1}
+	got := countEvents(t, libpod, id, "remove", r.changeWait())
+	for action, n := range want {
+		if got[action] < n {
+			t.Errorf("libpod stream: %d %s events, want %d; saw %v", got[action], action, n, got)
+		}
+	}
+	t.Logf("Podman %s, %d start/stop cycles: libpod stream %v", engineAt(r).Version, cycles, got)
+}
+
+// countEvents counts the actions of container id on a stream until it sees
+// the action until (then at once) or within ends.
+func countEvents(t *testing.T, res client.EventsResult, id, until string, within time.Duration) map[string]int {
+	t.Helper()
+	seen := map[string]int{}
+	deadline := time.After(within)
+	for {
+		select {
+		case m := <-res.Messages:
+			if m.Actor.ID != id {
+				continue
+			}
+			action, _, _ := strings.Cut(string(m.Action), ":")
+			seen[action]++
+			if action == until {
+				return seen
+			}
+		case err := <-res.Err:
+			t.Fatalf("event stream: %v (saw %v)", err, seen)
+		case <-deadline:
+			return seen
+		}
 	}
 }
 

@@ -58,7 +58,7 @@ func (e *Exporter) refresh(ctx context.Context, full bool, dirty map[string]time
 		}
 		list, err := e.docker.ContainerList(lctx, opts)
 		cancel()
-		if err != nil {
+		if err = e.reach.observe(err); err != nil {
 			return fmt.Errorf("list containers: %w", err)
 		}
 		running := make(map[string]bool, len(list.Items))
@@ -81,6 +81,7 @@ func (e *Exporter) refresh(ctx context.Context, full bool, dirty map[string]time
 		ictx, cancel := context.WithTimeout(ctx, dockerTimeout)
 		res, err := e.docker.ContainerInspect(ictx, id, client.ContainerInspectOptions{})
 		cancel()
+		err = e.reach.observe(err)
 		if gone(err) {
 			e.forget(id)
 			continue
