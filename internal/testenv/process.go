@@ -135,7 +135,12 @@ func (p *Proc) Kill() {
 	known := map[int]string{} // pid -> start time: a reused pid is not ours
 	for {
 		members := groupAndDescendants(pgid, known)
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		// Once the leader is gone and no member is left, the group's id
+		// may be another's: a second Kill (Stop, then a cleanup) signals
+		// nobody.
+		if !p.Exited() || len(members) > 0 {
+			_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		}
 		for pid := range members {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
