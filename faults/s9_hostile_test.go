@@ -44,8 +44,8 @@ func TestFault9HostileHost(t *testing.T) {
 	w.useConsul(consul.HTTP)
 	kv := w.consul.KV()
 	owned := w.service("owned")
-	policy, _ := json.Marshal(record.Policy{V: record.Version, Default: record.PolicyAllow,
-		Rules: []record.PolicyRule{{Service: owned, Hosts: []string{w.host}}}})
+	trust := trustHosts{bound: "evil-c-" + w.run, free: "evil-f-" + w.run}
+	policy := trustPolicy(w, owned, trust)
 	if _, err := kv.Put(&api.KVPair{Key: record.PolicyKey(prefix), Value: policy}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -67,6 +67,20 @@ func TestFault9HostileHost(t *testing.T) {
 		{w.ctrName(legit[0]), dns.TypeSRV, wantSRV(legit[0].HostPort)},
 		{hostName(w.host), dns.TypeA, wantA(w.net.Gateway.String())},
 		{"nope-" + w.run + "." + zone, dns.TypeA, wantNX},
+		// Row 2's name: what the zone says of its ns name before the attack.
+		{"ns.dns." + zone, dns.TypeA, nil},
+		{"ns.dns." + zone, dns.TypeSRV, nil},
+		{w.service("meta") + "." + zone, dns.TypeSRV, wantNX},
+		{w.service("foreign") + "." + zone, dns.TypeSRV, wantNX},
+	}
+	for i, c := range checks {
+		if c.verify == nil {
+			r, err := testenv.Exchange("udp", w.dns.Addr, c.name, c.qtype, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checks[i].verify = sameAs(r)
+		}
 	}
 	p := newProber(w.dns.Addr, checks)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -98,6 +112,8 @@ func TestFault9HostileHost(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() { h.flap(attack, evilA, owned, 20) })
 	wg.Go(func() { h.flap(attack, evilB, "", 20) })
+	var trusted trustFigures
+	wg.Go(func() { trusted = trustAttack(t, w, h, trust, p, checks, owned, policy) })
 	rssMax := rssStart
 	for attack.Err() == nil {
 		select {
@@ -142,12 +158,14 @@ func TestFault9HostileHost(t *testing.T) {
 	if p99During > p99Bound {
 		t.Errorf("p99 %v during the attack, over the bound %v (p99 before: %v)", p99During, p99Bound, p99Before)
 	}
-	fault(t, 9, "duration_s", int(attackTo.Sub(attackFrom).Seconds()), "queries", p.queries.Load(),
-		"lost", p.timeouts.Load(), "wrong", p.failures.Load()-p.timeouts.Load(), "hostile_writes", h.writes(),
+	figures := []any{"duration_s", int(attackTo.Sub(attackFrom).Seconds()), "queries", p.queries.Load(),
+		"lost", p.timeouts.Load(), "wrong", p.failures.Load() - p.timeouts.Load(), "hostile_writes", h.writes(),
 		"refused", delta(before, after, `coredns_berth_invalid_records_total{reason="refused"}`),
 		"deferred", delta(before, after, "coredns_berth_host_fetches_deferred_total"),
-		"p99_before", p99Before.Round(10*time.Microsecond), "p99_during", p99During.Round(10*time.Microsecond), "p99_bound", p99Bound,
-		"coredns_rss_start", mb(rssStart), "coredns_rss_max", mb(rssMax), "coredns_rss_end", mb(rssEnd), "rss_bound", mb(rssBound))
+		"p99_before", p99Before.Round(10 * time.Microsecond), "p99_during", p99During.Round(10 * time.Microsecond), "p99_bound", p99Bound,
+		"coredns_rss_start", mb(rssStart), "coredns_rss_max", mb(rssMax), "coredns_rss_end", mb(rssEnd), "rss_bound", mb(rssBound),
+	}
+	fault(t, 9, append(figures, trusted.kv()...)...)
 }
 
 // hostile writes as a host that turned hostile: only under its own keys.
