@@ -31,12 +31,22 @@ const (
 // (default 1m) under query load, each writing only under its own keys, as
 // its exporter's ACL token allows: evil-a claims the service another host
 // owns (at SRV priority 0) and writes invalid documents; both flap their
-// rev 20 times a second; evil-b holds container documents of over 16 MiB.
+// rev 20 times a second; evil-b holds container documents of over 16 MiB;
+// meanwhile issue 21's rows 1 to 5 are tried (s9_trust_test.go): evil-f
+// claims ns.dns, publishes cloud metadata addresses and points berth-proxy
+// at the proxy host's own address, at a UDP-only binding over TCP and at a
+// pair never published; evil-c publishes outside the range the policy
+// binds it to; and the policy is made invalid, then restored.
 // Must hold: the owner's answers stay exactly right (no impostor, no
-// failure, no loss); the refused claim, the oversize host and the
-// coalesced fetches are counted; CoreDNS's RSS at the end within its
-// warm-up RSS + 128 MiB, and the p99 of answers during the attack within
-// 10x the p99 before it (or 50 ms); both bounds are printed.
+// failure, no loss; while the policy is invalid, right or closed: no
+// records); the refused claim, the oversize host, the coalesced fetches,
+// the conflict, metadata_address and foreign_address are counted; the
+// zone closes under the invalid policy, a server started under it serves
+// no claim, both serve the owner again after the restore; berth-proxy
+// refuses rows 4 and 5 (own_address, not_published) and reaches the
+// owner; CoreDNS's RSS at the end within its warm-up RSS + 128 MiB, and
+// the p99 of answers during the attack within 10x the p99 before it (or
+// 50 ms); both bounds are printed.
 func TestFault9HostileHost(t *testing.T) {
 	dur := envDuration(t, "BERTH_FAULT_HOSTILE", time.Minute) // not a wait: the attack's length
 	w := newWorld(t)

@@ -82,17 +82,18 @@ func trustAttack(t *testing.T, w *world, h *hostile, hosts trustHosts, p *prober
 	// Row 4's target: a service of the proxy's own host on an address of
 	// its own other than the world's gateway (a non-loopback interface).
 	own := ownAddressBesides(t, gw)
-	ownHits := serveCounting(t, listenOn(t, own, 0), "the proxy host's own service")
+	ownService := listenOn(t, own, 0)
+	ownHits := testenv.ServeCounting(t, ownService, "the proxy host's own service")
 	// Row 5's: a TCP service at the host port a UDP binding takes, and a
 	// container whose 80 is at the gateway and 8443 at own: the gateway at
 	// 8443's host port was never published.
 	tcpAtUDP := listenOn(t, gw, 0)
-	tcpAtUDPHits := serveCounting(t, tcpAtUDP, "tcp service")
+	tcpAtUDPHits := testenv.ServeCounting(t, tcpAtUDP, "tcp service")
 	web := listenOn(t, gw, 0)
-	serveCounting(t, web, "web")
+	testenv.ServeCounting(t, web, "web")
 	published, victim := listenPairOn(t, own, gw)
-	publishedHits := serveCounting(t, published, "published pair")
-	victimHits := serveCounting(t, victim, "never published")
+	publishedHits := testenv.ServeCounting(t, published, "published pair")
+	victimHits := testenv.ServeCounting(t, victim, "never published")
 
 	svc := func(s string) string { return w.service(s) }
 	port := func(ln net.Listener) int { return ln.Addr().(*net.TCPAddr).Port }
@@ -112,7 +113,7 @@ func trustAttack(t *testing.T, w *world, h *hostile, hosts trustHosts, p *prober
 	for _, c := range []*record.Container{
 		ctr('1', "nsname", "ns.dns", tcp(80, 31081, gw)),
 		ctr('2', "meta", svc("meta"), tcp(80, 80, netip.MustParseAddr("100.100.100.200")), tcp(81, 80, netip.MustParseAddr("fd00:ec2::254"))),
-		ctr('3', "own", svc("own"), tcp(80, port(ownHits.ln), own)),
+		ctr('3', "own", svc("own"), tcp(80, port(ownService), own)),
 		ctr('4', "udp", svc("udp"), record.Port{Port: 53, Proto: "udp", Addr: gw, HostPort: port(tcpAtUDP)}),
 		ctr('5', "mix", svc("mix"), tcp(80, port(web), gw), tcp(8443, port(published), own)),
 	} {
@@ -163,15 +164,15 @@ func trustAttack(t *testing.T, w *world, h *hostile, hosts trustHosts, p *prober
 // AllowOwnAddresses) refuses TCP to a UDP-only binding and the pair never
 // published, and still reaches the owner's service.
 func trustProxy(t *testing.T, w *world, f *trustFigures, free string, own netip.Addr, owned string, svc func(string) string,
-	ownHits *counted, tcpAtUDP net.Listener, tcpAtUDPHits, publishedHits, victimHits *counted) {
+	ownHits *atomic.Int32, tcpAtUDP net.Listener, tcpAtUDPHits, publishedHits, victimHits *atomic.Int32) {
 	zoneName := strings.TrimSuffix(zone, ".")
 	strict := startProxy(t, proxy.Config{Zones: []string{zoneName}, DNSServer: w.dns.Addr})
 	if reply := strict.connect(svc("own")+"."+zoneName, 80, nil); reply != socksNotAllowed {
 		t.Errorf("strict berth-proxy, %s:80 (at %s, its own address): SOCKS reply %#x, want %#x", svc("own"), own, reply, socksNotAllowed)
 	}
 	f.proxyOwn = testenv.MetricValue(strict.srv.Metrics().Rejected.WithLabelValues("socks", "own_address"))
-	if f.proxyOwn != 1 || ownHits.n.Load() != 0 {
-		t.Errorf("own address: rejected{socks,own_address}=%v (want 1), the host's own service accepted %d", f.proxyOwn, ownHits.n.Load())
+	if f.proxyOwn != 1 || ownHits.Load() != 0 {
+		t.Errorf("own address: rejected{socks,own_address}=%v (want 1), the host's own service accepted %d", f.proxyOwn, ownHits.Load())
 	}
 
 	host := startProxy(t, proxy.Config{Zones: []string{zoneName}, DNSServer: w.dns.Addr, AllowOwnAddresses: true})
@@ -199,9 +200,9 @@ func trustProxy(t *testing.T, w *world, f *trustFigures, free string, own netip.
 			t.Errorf("berth-proxy, %s:8443: reply %#x, reached %q, want the published pair", mix, reply, body)
 		}
 	}
-	if f.proxyUnpub != 2 || tcpAtUDPHits.n.Load() != 0 || victimHits.n.Load() != 0 || publishedHits.n.Load() != mixRequests {
+	if f.proxyUnpub != 2 || tcpAtUDPHits.Load() != 0 || victimHits.Load() != 0 || publishedHits.Load() != mixRequests {
 		t.Errorf("rejected{socks,not_published}=%v (want 2); accepted: TCP at the UDP binding %d, the unpublished pair %d, the published pair %d (want 0, 0, %d)",
-			f.proxyUnpub, tcpAtUDPHits.n.Load(), victimHits.n.Load(), publishedHits.n.Load(), mixRequests)
+			f.proxyUnpub, tcpAtUDPHits.Load(), victimHits.Load(), publishedHits.Load(), mixRequests)
 	}
 	var hello string
 	reply := host.connect(owned+"."+zoneName, 80, &hello)
@@ -359,33 +360,6 @@ func listenPairOn(t *testing.T, a, b netip.Addr) (net.Listener, net.Listener) {
 	}
 	t.Fatalf("no port free at both %s and %s", a, b)
 	return nil, nil
-}
-
-// counted is an HTTP server answering who, counting its connections.
-type counted struct {
-	ln net.Listener
-	n  atomic.Int32
-}
-
-type countingListener struct {
-	net.Listener
-	n *atomic.Int32
-}
-
-func (l countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
-	}
-	return c, err
-}
-
-func serveCounting(t *testing.T, ln net.Listener, who string) *counted {
-	c := &counted{ln: ln}
-	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, who) })}
-	go hs.Serve(countingListener{ln, &c.n})
-	t.Cleanup(func() { hs.Close() })
-	return c
 }
 
 // socksProxy is berth-proxy in-process with its SOCKS listener.
