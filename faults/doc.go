@@ -17,7 +17,12 @@
 //  8. Load: DNS at the highest sustained rate while containers churn.
 //  9. Hostile hosts: one claims a service another owns and writes invalid
 //     documents, one holds over 16 MiB of documents, both flap their rev,
-//     for a minute under query load (README: Security).
+//     for a minute under query load (README: Security); meanwhile issue
+//     21's rows 1 to 5 (s9_trust_test.go): an invalid policy mid-attack and
+//     a server started under it, a claim on the zone's ns name, metadata
+//     addresses and an address outside the host's policy range, and
+//     berth-proxy (in-process) asked for the proxy host's own address, TCP
+//     to a UDP-only binding and an address/port pair never published.
 //
 // The scenarios are long, so plain `go test ./...` skips them; they run when
 // -run names them (make test-faults runs -run Fault) or BERTH_FAULTS is set.

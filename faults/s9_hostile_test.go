@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,12 +32,22 @@ const (
 // (default 1m) under query load, each writing only under its own keys, as
 // its exporter's ACL token allows: evil-a claims the service another host
 // owns (at SRV priority 0) and writes invalid documents; both flap their
-// rev 20 times a second; evil-b holds container documents of over 16 MiB.
+// rev 20 times a second; evil-b holds container documents of over 16 MiB;
+// meanwhile issue 21's rows 1 to 5 are tried (s9_trust_test.go): evil-f
+// claims ns.dns, publishes cloud metadata addresses and points berth-proxy
+// at the proxy host's own address, at a UDP-only binding over TCP and at a
+// pair never published; evil-c publishes outside the range the policy
+// binds it to; and the policy is made invalid, then restored.
 // Must hold: the owner's answers stay exactly right (no impostor, no
-// failure, no loss); the refused claim, the oversize host and the
-// coalesced fetches are counted; CoreDNS's RSS at the end within its
-// warm-up RSS + 128 MiB, and the p99 of answers during the attack within
-// 10x the p99 before it (or 50 ms); both bounds are printed.
+// failure, no loss; while the policy is invalid, right or closed: no
+// records); the refused claim, the oversize host, the coalesced fetches,
+// the conflict, metadata_address and foreign_address are counted; the
+// zone closes under the invalid policy, a server started under it serves
+// no claim, both serve the owner again after the restore; berth-proxy
+// refuses rows 4 and 5 (own_address, not_published) and reaches the
+// owner; CoreDNS's RSS at the end within its warm-up RSS + 128 MiB, and
+// the p99 of answers during the attack within 10x the p99 before it (or
+// 50 ms); both bounds are printed.
 func TestFault9HostileHost(t *testing.T) {
 	dur := envDuration(t, "BERTH_FAULT_HOSTILE", time.Minute) // not a wait: the attack's length
 	w := newWorld(t)
@@ -44,8 +55,8 @@ func TestFault9HostileHost(t *testing.T) {
 	w.useConsul(consul.HTTP)
 	kv := w.consul.KV()
 	owned := w.service("owned")
-	policy, _ := json.Marshal(record.Policy{V: record.Version, Default: record.PolicyAllow,
-		Rules: []record.PolicyRule{{Service: owned, Hosts: []string{w.host}}}})
+	trust := trustHosts{bound: "evil-c-" + w.run, free: "evil-f-" + w.run}
+	policy := trustPolicy(w, owned, trust)
 	if _, err := kv.Put(&api.KVPair{Key: record.PolicyKey(prefix), Value: policy}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -67,6 +78,20 @@ func TestFault9HostileHost(t *testing.T) {
 		{w.ctrName(legit[0]), dns.TypeSRV, wantSRV(legit[0].HostPort)},
 		{hostName(w.host), dns.TypeA, wantA(w.net.Gateway.String())},
 		{"nope-" + w.run + "." + zone, dns.TypeA, wantNX},
+		// Row 2's name: what the zone says of its ns name before the attack.
+		{"ns.dns." + zone, dns.TypeA, nil},
+		{"ns.dns." + zone, dns.TypeSRV, nil},
+		{w.service("meta") + "." + zone, dns.TypeSRV, wantNX},
+		{w.service("foreign") + "." + zone, dns.TypeSRV, wantNX},
+	}
+	for i, c := range checks {
+		if c.verify == nil {
+			r, err := testenv.Exchange("udp", w.dns.Addr, c.name, c.qtype, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checks[i].verify = sameAs(r)
+		}
 	}
 	p := newProber(w.dns.Addr, checks)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -96,21 +121,29 @@ func TestFault9HostileHost(t *testing.T) {
 	attack, stopAttack := context.WithTimeout(ctx, dur)
 	defer stopAttack()
 	var wg sync.WaitGroup
+	defer wg.Wait() // no writer outlives the test, should it stop early
 	wg.Go(func() { h.flap(attack, evilA, owned, 20) })
 	wg.Go(func() { h.flap(attack, evilB, "", 20) })
 	rssMax := rssStart
-	for attack.Err() == nil {
-		select {
-		case <-attack.Done():
-		case <-time.After(rssEvery):
+	var exited atomic.Bool
+	wg.Go(func() {
+		for attack.Err() == nil && !exited.Load() {
+			select {
+			case <-attack.Done():
+			case <-time.After(rssEvery):
+			}
+			rss, _ := testenv.RSS(w.dns.PID())
+			rssMax = max(rssMax, rss)
+			exited.Store(w.dns.Exited())
 		}
-		rss, _ := testenv.RSS(w.dns.PID())
-		rssMax = max(rssMax, rss)
-		if w.dns.Exited() {
-			t.Fatalf("CoreDNS exited under the attack:\n%s", w.dns.Output())
-		}
-	}
+	})
+	// Rows 1 to 5 on the test's goroutine (they start servers and may
+	// stop the test), while the flapping and the sampling go on.
+	trusted := trustAttack(t, w, h, trust, p, checks, owned, policy)
 	wg.Wait()
+	if exited.Load() {
+		t.Fatalf("CoreDNS exited under the attack:\n%s", w.dns.Output())
+	}
 	attackTo := time.Now()
 	rssEnd, _ := testenv.RSS(w.dns.PID())
 	after, _ := scrape("http://" + w.promAddr + "/metrics")
@@ -142,12 +175,14 @@ func TestFault9HostileHost(t *testing.T) {
 	if p99During > p99Bound {
 		t.Errorf("p99 %v during the attack, over the bound %v (p99 before: %v)", p99During, p99Bound, p99Before)
 	}
-	fault(t, 9, "duration_s", int(attackTo.Sub(attackFrom).Seconds()), "queries", p.queries.Load(),
-		"lost", p.timeouts.Load(), "wrong", p.failures.Load()-p.timeouts.Load(), "hostile_writes", h.writes(),
+	figures := []any{"duration_s", int(attackTo.Sub(attackFrom).Seconds()), "queries", p.queries.Load(),
+		"lost", p.timeouts.Load(), "wrong", p.failures.Load() - p.timeouts.Load(), "hostile_writes", h.writes(),
 		"refused", delta(before, after, `coredns_berth_invalid_records_total{reason="refused"}`),
 		"deferred", delta(before, after, "coredns_berth_host_fetches_deferred_total"),
-		"p99_before", p99Before.Round(10*time.Microsecond), "p99_during", p99During.Round(10*time.Microsecond), "p99_bound", p99Bound,
-		"coredns_rss_start", mb(rssStart), "coredns_rss_max", mb(rssMax), "coredns_rss_end", mb(rssEnd), "rss_bound", mb(rssBound))
+		"p99_before", p99Before.Round(10 * time.Microsecond), "p99_during", p99During.Round(10 * time.Microsecond), "p99_bound", p99Bound,
+		"coredns_rss_start", mb(rssStart), "coredns_rss_max", mb(rssMax), "coredns_rss_end", mb(rssEnd), "rss_bound", mb(rssBound),
+	}
+	fault(t, 9, append(figures, trusted.kv()...)...)
 }
 
 // hostile writes as a host that turned hostile: only under its own keys.

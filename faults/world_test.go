@@ -130,6 +130,12 @@ func (w *world) useConsul(addr string) {
 // and metrics on loopback.
 func (w *world) corefile(token string) string {
 	w.promAddr = "127.0.0.1:" + strconv.Itoa(testenv.FreePort(w.t))
+	return w.corefileAt(token, w.promAddr)
+}
+
+// corefileAt is corefile with its metrics on prom: a second server of the
+// world's zone.
+func (w *world) corefileAt(token, prom string) string {
 	tok := ""
 	if token != "" {
 		tok = "\n        token " + token
@@ -146,7 +152,7 @@ func (w *world) corefile(token string) string {
     prometheus %s
     errors
 }
-`, strings.TrimSuffix(zone, "."), w.consulHTTP, tok, prefix, w.promAddr)
+`, strings.TrimSuffix(zone, "."), w.consulHTTP, tok, prefix, prom)
 }
 
 // startCoreDNS runs bin/coredns on the world's Consul and waits for its

@@ -82,7 +82,7 @@ func TestE2EMetadataAndDenyLists(t *testing.T) {
 	var accepted atomic.Int32
 	guarded := listen(t)
 	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "guarded") })}
-	go hs.Serve(countingListener{guarded, &accepted})
+	go hs.Serve(testenv.CountingListener{Listener: guarded, N: &accepted})
 	t.Cleanup(func() { hs.Close() })
 
 	loopback := netip.MustParseAddr("127.0.0.1")
@@ -189,7 +189,7 @@ func TestE2EOwnAddressRefused(t *testing.T) {
 	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, "the proxy host's own service")
 	})}
-	go hs.Serve(countingListener{ln, &accepted})
+	go hs.Serve(testenv.CountingListener{Listener: ln, N: &accepted})
 	t.Cleanup(func() { hs.Close() })
 	putContainer(t, consul.Client().KV(), 1, "local-1", "local.shop", own, port(ln), own)
 	dnsd := testenv.StartCoreDNS(t, e2eCorefile(consul.HTTP))

@@ -20,20 +20,6 @@ import (
 	"github.com/berthdns/berth/record"
 )
 
-// countingListener counts the connections it accepts.
-type countingListener struct {
-	net.Listener
-	n *atomic.Int32
-}
-
-func (l countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err == nil {
-		l.n.Add(1)
-	}
-	return c, err
-}
-
 // startInProcess runs a proxy for the e2e zone on loopback listeners.
 func startInProcess(t *testing.T, cfg Config) (*Server, string, string) {
 	t.Helper()
@@ -63,7 +49,7 @@ func TestE2ELoopbackTargetsNeedTheOptIn(t *testing.T) {
 	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, "hello from the proxy's own host")
 	})}
-	go hs.Serve(countingListener{victim, &accepted})
+	go hs.Serve(testenv.CountingListener{Listener: victim, N: &accepted})
 	t.Cleanup(func() { hs.Close() })
 
 	id := make([]byte, 32)

@@ -1,28 +1,15 @@
 package proxy
 
 import (
-	"fmt"
 	"net"
-	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/berthdns/berth/internal/testenv"
 	"github.com/berthdns/berth/record"
 )
-
-// serveCounting serves HTTP on ln, answering who, and counts connections.
-func serveCounting(t *testing.T, ln net.Listener, who string) *atomic.Int32 {
-	t.Helper()
-	var n atomic.Int32
-	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, who) })}
-	go hs.Serve(countingListener{ln, &n})
-	t.Cleanup(func() { hs.Close() })
-	return &n
-}
 
 // Issue 21, row 5, first case: a name whose only binding at host port H is
 // UDP (53/udp published at H) is not reached over TCP at H, whether the
@@ -31,7 +18,7 @@ func serveCounting(t *testing.T, ln net.Listener, who string) *atomic.Int32 {
 func TestE2ENoTCPToAUDPBinding(t *testing.T) {
 	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
 	tcpAtH := listen(t) // the host's TCP service at the port the UDP binding took
-	reached := serveCounting(t, tcpAtH, "tcp service")
+	reached := testenv.ServeCounting(t, tcpAtH, "tcp service")
 	loopback := netip.MustParseAddr("127.0.0.1")
 	ctr := &record.Container{V: record.Version, ID: strings.Repeat("d", 64), Name: "dns-1", Service: "dns.shop",
 		Image: "test", Health: record.HealthNone, Priority: record.DefaultPriority, Weight: record.DefaultWeight,
@@ -88,10 +75,10 @@ func TestE2EOnlyPublishedPairs(t *testing.T) {
 	consul := testenv.StartConsul(t, testenv.ConsulOptions{})
 	hostAddr, otherAddr := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("127.0.0.2")
 	web := listen(t)
-	serveCounting(t, web, "web")
+	testenv.ServeCounting(t, web, "web")
 	published, victim := listenPair(t, otherAddr.String(), hostAddr.String())
-	publishedHits := serveCounting(t, published, "published pair")
-	victimHits := serveCounting(t, victim, "never published")
+	publishedHits := testenv.ServeCounting(t, published, "published pair")
+	victimHits := testenv.ServeCounting(t, victim, "never published")
 	ctr := &record.Container{V: record.Version, ID: strings.Repeat("a", 64), Name: "mix-1", Service: "mix.shop",
 		Image: "test", Health: record.HealthNone, Priority: record.DefaultPriority, Weight: record.DefaultWeight,
 		Ports: []record.Port{

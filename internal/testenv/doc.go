@@ -35,6 +35,8 @@
 //   - wait.go: Eventually, Exchange and MetricValue, the helpers every
 //     package's tests share.
 //   - txt.go: TXTWire, the bytes a TXT record's strings have on the wire.
+//   - target.go: CountingListener and ServeCounting, a service on a test
+//     address that counts the connections a proxy sent it.
 package testenv
 
 import (
