@@ -97,6 +97,14 @@ func startFixture(t *testing.T, cfg Config) *fixture {
 	go srv.ServeSOCKS(socksLn)
 	go srv.ServeHTTPProxy(httpLn)
 	t.Cleanup(func() { srv.Close() })
+	// ServeSOCKS names its listener to the PAC file from its own goroutine,
+	// which a busy machine may run after the test's first request: wait
+	// for it, as a browser fetches the PAC file only once the proxy runs.
+	testenv.EventuallyTrue(t, testenv.PartStartWait, "the SOCKS listener known to the PAC file", func() bool {
+		srv.mu.Lock()
+		defer srv.mu.Unlock()
+		return len(srv.socksAddrs) > 0
+	})
 	return f
 }
 
