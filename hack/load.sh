@@ -19,11 +19,12 @@ stop() {
   wait "${burners[@]}" 2>/dev/null
   burners=()
 }
-# A signal to this script ends the command too (as TERM: a background job of
-# a script ignores INT), and the script waits for it: nothing it started
+# A signal to this script ends the command's whole process group (make, the
+# phases, go test and what they started), as TERM: a background job of a
+# script ignores INT; the script waits for the command: nothing it started
 # outlives it.
 forward() {
-  [[ -n "$cmd_pid" ]] && kill "-$1" "$cmd_pid" 2>/dev/null && wait "$cmd_pid" 2>/dev/null
+  [[ -n "$cmd_pid" ]] && kill "-$1" -- "-$cmd_pid" 2>/dev/null && wait "$cmd_pid" 2>/dev/null
   stop
 }
 trap stop EXIT
@@ -36,8 +37,9 @@ done
 echo "load: $cpus busy loops (pids ${burners[*]}) beside: $*" >&2
 
 # In the background, so that a signal is handled at once rather than when
-# the command ends.
-"$@" &
+# the command ends, and in a process group of its own (setsid), so that the
+# signal reaches everything the command started.
+setsid "$@" &
 cmd_pid=$!
 wait "$cmd_pid"
 status=$?
