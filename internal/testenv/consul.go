@@ -150,12 +150,9 @@ func (c *Consul) start() error {
 	client := c.Client()
 	deadline := time.Now().Add(ConsulReadyWait)
 	for {
-		leader, err := client.Status().Leader()
-		if err == nil && leader != "" {
-			// A leader can be elected before it accepts writes; wait for that too.
-			if _, err := client.KV().Put(&api.KVPair{Key: "berth-test/ready", Value: []byte("1")}, nil); err == nil {
-				return nil
-			}
+		err := consulReady(client)
+		if err == nil {
+			return nil
 		}
 		if proc.Exited() {
 			proc.Kill()
@@ -163,10 +160,36 @@ func (c *Consul) start() error {
 			return fmt.Errorf("%w while starting (%v):\n%s", errExited, cmd.ProcessState, c.out.String())
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("consul has no leader after %v: %v\n%s", ConsulReadyWait, err, c.out.String())
+			return fmt.Errorf("consul not ready after %v: %v\n%s", ConsulReadyWait, err, c.out.String())
 		}
 		time.Sleep(PollInterval)
 	}
+}
+
+// consulReady is nil once the agent serves what the tests ask of it: a
+// leader, which accepts writes (it can be elected before it does), and the
+// agent's own node in the catalog, without which a session cannot be
+// created ("Missing node registration": the node registers itself a moment
+// after the election, and a loaded machine made that moment visible).
+func consulReady(client *api.Client) error {
+	if leader, err := client.Status().Leader(); err != nil || leader == "" {
+		return fmt.Errorf("no leader yet (%q): %v", leader, err)
+	}
+	if _, err := client.KV().Put(&api.KVPair{Key: "berth-test/ready", Value: []byte("1")}, nil); err != nil {
+		return err
+	}
+	name, err := client.Agent().NodeName()
+	if err != nil {
+		return err
+	}
+	node, _, err := client.Catalog().Node(name, nil)
+	if err != nil {
+		return err
+	}
+	if node == nil || node.Node == nil {
+		return fmt.Errorf("node %s not registered in the catalog yet", name)
+	}
+	return nil
 }
 
 // Stop kills the agent (SIGKILL: a crash, not a graceful leave).
