@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,22 +185,44 @@ func (r *rig) runContainer(o runOpts) string {
 		// default, with the bindings forwarded by rootlessport.
 		hc.NetworkMode = "slirp4netns"
 	}
-	res, err := r.docker.ContainerCreate(ctx, client.ContainerCreateOptions{Name: o.name + "-" + r.run, Config: cfg,
-		HostConfig: hc})
-	if err != nil {
-		r.t.Fatalf("create %s: %v", o.name, err)
-	}
-	testenv.RemoveContainerOnCleanup(r.t, r.docker, res.ID)
-	if !o.noStart {
-		if _, err := r.docker.ContainerStart(ctx, res.ID, client.ContainerStartOptions{}); err != nil {
+	var id string
+	for attempt := 1; ; attempt++ {
+		res, err := r.docker.ContainerCreate(ctx, client.ContainerCreateOptions{Name: o.name + "-" + r.run, Config: cfg,
+			HostConfig: hc})
+		if err != nil {
+			r.t.Fatalf("create %s: %v", o.name, err)
+		}
+		testenv.RemoveContainerOnCleanup(r.t, r.docker, res.ID)
+		id = res.ID
+		if o.noStart {
+			break
+		}
+		_, err = r.docker.ContainerStart(ctx, id, client.ContainerStartOptions{})
+		if err == nil {
+			break
+		}
+		// Podman picks a free host port when it creates the container and
+		// binds it only at the start; on a busy machine another process's
+		// connection can take it between the two. That is the engine's
+		// race, not the exporter's: make the container again.
+		if r.podman == nil || !strings.Contains(err.Error(), "address already in use") || attempt == podmanPortAttempts {
 			r.t.Fatalf("start %s: %v", o.name, err)
+		}
+		r.t.Logf("start %s: %v; creating it again", o.name, err)
+		if _, err := r.docker.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true}); err != nil {
+			r.t.Fatalf("remove %s: %v", o.name, err)
 		}
 	}
 	if o.health && r.podman != nil {
-		r.runHealthChecks(res.ID, checkInterval)
+		r.runHealthChecks(id, checkInterval)
 	}
-	return res.ID
+	return id
 }
+
+// podmanPortAttempts bounds how often runContainer makes a Podman
+// container again whose host port was taken before its start: each attempt
+// draws another port, so a second collision is already rare.
+const podmanPortAttempts = 3
 
 // runHealthChecks runs `podman healthcheck run id` every interval until
 // the test ends: Podman times health checks with systemd timers, and there

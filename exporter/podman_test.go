@@ -10,6 +10,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/api/types/system"
 	"github.com/moby/moby/client"
 
@@ -155,14 +156,17 @@ func TestPodmanLibpodEvents(t *testing.T) {
 	r := newEngineRig(t, EnginePodman, testenv.ConsulOptions{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	id := r.runContainer(runOpts{name: "libpod", noStart: true, health: true})
+	// No published port: the test counts events, and a port Podman drew at
+	// the create could be another process's by one of the restarts.
+	noPorts := network.PortMap{}
+	id := r.runContainer(runOpts{name: "libpod", noStart: true, health: true, ports: noPorts})
 	types := []string{string(events.ContainerEventType), string(events.NetworkEventType)}
 	libpodReady := make(chan struct{})
 	libpod := newLibpodClient(r.docker).events(ctx, types, func() { close(libpodReady) })
 	// Podman answers a subscription only with its first event: restart
 	// another container until the stream has answered, so that it is in
 	// place before the counted events.
-	primer := r.runContainer(runOpts{name: "primer"})
+	primer := r.runContainer(runOpts{name: "primer", ports: noPorts})
 	const primerEvery = 2 * time.Second // not a wait: the pace of the primer's restarts, each an event for the stream to answer with
 	for deadline := time.Now().Add(r.changeWait()); libpodReady != nil; {
 		if time.Now().After(deadline) {

@@ -60,7 +60,6 @@ func TestEngineRecovery(t *testing.T) {
 
 func testEngineRecovery(t *testing.T, engine string) {
 	r := newEngineRig(t, engine, testenv.ConsulOptions{})
-	ctx := context.Background()
 	before := r.runContainer(runOpts{name: "before"})
 	proxy, e := r.startProxiedExporter()
 	reconnects := func(cause string) float64 {
@@ -87,8 +86,6 @@ func testEngineRecovery(t *testing.T, engine string) {
 	if r.doc(during) != nil {
 		t.Fatal("a container started during the outage was seen: the proxy leaks")
 	}
-	// Created now, started once the stream is back.
-	after := r.runContainer(runOpts{name: "after", noStart: true})
 	byBackoff := reconnects(reconnectBackoff)
 	proxy.setDown(false)
 	back := time.Now()
@@ -101,10 +98,8 @@ func testEngineRecovery(t *testing.T, engine string) {
 			got-byBackoff, reconnects(reconnectEngineAnswered))
 	}
 	t.Logf("stream back and the outage's change published %s after the engine came back", time.Since(back).Round(10*time.Millisecond))
-	if _, err := r.docker.ContainerStart(ctx, after, client.ContainerStartOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	started := time.Now()
+	after := r.runContainer(runOpts{name: "after"})
 	r.waitDoc("started after the engine came back", after, r.changeWait(), present)
 	t.Logf("a start after the engine came back published in %s", time.Since(started).Round(10*time.Millisecond))
 }
